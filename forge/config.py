@@ -1,0 +1,157 @@
+"""The platform configuration: what `configs/*.yaml` may say, validated strictly.
+
+Secrets never live in the file: a provider names the environment variable that holds its
+key (`api_key_env`), and the key is read only where the client is built, inside the
+provider's replica.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ProviderType = Literal["openai", "azure", "openai_compatible"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(StrictModel):
+    host: str = Field("127.0.0.1", description="Interface the HTTP endpoint listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port of the endpoint.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger gets 413."
+    )
+
+
+class GatewayConfig(StrictModel):
+    replicas: int = Field(1, ge=1, description="Gateway (FastAPI ingress) replicas.")
+    max_ongoing_requests: int = Field(
+        1000, ge=1, description="Concurrent requests per gateway replica before Serve queues."
+    )
+    auth_cache_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a replica trusts a verified key before asking again; "
+        "a revoked key stops working on other replicas within this time.",
+    )
+    num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per gateway replica.")
+
+
+class UsageConfig(StrictModel):
+    flush_interval_s: float = Field(
+        0.05, gt=0, description="How often a gateway replica ships buffered usage records."
+    )
+    max_batch: int = Field(500, ge=1, le=1000, description="Most records in one shipment.")
+
+
+class ProviderConfig(StrictModel):
+    name: str = Field(description="Unique provider name; models refer to it.", pattern=r"^[\w.-]+$")
+    type: ProviderType = Field(description="Wire protocol and SDK client used to reach it.")
+    base_url: str | None = Field(
+        None,
+        description="API root (for OpenAI-style APIs, ending in /v1; for Azure, the endpoint).",
+    )
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the API key; never the key itself."
+    )
+    api_version: str | None = Field(None, description="Azure OpenAI API version.")
+    optional: bool = Field(
+        False,
+        description="Skip this provider (and its models) when its key variable is unset, "
+        "instead of failing at start.",
+    )
+    timeout_s: float = Field(600.0, gt=0, description="Whole-request timeout towards the provider.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="TCP connect timeout.")
+    max_retries: int = Field(
+        0, ge=0, le=10, description="SDK retries on connection errors, 429 and 5xx."
+    )
+    stream_usage: bool = Field(
+        True,
+        description="Ask the provider for a usage chunk on every stream (stripped again "
+        "when the client did not ask for it) so that usage is exact.",
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    replicas: int = Field(1, ge=1, description="Replicas of this provider's proxy deployment.")
+    max_ongoing_requests: int = Field(1000, ge=1, description="Concurrent requests per replica.")
+    num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per proxy replica.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ProviderConfig:
+        if self.type == "azure" and (not self.base_url or not self.api_version):
+            raise ValueError("azure providers need base_url (the endpoint) and api_version")
+        if self.type != "azure" and not self.base_url and self.type != "openai":
+            raise ValueError(f"provider {self.name!r} of type {self.type} needs base_url")
+        return self
+
+    def key_available(self) -> bool:
+        return self.api_key_env is None or bool(os.environ.get(self.api_key_env))
+
+
+class ModelConfig(StrictModel):
+    name: str = Field(description="Public model name clients send (an alias).")
+    provider: str = Field(description="Name of the provider that serves it.")
+    model: str | None = Field(
+        None, description="The provider's own model id (for Azure, the deployment); default: name."
+    )
+    input_price_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens.")
+    output_price_per_mtok: float = Field(
+        0.0, ge=0, description="USD per million completion tokens."
+    )
+    context_window: int | None = Field(None, ge=1, description="Tokens of context it accepts.")
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Public model names tried in order when this one fails before "
+        "answering (connection error, 5xx, timeout, 429).",
+    )
+
+    @property
+    def provider_model(self) -> str:
+        return self.model or self.name
+
+
+class PlatformConfig(StrictModel):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    usage: UsageConfig = Field(default_factory=UsageConfig)
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    models: list[ModelConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> PlatformConfig:
+        providers = [p.name for p in self.providers]
+        if len(set(providers)) != len(providers):
+            raise ValueError("provider names must be unique")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("model names must be unique")
+        for m in self.models:
+            if m.provider not in providers:
+                raise ValueError(f"model {m.name!r} names unknown provider {m.provider!r}")
+            for f in m.fallbacks:
+                if f not in names or f == m.name:
+                    raise ValueError(f"model {m.name!r} has invalid fallback {f!r}")
+        return self
+
+    def active(self) -> PlatformConfig:
+        """This config without optional providers whose key is missing, nor their models."""
+        providers = [p for p in self.providers if not p.optional or p.key_available()]
+        kept = {p.name for p in providers}
+        models = [m for m in self.models if m.provider in kept]
+        names = {m.name for m in models}
+        models = [
+            m.model_copy(update={"fallbacks": [f for f in m.fallbacks if f in names]})
+            for m in models
+        ]
+        return self.model_copy(update={"providers": providers, "models": models})
+
+
+def load_config(path: str | Path) -> PlatformConfig:
+    """Read and validate a YAML config file."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    return PlatformConfig.model_validate(data)

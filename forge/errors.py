@@ -1,0 +1,151 @@
+"""The error taxonomy: every failure the platform reports, rendered in OpenAI's error shape.
+
+Errors cross Ray process boundaries (a provider deployment raises, the gateway renders), so
+each one pickles by its constructor arguments and carries everything the HTTP layer needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ForgeError(Exception):
+    """Base of all errors that map to an HTTP status and an OpenAI error body."""
+
+    status_code: int = 500
+    error_type: str = "server_error"
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.retry_after = retry_after
+        self.provider = provider
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        kwargs = {
+            "param": self.param,
+            "code": self.code,
+            "retry_after": self.retry_after,
+            "provider": self.provider,
+        }
+        return (_rebuild, (type(self), self.message, kwargs))
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body OpenAI's API returns for this error."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"retry-after": str(max(0, round(self.retry_after)))}
+
+
+def _rebuild(cls: type[ForgeError], message: str, kwargs: dict[str, Any]) -> ForgeError:
+    return cls(message, **kwargs)
+
+
+class InvalidRequest(ForgeError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    default_code = "context_length_exceeded"
+
+
+class AuthenticationFailed(ForgeError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDenied(ForgeError):
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "insufficient_permissions"
+
+
+class NotFound(ForgeError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    default_code = "model_not_found"
+
+
+class Conflict(ForgeError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
+
+
+class PayloadTooLarge(ForgeError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RateLimited(ForgeError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+
+class UpstreamError(ForgeError):
+    """The provider answered with a server error or could not be reached."""
+
+    status_code = 502
+    error_type = "upstream_error"
+    default_code = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status_code = 503
+    default_code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+    default_code = "upstream_timeout"
+
+
+class ServiceUnavailable(ForgeError):
+    """A part of the platform itself is not ready (replica starting, actor restarting)."""
+
+    status_code = 503
+    error_type = "server_error"
+    default_code = "service_unavailable"
+
+
+def unwrap_remote(exc: BaseException) -> BaseException:
+    """Return the original exception behind a Ray task error, or ``exc`` itself.
+
+    Ray wraps exceptions raised in a deployment in ``RayTaskError``; its ``cause`` is the
+    exception that the deployment raised.
+    """
+    for _ in range(5):
+        cause = getattr(exc, "cause", None)
+        if not isinstance(cause, BaseException):
+            break
+        exc = cause
+    return exc

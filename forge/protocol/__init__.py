@@ -1,0 +1,1 @@
+"""Wire shapes the platform speaks, as pydantic models."""

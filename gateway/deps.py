@@ -1,0 +1,22 @@
+"""FastAPI dependencies: the replica's runtime and the caller's verified key."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from forge.keys import KeyInfo
+from gateway.auth import presented_key, require_admin
+from gateway.runtime import GatewayRuntime
+
+
+def runtime(request: Request) -> GatewayRuntime:
+    return request.app.state.runtime
+
+
+async def caller(request: Request) -> KeyInfo:
+    rt: GatewayRuntime = request.app.state.runtime
+    return await rt.verifier.verify(presented_key(request))
+
+
+async def admin(request: Request) -> KeyInfo:
+    return require_admin(await caller(request))

@@ -1,0 +1,47 @@
+"""Request id and platform-overhead headers on every response, as a bare ASGI wrapper
+(cheaper per request than Starlette's BaseHTTPMiddleware)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID = b"x-request-id"
+OVERHEAD = b"x-forge-overhead-ms"
+
+
+class RequestContextMiddleware:
+    """Stamps ``scope["state"]`` with a request id and a start time; adds both headers.
+
+    Handlers that wait on a provider set ``x-forge-overhead-ms`` themselves (their time
+    minus the provider's); for every other response the whole time is overhead.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        request_id = "req_" + uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["t0"] = t0
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                names = {name for name, _ in headers}
+                if REQUEST_ID not in names:
+                    headers.append((REQUEST_ID, request_id.encode()))
+                if OVERHEAD not in names:
+                    elapsed = (time.perf_counter() - t0) * 1000
+                    headers.append((OVERHEAD, f"{elapsed:.2f}".encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,210 @@
+"""Sending one request to its provider (with fallbacks) and settling its usage.
+
+The relay is where a request's outcome becomes a usage record: exactly one per request
+that reached a provider, whether it succeeded, failed, or lost its client mid-stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from actors.usage_shipper import UsageShipper
+from forge.errors import (
+    ForgeError,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamError,
+    unwrap_remote,
+)
+from forge.usage import UsageEvent, UsageStatus, cost_usd
+from serve.providers.base import Endpoint, StreamEnd, StreamHead, Usage
+from serve.providers.sse import DONE, error_event
+from serve.router import Router, Target
+
+RETRYABLE = (UpstreamError, RateLimited, ServiceUnavailable)
+
+
+@dataclass(slots=True)
+class CallContext:
+    request_id: str
+    key_id: str | None
+    t0: float
+    endpoint: Endpoint
+
+
+def as_forge_error(exc: BaseException) -> ForgeError:
+    """Ray wraps what a deployment raised; a Ray failure itself means the proxy is down."""
+    original = unwrap_remote(exc)
+    if isinstance(original, ForgeError):
+        return original
+    return ServiceUnavailable(
+        f"The provider proxy is unavailable ({original.__class__.__name__}); retry shortly.",
+        retry_after=1,
+    )
+
+
+def _ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000
+
+
+class Relay:
+    def __init__(self, router: Router, shipper: UsageShipper) -> None:
+        self.router = router
+        self.shipper = shipper
+
+    def _record(
+        self,
+        ctx: CallContext,
+        target: Target,
+        *,
+        stream: bool,
+        usage: Usage,
+        status: UsageStatus,
+        http_status: int,
+        error_code: str | None = None,
+        ttft_ms: float | None = None,
+    ) -> None:
+        model = target.model
+        self.shipper.add(
+            UsageEvent(
+                request_id=ctx.request_id,
+                created_at=datetime.now(UTC),
+                key_id=ctx.key_id,
+                endpoint=ctx.endpoint,
+                model=model.name,
+                provider=model.provider,
+                provider_model=model.provider_model,
+                stream=stream,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                usage_estimated=usage.estimated,
+                cost_usd=cost_usd(
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    model.input_price_per_mtok,
+                    model.output_price_per_mtok,
+                ),
+                latency_ms=_ms_since(ctx.t0),
+                ttft_ms=ttft_ms,
+                status=status,
+                http_status=http_status,
+                error_code=error_code,
+            )
+        )
+
+    def _fail(self, ctx: CallContext, target: Target, error: ForgeError, stream: bool) -> None:
+        self._record(
+            ctx,
+            target,
+            stream=stream,
+            usage=Usage(),
+            status="error",
+            http_status=error.status_code,
+            error_code=error.code,
+        )
+
+    async def complete(
+        self, ctx: CallContext, body: dict[str, Any]
+    ) -> tuple[bytes, dict[str, str]]:
+        """The provider's JSON answer and the headers to send with it."""
+        targets = self.router.targets(body["model"])
+        for i, target in enumerate(targets):
+            call = {**body, "model": target.model.provider_model}
+            try:
+                reply = await target.client.complete(ctx.endpoint, call, target.model.name)
+            except Exception as exc:
+                error = as_forge_error(exc)
+                if isinstance(error, RETRYABLE) and i + 1 < len(targets):
+                    continue
+                self._fail(ctx, target, error, stream=False)
+                raise error from None
+            self._record(ctx, target, stream=False, usage=reply.usage, status="ok", http_status=200)
+            overhead = _ms_since(ctx.t0) - reply.upstream_ms
+            return reply.body, {"x-forge-overhead-ms": f"{max(overhead, 0):.2f}"}
+        raise AssertionError("a model always has at least one target")
+
+    async def open_stream(
+        self, ctx: CallContext, body: dict[str, Any], include_usage: bool
+    ) -> tuple[AsyncIterator[bytes], dict[str, str]]:
+        """Start the stream and wait for its first chunk, so that failures before any
+        output are still answered with a proper HTTP status."""
+        targets = self.router.targets(body["model"])
+        for i, target in enumerate(targets):
+            call = {**body, "model": target.model.provider_model}
+            source = target.client.stream(ctx.endpoint, call, target.model.name, include_usage)
+            try:
+                head = await anext(source)
+            except Exception as exc:
+                error = as_forge_error(exc)
+                if isinstance(error, RETRYABLE) and i + 1 < len(targets):
+                    continue
+                self._fail(ctx, target, error, stream=True)
+                raise error from None
+            if not isinstance(head, StreamHead):
+                raise AssertionError(f"stream began with {type(head).__name__}")
+            ttft_ms = _ms_since(ctx.t0)
+            overhead = ttft_ms - head.upstream_ms
+            headers = {"x-forge-overhead-ms": f"{max(overhead, 0):.2f}"}
+            return self._relay(ctx, target, source, head, ttft_ms), headers
+        raise AssertionError("a model always has at least one target")
+
+    async def _relay(
+        self,
+        ctx: CallContext,
+        target: Target,
+        source: AsyncIterator[Any],
+        head: StreamHead,
+        ttft_ms: float,
+    ) -> AsyncIterator[bytes]:
+        end: StreamEnd | None = None
+        chunks = 0
+        try:
+            yield head.data
+            try:
+                async for item in source:
+                    if isinstance(item, StreamEnd):
+                        end = item
+                        break
+                    chunks += 1
+                    yield item
+            except Exception as exc:  # the proxy itself failed mid-stream
+                error = as_forge_error(exc)
+                end = StreamEnd(
+                    usage=Usage(completion_tokens=chunks, estimated=True),
+                    status="error",
+                    error_code=error.code,
+                    http_status=error.status_code,
+                )
+                yield error_event(error.to_body())
+                yield DONE
+        finally:
+            if end is None:
+                with anyio.CancelScope(shield=True):
+                    await source.aclose()  # type: ignore[attr-defined]
+                usage = Usage(completion_tokens=chunks, estimated=True)
+                self._record(
+                    ctx,
+                    target,
+                    stream=True,
+                    usage=usage,
+                    status="client_disconnected",
+                    http_status=499,
+                    ttft_ms=ttft_ms,
+                )
+            else:
+                self._record(
+                    ctx,
+                    target,
+                    stream=True,
+                    usage=end.usage,
+                    status=end.status,
+                    http_status=end.http_status,
+                    error_code=end.error_code,
+                    ttft_ms=ttft_ms,
+                )

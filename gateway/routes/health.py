@@ -1,0 +1,26 @@
+"""Liveness (the process answers) and readiness (every deployment and actor answers)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from starlette.responses import JSONResponse
+
+from gateway.deps import runtime
+from gateway.runtime import GatewayRuntime
+
+router = APIRouter()
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/health/ready")
+async def ready(rt: GatewayRuntime = Depends(runtime)) -> JSONResponse:
+    components = await rt.readiness()
+    ok = all(components.values())
+    return JSONResponse(
+        {"status": "ready" if ok else "not_ready", "components": components},
+        status_code=200 if ok else 503,
+    )

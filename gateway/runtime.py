@@ -1,0 +1,43 @@
+"""Everything a gateway replica's routes use, assembled once per replica."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from actors.usage_shipper import UsageShipper
+from forge.config import PlatformConfig
+from forge.keys import CreatedKey, KeyInfo, Role
+from gateway.auth import KeyVerifier
+from gateway.relay import Relay
+from serve.router import Router
+
+
+class Directory(Protocol):
+    """The key directory as the admin routes need it (the actor, or its plain store)."""
+
+    async def create_key(self, name: str, role: Role = "user") -> CreatedKey: ...
+
+    async def list_keys(self) -> list[KeyInfo]: ...
+
+    async def revoke_key(self, key_id: str) -> KeyInfo: ...
+
+
+Readiness = Callable[[], Awaitable[dict[str, bool]]]
+
+
+@dataclass
+class GatewayRuntime:
+    config: PlatformConfig
+    router: Router
+    verifier: KeyVerifier
+    shipper: UsageShipper
+    directory: Directory
+    readiness: Readiness
+
+    def __post_init__(self) -> None:
+        self.relay = Relay(self.router, self.shipper)
+
+    async def close(self) -> None:
+        await self.shipper.close()

@@ -1,0 +1,465 @@
+"""A fake OpenAI API that speaks the real wire format (paths, headers, JSON, SSE, errors).
+
+What it does is chosen by the model name the request carries, so one server serves every
+scenario at once:
+
+- any name: a normal answer of ``reply_tokens`` words (fewer with max_tokens/stop);
+- ``error-<status>``: that HTTP status with OpenAI's error body (429 carries Retry-After);
+- ``hang``: never answers; ``drop``: closes the connection without an answer;
+- ``malformed``: 200 with a body that is not JSON;
+- ``midstream-drop`` / ``midstream-error`` / ``truncated``: streams that break after two
+  chunks (connection cut / error event / end without finish or [DONE]);
+- ``slow-stream``: 200 chunks 20 ms apart; counts streams whose client went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import struct
+import time
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tests.fakes.server import ThreadedServer
+
+WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()  # noqa: SIM905
+
+
+def _error(
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def _count_prompt(body: dict[str, Any]) -> int:
+    text = orjson.dumps(body.get("messages") or body.get("prompt") or body.get("input") or "")
+    return max(1, len(text.split()))
+
+
+class FakeOpenAI:
+    def __init__(
+        self,
+        api_key: str | None = "sk-upstream-test",
+        reply_tokens: int = 8,
+        latency_ms: float = 0.0,
+    ) -> None:
+        self.api_key = api_key
+        self.reply_tokens = reply_tokens
+        self.latency_ms = latency_ms
+        self.requests: list[dict[str, Any]] = []
+        self.cancelled_streams = 0
+        self.completed_streams = 0
+        self._server = ThreadedServer(self._app)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> FakeOpenAI:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    @property
+    def base_url(self) -> str:
+        return self._server.url + "/v1"
+
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        for prefix in ("/v1", "/openai/deployments/{deployment}"):
+            app.router.add_post(prefix + "/chat/completions", self.chat)
+            app.router.add_post(prefix + "/completions", self.completions)
+            app.router.add_post(prefix + "/embeddings", self.embeddings)
+        app.router.add_get("/v1/models", self.models)
+        return app
+
+    # ------------------------------------------------------------------ helpers
+    async def _admit(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return {}, _error(
+                400,
+                "We could not parse the JSON body of your request.",
+                "invalid_request_error",
+                None,
+            )
+        if "deployment" in request.match_info:
+            body.setdefault("model", request.match_info["deployment"])
+        self.requests.append(
+            {
+                "path": request.path,
+                "query": dict(request.query),
+                "headers": dict(request.headers),
+                "body": body,
+            }
+        )
+        if self.api_key is not None:
+            bearer = request.headers.get("Authorization", "")
+            azure_key = request.headers.get("api-key")
+            if bearer != f"Bearer {self.api_key}" and azure_key != self.api_key:
+                return body, _error(
+                    401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+                )
+        if self.latency_ms:
+            await asyncio.sleep(self.latency_ms / 1000)
+        model = str(body.get("model", ""))
+        if model.startswith("error-"):
+            status = int(model.split("-", 1)[1])
+            if status == 429:
+                return body, _error(
+                    429,
+                    "Rate limit reached for requests.",
+                    "requests",
+                    "rate_limit_exceeded",
+                    headers={"retry-after": "7"},
+                )
+            if status == 400:
+                return body, _error(
+                    400,
+                    "Invalid value for 'messages'.",
+                    "invalid_request_error",
+                    "invalid_value",
+                    "messages",
+                )
+            if status == 404:
+                return body, _error(
+                    404,
+                    f"The model '{model}' does not exist.",
+                    "invalid_request_error",
+                    "model_not_found",
+                    "model",
+                )
+            return body, _error(
+                status,
+                "The server had an error while processing your request.",
+                "server_error",
+                None,
+            )
+        if model == "hang":
+            await asyncio.sleep(3600)
+        if model == "drop":
+            request.transport.close()
+            raise asyncio.CancelledError
+        if model == "malformed":
+            return body, web.Response(
+                status=200, text="<html>oops</html>", content_type="application/json"
+            )
+        return body, None
+
+    def _reply_words(self, body: dict[str, Any]) -> tuple[list[str], str]:
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or self.reply_tokens
+        words = [WORDS[i % len(WORDS)] for i in range(self.reply_tokens)]
+        finish = "stop"
+        stop = body.get("stop")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        for i, w in enumerate(words):
+            if w in stops:
+                words = words[:i]
+                break
+        if len(words) > limit:
+            words, finish = words[:limit], "length"
+        return words, finish
+
+    @staticmethod
+    def _usage(prompt: int, completion: int) -> dict[str, Any]:
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    # ------------------------------------------------------------------ routes
+    async def models(self, request: web.Request) -> web.Response:
+        data = [
+            {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"}
+            for m in ("gpt-fake", "text-embedding-fake")
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body, failure = await self._admit(request)
+        if failure is not None:
+            return failure
+        model = body["model"]
+        words, finish = self._reply_words(body)
+        tools = body.get("tools")
+        use_tool = bool(tools) and body.get("tool_choice") != "none"
+        n = int(body.get("n") or 1)
+        prompt = _count_prompt(body)
+        cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        if body.get("stream"):
+            return await self._chat_stream(
+                request, body, cid, created, words, finish, n, prompt, tools if use_tool else None
+            )
+        choices = []
+        for i in range(n):
+            if use_tool:
+                message = {
+                    "role": "assistant",
+                    "content": None,
+                    "refusal": None,
+                    "tool_calls": [
+                        {
+                            "id": f"call_{i}",
+                            "type": "function",
+                            "function": {
+                                "name": tools[0]["function"]["name"],
+                                "arguments": '{"location": "Paris"}',
+                            },
+                        }
+                    ],
+                }
+                reason = "tool_calls"
+            else:
+                message = {"role": "assistant", "content": " ".join(words), "refusal": None}
+                reason = finish
+            choices.append(
+                {"index": i, "message": message, "logprobs": None, "finish_reason": reason}
+            )
+        return web.json_response(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "service_tier": "default",
+                "choices": choices,
+                "usage": self._usage(prompt, len(words) * n),
+            },
+            dumps=lambda o: orjson.dumps(o).decode(),
+        )
+
+    async def _chat_stream(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        cid: str,
+        created: int,
+        words: list[str],
+        finish: str,
+        n: int,
+        prompt: int,
+        tools: list[dict[str, Any]] | None,
+    ) -> web.StreamResponse:
+        model = body["model"]
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+
+        def chunk(choices: list[dict[str, Any]], usage: Any = None) -> bytes:
+            obj: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": choices,
+            }
+            if include_usage:
+                obj["usage"] = usage
+            return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+        def delta(i: int, d: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+            return {"index": i, "delta": d, "logprobs": None, "finish_reason": reason}
+
+        count = 200 if model == "slow-stream" else len(words)
+        try:
+            for i in range(n):
+                await resp.write(
+                    chunk([delta(i, {"role": "assistant", "content": "", "refusal": None})])
+                )
+            if tools:
+                for i in range(n):
+                    await resp.write(
+                        chunk(
+                            [
+                                delta(
+                                    i,
+                                    {
+                                        "tool_calls": [
+                                            {
+                                                "index": 0,
+                                                "id": f"call_{i}",
+                                                "type": "function",
+                                                "function": {
+                                                    "name": tools[0]["function"]["name"],
+                                                    "arguments": "",
+                                                },
+                                            }
+                                        ]
+                                    },
+                                )
+                            ]
+                        )
+                    )
+                    await resp.write(
+                        chunk(
+                            [
+                                delta(
+                                    i,
+                                    {
+                                        "tool_calls": [
+                                            {
+                                                "index": 0,
+                                                "function": {"arguments": '{"location": "Paris"}'},
+                                            }
+                                        ]
+                                    },
+                                )
+                            ]
+                        )
+                    )
+                finish = "tool_calls"
+                count = 0
+            for k in range(count):
+                if model in ("midstream-drop", "midstream-error", "truncated") and k == 2:
+                    if model == "midstream-drop":
+                        request.transport.close()
+                        return resp
+                    if model == "midstream-error":
+                        await resp.write(
+                            b'data: {"error": {"message": "The server had an error '
+                            b'while processing your request.", "type": '
+                            b'"server_error", "param": null, "code": null}}\n\n'
+                        )
+                    return resp
+                if model == "slow-stream":
+                    await asyncio.sleep(0.02)
+                word = WORDS[k % len(WORDS)]
+                for i in range(n):
+                    await resp.write(chunk([delta(i, {"content": (" " if k else "") + word})]))
+            for i in range(n):
+                await resp.write(chunk([delta(i, {}, finish)]))
+            if include_usage:
+                completion = (count if not tools else 1) * n
+                await resp.write(chunk([], self._usage(prompt, completion)))
+            await resp.write(b"data: [DONE]\n\n")
+            self.completed_streams += 1
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.cancelled_streams += 1
+            raise
+        return resp
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body, failure = await self._admit(request)
+        if failure is not None:
+            return failure
+        words, finish = self._reply_words(body)
+        cid = "cmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        prompt = _count_prompt(body)
+        if body.get("stream"):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            for k, w in enumerate(words):
+                obj = {
+                    "id": cid,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "text": (" " if k else "") + w,
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+                await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
+            obj = {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": body["model"],
+                "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": finish}],
+            }
+            await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
+            if include_usage:
+                obj = {
+                    "id": cid,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": body["model"],
+                    "choices": [],
+                    "usage": self._usage(prompt, len(words)),
+                }
+                await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
+        return web.json_response(
+            {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": body["model"],
+                "system_fingerprint": "fp_fake",
+                "choices": [
+                    {"index": 0, "text": " ".join(words), "logprobs": None, "finish_reason": finish}
+                ],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": len(words),
+                    "total_tokens": prompt + len(words),
+                },
+            }
+        )
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        body, failure = await self._admit(request)
+        if failure is not None:
+            return failure
+        inputs = body.get("input")
+        if isinstance(inputs, str) or (
+            isinstance(inputs, list) and inputs and isinstance(inputs[0], int)
+        ):
+            inputs = [inputs]
+        dims = int(body.get("dimensions") or 8)
+        data = []
+        for i, item in enumerate(inputs or []):
+            digest = hashlib.sha256(orjson.dumps(item)).digest()
+            vector = [(digest[j % 32] - 128) / 128 for j in range(dims)]
+            if body.get("encoding_format") == "base64":
+                emb: Any = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            else:
+                emb = vector
+            data.append({"object": "embedding", "index": i, "embedding": emb})
+        tokens = sum(len(orjson.dumps(x).split()) for x in inputs or [])
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )

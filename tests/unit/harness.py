@@ -1,0 +1,113 @@
+"""The gateway assembled in-process, without Ray: the real app, the real provider
+classes talking to the fake upstream, the real key and usage stores on a real database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx2
+import openai
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from actors.usage_recorder import UsageStore
+from actors.usage_shipper import UsageShipper
+from forge.config import PlatformConfig
+from forge.db.engine import make_sessionmaker
+from forge.keys import KeyStore
+from gateway.app import build_app
+from gateway.auth import KeyVerifier
+from gateway.runtime import GatewayRuntime
+from serve.providers.openai_compat import OpenAICompatProvider
+from serve.router import Router
+
+
+def platform_config(upstream_base_url: str, **server: object) -> PlatformConfig:
+    models = [
+        {
+            "name": "gpt-test",
+            "provider": "fake",
+            "model": "gpt-fake",
+            "input_price_per_mtok": 1.0,
+            "output_price_per_mtok": 2.0,
+            "context_window": 8192,
+        },
+        {"name": "embed-test", "provider": "fake", "model": "text-embedding-fake"},
+        {"name": "flaky", "provider": "fake", "model": "error-500", "fallbacks": ["gpt-test"]},
+    ]
+    for scenario in (
+        "error-429",
+        "error-500",
+        "error-503",
+        "error-400",
+        "error-404",
+        "hang",
+        "drop",
+        "malformed",
+        "midstream-drop",
+        "midstream-error",
+        "truncated",
+        "slow-stream",
+    ):
+        models.append({"name": scenario, "provider": "fake", "model": scenario})
+    return PlatformConfig.model_validate(
+        {
+            "server": server,
+            "providers": [
+                {
+                    "name": "fake",
+                    "type": "openai_compatible",
+                    "base_url": upstream_base_url,
+                    "api_key_env": "FAKE_UPSTREAM_KEY",
+                    "timeout_s": 2.0,
+                }
+            ],
+            "models": models,
+        }
+    )
+
+
+@dataclass
+class Harness:
+    runtime: GatewayRuntime
+    keys: KeyStore
+    user_key: str
+    admin_key: str
+    http: httpx2.AsyncClient
+
+    def sdk(self, key: str | None = None) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=key or self.user_key,
+            base_url="http://gateway/v1",
+            http_client=self.http,
+            max_retries=0,
+        )
+
+
+@asynccontextmanager
+async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> AsyncIterator[Harness]:
+    keys = KeyStore(make_sessionmaker(engine))
+    usage = UsageStore(engine)
+    providers = {p.name: OpenAICompatProvider(p) for p in config.providers}
+    runtime = GatewayRuntime(
+        config=config,
+        router=Router(config.models, providers),
+        verifier=KeyVerifier(keys.lookup, ttl_s=config.gateway.auth_cache_ttl_s),
+        shipper=UsageShipper(usage.write, flush_interval_s=0.01),
+        directory=keys,
+        readiness=_all_ready,
+    )
+    app = build_app(runtime)
+    user = await keys.create_key("user")
+    admin = await keys.create_key("admin", role="admin")
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        yield Harness(runtime, keys, user.key, admin.key, http)
+    await runtime.close()
+    for p in providers.values():
+        await p.close()
+
+
+async def _all_ready() -> dict[str, bool]:
+    return {"in-process": True}

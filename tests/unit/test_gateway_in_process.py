@@ -1,0 +1,286 @@
+"""The gateway's HTTP behaviour, in-process: OpenAI SDK round trips and every bad input."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from sqlalchemy import select
+
+from forge.db.schema import UsageRecord
+from tests.unit.harness import in_process_gateway, platform_config
+
+MSG = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture
+async def gw(fake_openai, sqlite_engine):
+    config = platform_config(fake_openai.base_url, max_body_bytes=4096)
+    async with in_process_gateway(config, sqlite_engine) as h:
+        h.engine = sqlite_engine
+        yield h
+
+
+async def usage_rows(h):
+    assert await h.runtime.shipper.flush()
+    async with h.engine.connect() as conn:
+        return (await conn.execute(select(UsageRecord))).mappings().all()
+
+
+async def test_chat_completion_round_trip(gw):
+    client = gw.sdk()
+    resp = await client.chat.completions.with_raw_response.create(model="gpt-test", messages=MSG)
+    completion = resp.parse()
+    assert completion.model == "gpt-test"
+    assert completion.choices[0].message.content.startswith("alpha bravo")
+    assert completion.usage.completion_tokens == 8
+    assert resp.headers["x-request-id"].startswith("req_")
+    assert float(resp.headers["x-forge-overhead-ms"]) >= 0
+    rows = await usage_rows(gw)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["request_id"] == resp.headers["x-request-id"]
+    assert (row["model"], row["provider"], row["provider_model"]) == (
+        "gpt-test",
+        "fake",
+        "gpt-fake",
+    )
+    assert row["completion_tokens"] == 8 and row["status"] == "ok" and not row["usage_estimated"]
+    assert row["cost_usd"] == pytest.approx((row["prompt_tokens"] * 1 + 8 * 2) / 1e6)
+
+
+async def test_chat_stream_with_usage(gw):
+    client = gw.sdk()
+    stream = await client.chat.completions.create(
+        model="gpt-test", messages=MSG, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "alpha bravo charlie delta echo foxtrot golf hotel"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 8
+    rows = await usage_rows(gw)
+    assert rows[0]["stream"] and rows[0]["completion_tokens"] == 8 and rows[0]["ttft_ms"] > 0
+
+
+async def test_stream_without_usage_hides_the_usage_chunk_yet_records_it(gw):
+    stream = await gw.sdk().chat.completions.create(model="gpt-test", messages=MSG, stream=True)
+    chunks = [c async for c in stream]
+    assert all(c.choices for c in chunks)
+    assert all(c.usage is None for c in chunks)
+    rows = await usage_rows(gw)
+    assert rows[0]["completion_tokens"] == 8 and not rows[0]["usage_estimated"]
+
+
+async def test_parameters_and_unknown_fields_pass_through(gw, fake_openai):
+    tools = [
+        {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+    ]
+    completion = await gw.sdk().chat.completions.create(
+        model="gpt-test",
+        messages=MSG,
+        n=2,
+        stop=["golf"],
+        temperature=0.3,
+        top_p=0.9,
+        max_completion_tokens=5,
+        seed=7,
+        user="u1",
+        tools=tools,
+        tool_choice="auto",
+        response_format={"type": "json_object"},
+        extra_body={"vendor_knob": {"x": 1}},
+    )
+    sent = fake_openai.requests[-1]["body"]
+    assert sent["model"] == "gpt-fake"
+    assert sent["vendor_knob"] == {"x": 1}
+    for field in (
+        "n",
+        "stop",
+        "temperature",
+        "top_p",
+        "max_completion_tokens",
+        "seed",
+        "user",
+        "tools",
+        "tool_choice",
+        "response_format",
+    ):
+        assert field in sent, field
+    assert len(completion.choices) == 2
+    assert completion.choices[0].message.tool_calls[0].function.name == "weather"
+    assert completion.choices[0].finish_reason == "tool_calls"
+
+
+async def test_completions_and_embeddings(gw):
+    client = gw.sdk()
+    c = await client.completions.create(model="gpt-test", prompt="Say", max_tokens=3)
+    assert c.choices[0].text == "alpha bravo charlie" and c.choices[0].finish_reason == "length"
+    e = await client.embeddings.create(model="embed-test", input=["a", "b"], dimensions=4)
+    assert [len(d.embedding) for d in e.data] == [4, 4]
+    b64 = await client.embeddings.create(model="embed-test", input="a", encoding_format="base64")
+    assert isinstance(b64.data[0].embedding, str)
+    rows = await usage_rows(gw)
+    assert sorted(r["endpoint"] for r in rows) == ["completions", "embeddings", "embeddings"]
+
+
+async def test_models_list_and_get(gw):
+    client = gw.sdk()
+    ids = [m.id async for m in client.models.list()]
+    assert "gpt-test" in ids and "embed-test" in ids
+    assert (await client.models.retrieve("gpt-test")).owned_by == "fake"
+    with pytest.raises(openai.NotFoundError) as err:
+        await client.models.retrieve("nope")
+    assert err.value.body["code"] == "model_not_found"
+
+
+async def test_fallback_answers_when_the_first_target_fails(gw):
+    completion = await gw.sdk().chat.completions.create(model="flaky", messages=MSG)
+    assert completion.model == "gpt-test"
+    rows = await usage_rows(gw)
+    assert len(rows) == 1 and rows[0]["model"] == "gpt-test"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def error_of(resp):
+    body = resp.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+@pytest.mark.parametrize("key", [None, "sk-forge-wrong", "Basic abc"])
+async def test_missing_or_invalid_key_is_401(gw, key):
+    headers = {} if key is None else {"authorization": key if " " in key else f"Bearer {key}"}
+    resp = await gw.http.post(
+        "/v1/chat/completions", json={"model": "gpt-test", "messages": MSG}, headers=headers
+    )
+    assert resp.status_code == 401
+    assert error_of(resp)["type"] == "authentication_error"
+    assert resp.headers["x-request-id"]
+
+
+async def test_revoked_key_is_401_at_once(gw):
+    created = await gw.keys.create_key("temp")
+    client = gw.sdk(created.key)
+    await client.models.list()
+    admin = {"authorization": f"Bearer {gw.admin_key}"}
+    resp = await gw.http.delete(f"/admin/keys/{created.info.id}", headers=admin)
+    assert resp.status_code == 200 and resp.json()["revoked_at"]
+    with pytest.raises(openai.AuthenticationError) as err:
+        await client.models.list()
+    assert err.value.body["code"] == "revoked_api_key"
+
+
+async def test_admin_routes_need_admin(gw):
+    user = {"authorization": f"Bearer {gw.user_key}"}
+    resp = await gw.http.post("/admin/keys", json={"name": "x"}, headers=user)
+    assert resp.status_code == 403 and error_of(resp)["type"] == "permission_error"
+    admin = {"authorization": f"Bearer {gw.admin_key}"}
+    resp = await gw.http.post("/admin/keys", json={"name": "x"}, headers=admin)
+    assert resp.status_code == 201 and resp.json()["key"].startswith("sk-forge-")
+    resp = await gw.http.delete("/admin/keys/does-not-exist", headers=admin)
+    assert resp.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "gpt-test"}, "messages"),
+        ({"model": "gpt-test", "messages": "hi"}, "messages"),
+        (
+            {"model": "gpt-test", "messages": [{"role": "wizard", "content": "x"}]},
+            "messages[0].role",
+        ),
+        ({"model": "gpt-test", "messages": MSG, "temperature": "hot"}, "temperature"),
+        ({"model": "gpt-test", "messages": MSG, "temperature": 9}, "temperature"),
+        ({"model": "gpt-test", "messages": MSG, "n": 0}, "n"),
+        ({"model": 5, "messages": MSG}, "model"),
+        ({"messages": MSG}, "model"),
+    ],
+)
+async def test_wrong_types_are_400_naming_the_field(gw, body, param):
+    resp = await gw.http.post(
+        "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {gw.user_key}"}
+    )
+    assert resp.status_code == 400
+    err = error_of(resp)
+    assert err["type"] == "invalid_request_error" and err["param"] == param
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"", b'"text"'])
+async def test_malformed_json_is_400(gw, raw):
+    resp = await gw.http.post(
+        "/v1/chat/completions",
+        content=raw,
+        headers={"authorization": f"Bearer {gw.user_key}", "content-type": "application/json"},
+    )
+    assert resp.status_code == 400 and error_of(resp)["code"] == "invalid_json"
+
+
+async def test_body_over_the_limit_is_413(gw):
+    big = [{"role": "user", "content": "x" * 5000}]
+    resp = await gw.http.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-test", "messages": big},
+        headers={"authorization": f"Bearer {gw.user_key}"},
+    )
+    assert resp.status_code == 413 and error_of(resp)["code"] == "request_too_large"
+
+
+async def test_unknown_model_is_404(gw):
+    with pytest.raises(openai.NotFoundError) as err:
+        await gw.sdk().chat.completions.create(model="no-such-model", messages=MSG)
+    assert err.value.body["code"] == "model_not_found" and err.value.body["param"] == "model"
+
+
+async def test_unknown_route_is_404_in_openai_shape(gw):
+    resp = await gw.http.get("/v1/nothing-here", headers={"authorization": f"Bearer {gw.user_key}"})
+    assert resp.status_code == 404 and error_of(resp)["code"] == "unknown_url"
+
+
+@pytest.mark.parametrize(
+    ("model", "status", "code"),
+    [
+        ("error-429", 429, "rate_limit_exceeded"),
+        ("error-500", 502, "upstream_error"),
+        ("error-503", 503, "upstream_unavailable"),
+        ("error-400", 400, "invalid_value"),
+        ("drop", 502, "upstream_unreachable"),
+        ("hang", 504, "upstream_timeout"),
+        ("malformed", 502, "upstream_malformed_response"),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_upstream_failures_map_to_status(gw, model, status, code, stream):
+    resp = await gw.http.post(
+        "/v1/chat/completions",
+        json={"model": model, "messages": MSG, "stream": stream},
+        headers={"authorization": f"Bearer {gw.user_key}"},
+    )
+    assert resp.status_code == status, resp.text
+    assert error_of(resp)["code"] == code
+    if status == 429:
+        assert resp.headers["retry-after"] == "7"
+    rows = await usage_rows(gw)
+    assert [(r["status"], r["http_status"]) for r in rows] == [("error", status)]
+
+
+@pytest.mark.parametrize("model", ["midstream-drop", "midstream-error", "truncated"])
+async def test_provider_failing_mid_stream_sends_error_event_then_done(gw, model):
+    resp = await gw.http.post(
+        "/v1/chat/completions",
+        json={"model": model, "messages": MSG, "stream": True},
+        headers={"authorization": f"Bearer {gw.user_key}"},
+    )
+    assert resp.status_code == 200
+    events = [line for line in resp.text.split("\n\n") if line]
+    assert events[-1] == "data: [DONE]"
+    assert '"error"' in events[-2]
+    assert sum('"choices"' in e for e in events) >= 2
+    with pytest.raises(openai.APIError):
+        stream = await gw.sdk().chat.completions.create(model=model, messages=MSG, stream=True)
+        async for _ in stream:
+            pass
+    rows = await usage_rows(gw)
+    assert {r["status"] for r in rows} == {"error"}
+    assert all(r["completion_tokens"] >= 2 for r in rows)

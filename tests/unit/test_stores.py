@@ -1,0 +1,92 @@
+"""The durable stores on SQLite and PostgreSQL: keys hashed, usage written exactly once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from actors.usage_recorder import UsageStore
+from actors.usage_shipper import UsageShipper
+from forge.db.engine import make_sessionmaker
+from forge.db.schema import ApiKey, UsageRecord
+from forge.keys import KeyStore, hash_key
+from forge.usage import UsageEvent
+
+
+def event(i: int) -> UsageEvent:
+    return UsageEvent(
+        request_id=f"req_{i}",
+        created_at=datetime.now(UTC),
+        key_id="k",
+        endpoint="chat/completions",
+        model="m",
+        provider="p",
+        provider_model="pm",
+        stream=False,
+        prompt_tokens=3,
+        completion_tokens=4,
+        cost_usd=0.001,
+        latency_ms=1.5,
+        status="ok",
+        http_status=200,
+    )
+
+
+async def count(engine) -> int:
+    async with engine.connect() as conn:
+        return await conn.scalar(select(func.count()).select_from(UsageRecord))
+
+
+async def test_keys_are_stored_hashed_and_revocable(engine):
+    store = KeyStore(make_sessionmaker(engine))
+    created = await store.create_key("ci")
+    async with engine.connect() as conn:
+        stored = (await conn.execute(select(ApiKey))).mappings().one()
+    assert created.key not in str(dict(stored))
+    assert stored["key_hash"] == hash_key(created.key)
+    assert (await store.lookup(hash_key(created.key))).name == "ci"
+    revoked = await store.revoke_key(created.info.id)
+    assert revoked.revoked_at is not None
+    assert (await store.lookup(hash_key(created.key))).revoked_at is not None
+
+
+async def test_master_key_is_generated_once_or_taken_from_the_environment(engine):
+    store = KeyStore(make_sessionmaker(engine))
+    first = await store.ensure_master(None)
+    assert first and first.startswith("sk-forge-")
+    assert await store.ensure_master(None) is None
+    assert await store.ensure_master("sk-forge-given") is None
+    assert (await store.lookup(hash_key("sk-forge-given"))).role == "admin"
+
+
+async def test_usage_write_is_idempotent(engine):
+    store = UsageStore(engine)
+    assert await store.write([event(1), event(2)]) == 2
+    assert await store.write([event(2), event(3)]) == 1
+    assert await count(engine) == 3
+
+
+async def test_shipper_keeps_records_until_the_sink_acknowledges(engine):
+    store = UsageStore(engine)
+    failures = {"left": 2}
+
+    async def flaky_sink(batch):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("recorder restarting")
+        return await store.write(batch)
+
+    shipper = UsageShipper(flaky_sink, flush_interval_s=0.01, max_batch=3)
+    for i in range(7):
+        shipper.add(event(i))
+    assert await shipper.flush(timeout_s=10)
+    assert shipper.failures == 2 and shipper.pending == 0
+    assert await count(engine) == 7
+    await shipper.close()
+
+
+@pytest.mark.parametrize("bad", ["", "Bearer"])
+async def test_lookup_of_unknown_hash_is_none(engine, bad):
+    assert await KeyStore(make_sessionmaker(engine)).lookup(hash_key(bad or "x")) is None
