@@ -25,6 +25,7 @@ class UsageShipper:
         self._max_batch = max_batch
         self._buffer: list[UsageEvent] = []
         self._task: asyncio.Task[None] | None = None
+        self._shipping = asyncio.Lock()  # one shipment at a time: each removes its own batch
         self.shipped = 0
         self.failures = 0
 
@@ -48,16 +49,19 @@ class UsageShipper:
             backoff = self._interval if shipped else min(max(backoff * 2, 0.1), 2.0)
 
     async def _ship_once(self) -> bool:
-        batch = self._buffer[: self._max_batch]
-        try:
-            await self._sink(batch)
-        except Exception as exc:  # the recorder is restarting, or the DB is down
-            self.failures += 1
-            log.warning("usage shipment of %d records failed, will retry: %r", len(batch), exc)
-            return False
-        del self._buffer[: len(batch)]
-        self.shipped += len(batch)
-        return True
+        async with self._shipping:
+            batch = self._buffer[: self._max_batch]
+            if not batch:
+                return True
+            try:
+                await self._sink(batch)
+            except Exception as exc:  # the recorder is restarting, or the DB is down
+                self.failures += 1
+                log.warning("usage shipment of %d records failed, will retry: %r", len(batch), exc)
+                return False
+            del self._buffer[: len(batch)]  # new records are only ever appended behind it
+            self.shipped += len(batch)
+            return True
 
     async def flush(self, timeout_s: float = 10.0) -> bool:
         """Ship everything now (shutdown, tests); True when the buffer is empty."""

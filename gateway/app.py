@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,7 +13,12 @@ from gateway.routes import admin, health, inference, models
 from gateway.runtime import GatewayRuntime
 
 
-def build_app(runtime: GatewayRuntime) -> FastAPI:
+def build_app(
+    runtime: GatewayRuntime, request_id_source: Callable[[], str | None] | None = None
+) -> FastAPI:
+    """The app; ``request_id_source`` supplies the host's request id (Ray Serve's), which
+    the host then also sends as ``x-request-id`` itself."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -30,5 +35,9 @@ def build_app(runtime: GatewayRuntime) -> FastAPI:
     install_error_handlers(app)
     for module in (inference, models, health, admin):
         app.include_router(module.router)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        RequestContextMiddleware,
+        request_id_source=request_id_source,
+        emit_request_id=request_id_source is None,
+    )
     return app

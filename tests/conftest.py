@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import os
+
+# Serve reads these when it is imported, in every process: set them before anything
+# imports Ray, so the tests exercise the same fast data plane `forge up` uses.
+from serve.env import FAST_SERVE_ENV
+
+for _name, _value in FAST_SERVE_ENV.items():
+    os.environ.setdefault(_name, _value)
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 import uuid
 from collections.abc import AsyncIterator, Iterator
 

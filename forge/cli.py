@@ -1,0 +1,174 @@
+"""The `forge` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from forge.config import load_config
+from forge.db.engine import make_engine, make_sessionmaker
+from forge.db.migrate import upgrade
+from forge.keys import KeyStore, Role
+from forge.settings import Settings
+
+app = typer.Typer(
+    help="PromptForge: one OpenAI-compatible endpoint for every model.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="API keys (written straight to the database).", no_args_is_help=True)
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+
+@app.command()
+def up(
+    config: Annotated[Path | None, typer.Option(help="Platform YAML config.")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port.")] = None,
+) -> None:
+    """Start (or join, with RAY_ADDRESS) Ray, migrate the database, deploy and serve
+    in the foreground until Ctrl-C / SIGTERM."""
+    from serve import launcher
+
+    settings = launcher.prepare_environment(Settings())
+    cfg = load_config(config or settings.config)
+    host = host or cfg.server.host
+    port = port or cfg.server.port
+    cfg = cfg.model_copy(
+        update={"server": cfg.server.model_copy(update={"host": host, "port": port})}
+    )
+    own_ray = not os.environ.get("RAY_ADDRESS")
+    typer.echo(f"Starting PromptForge ({'local Ray' if own_ray else os.environ['RAY_ADDRESS']}) …")
+    try:
+        new_key = launcher.start(settings, cfg, host, port)
+    except Exception:
+        launcher.stop(own_ray)
+        raise
+    active = cfg.active()
+    typer.echo(f"PromptForge is serving at http://{host}:{port}/v1")
+    typer.echo(f"Models: {', '.join(m.name for m in active.models) or '(none configured)'}")
+    if new_key:
+        typer.echo(f"Admin key (shown once, store it now): {new_key}")
+    elif settings.master_key:
+        typer.echo("Admin key: the value of FORGE_MASTER_KEY")
+    else:
+        typer.echo("Admin key: shown at first start; `forge keys create --admin` makes another")
+    try:
+        launcher.wait_for_signal()
+    finally:
+        typer.echo("Stopping PromptForge …")
+        launcher.stop(own_ray)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Deployments, replicas and health of the running platform."""
+    import ray
+    from ray import serve
+
+    from serve.app import APP_NAME
+
+    ray.init(
+        address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False, logging_level="ERROR"
+    )
+    try:
+        app_status = serve.status().applications.get(APP_NAME)
+        if app_status is None:
+            typer.echo("PromptForge is not deployed on this Ray cluster.", err=True)
+            raise typer.Exit(1)
+        report = {
+            "status": str(app_status.status.value),
+            "deployments": {
+                name: {
+                    "status": str(d.status.value),
+                    "replicas": {str(k.value): v for k, v in d.replica_states.items()},
+                    "message": d.message,
+                }
+                for name, d in app_status.deployments.items()
+            },
+        }
+    finally:
+        ray.shutdown()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"application {APP_NAME}: {report['status']}")
+    for name, d in report["deployments"].items():
+        replicas = ", ".join(f"{n} {state.lower()}" for state, n in d["replicas"].items()) or "-"
+        typer.echo(f"  {name:<28} {d['status']:<10} {replicas}")
+
+
+def _store() -> tuple[KeyStore, object]:
+    settings = Settings()
+    url = settings.resolved_database_url()
+    upgrade(url)
+    engine = make_engine(url)
+    return KeyStore(make_sessionmaker(engine)), engine
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key.")],
+    admin: Annotated[bool, typer.Option("--admin", help="Give it admin rights.")] = False,
+) -> None:
+    """Create a key and print it (the only time it is shown)."""
+
+    async def run() -> str:
+        store, engine = _store()
+        try:
+            role: Role = "admin" if admin else "user"
+            return (await store.create_key(name, role)).key
+        finally:
+            await engine.dispose()  # type: ignore[attr-defined]
+
+    typer.echo(asyncio.run(run()))
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (prefixes only)."""
+
+    async def run() -> None:
+        store, engine = _store()
+        try:
+            for k in await store.list_keys():
+                state = "revoked" if k.revoked_at else "active"
+                typer.echo(f"{k.id}  {k.prefix}…  {k.role:<5}  {state:<7}  {k.name}")
+        finally:
+            await engine.dispose()  # type: ignore[attr-defined]
+
+    asyncio.run(run())
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by id (running gateways stop honouring it within the auth cache TTL)."""
+
+    async def run() -> None:
+        store, engine = _store()
+        try:
+            await store.revoke_key(key_id)
+        finally:
+            await engine.dispose()  # type: ignore[attr-defined]
+
+    asyncio.run(run())
+    typer.echo(f"revoked {key_id}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema."""
+    url = Settings().resolved_database_url()
+    upgrade(url)
+    typer.echo("database is at the latest revision")
+
+
+if __name__ == "__main__":
+    app()

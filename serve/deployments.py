@@ -1,0 +1,129 @@
+"""Ray Serve shells: the gateway ingress and the provider proxies. No logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from actors.directory import DirectoryActor
+from actors.usage_recorder import UsageRecorderActor
+from actors.usage_shipper import UsageShipper
+from forge.config import PlatformConfig, ProviderConfig
+from forge.keys import KeyInfo
+from gateway.app import build_app
+from gateway.auth import KeyVerifier
+from gateway.runtime import GatewayRuntime
+from serve.handles import HandleProviderClient
+from serve.providers.base import Endpoint, ProviderReply, StreamItem
+from serve.providers.openai_compat import OpenAICompatProvider
+from serve.router import Router
+
+log = logging.getLogger(__name__)
+
+ACTOR_NAMESPACE = "promptforge"
+DIRECTORY_ACTOR = "forge-directory"
+USAGE_ACTOR = "forge-usage-recorder"
+READY_TIMEOUT_S = 3.0
+
+
+def serve_request_id() -> str | None:
+    """Serve's id for the current request (it also returns it as ``x-request-id``)."""
+    from ray.serve.context import _get_serve_request_context
+
+    return _get_serve_request_context().request_id or None
+
+
+def make_provider(cfg: ProviderConfig) -> OpenAICompatProvider:
+    """The plain provider class for a config entry."""
+    return OpenAICompatProvider(cfg)
+
+
+def platform_actors() -> tuple[Any, Any]:
+    """The directory and usage-recorder actors, created on first use and shared by every
+    replica. Detached, so that a gateway replica's restart does not take them along."""
+    common = {"namespace": ACTOR_NAMESPACE, "lifetime": "detached", "get_if_exists": True}
+    directory = DirectoryActor.options(name=DIRECTORY_ACTOR, **common).remote()
+    recorder = UsageRecorderActor.options(name=USAGE_ACTOR, **common).remote()
+    return directory, recorder
+
+
+@serve.deployment
+class ProviderDeployment:
+    def __init__(self, cfg: ProviderConfig) -> None:
+        self.provider = make_provider(cfg)
+
+    async def complete(
+        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+    ) -> ProviderReply:
+        return await self.provider.complete(endpoint, body, public_model)
+
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+    ) -> AsyncIterator[StreamItem]:
+        async for item in self.provider.stream(endpoint, body, public_model, include_usage):
+            yield item
+
+    async def ping(self) -> bool:
+        return await self.provider.ping()
+
+
+class _ActorDirectory:
+    """The admin routes' `Directory`, backed by the directory actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    async def create_key(self, name: str, role: str = "user") -> Any:
+        return await self._actor.create_key.remote(name, role)
+
+    async def list_keys(self) -> list[KeyInfo]:
+        return await self._actor.list_keys.remote()
+
+    async def revoke_key(self, key_id: str) -> KeyInfo:
+        return await self._actor.revoke_key.remote(key_id)
+
+
+@serve.deployment
+@serve.ingress()
+class GatewayDeployment:
+    def __init__(self, config: PlatformConfig, providers: dict[str, DeploymentHandle]) -> None:
+        directory, recorder = platform_actors()
+        clients = {name: HandleProviderClient(h) for name, h in providers.items()}
+        self._pings = {f"provider:{n}": c.ping for n, c in clients.items()}
+        self._pings["actor:directory"] = lambda: directory.ping.remote()
+        self._pings["actor:usage-recorder"] = lambda: recorder.ping.remote()
+        self.runtime = GatewayRuntime(
+            config=config,
+            router=Router(config.models, clients),
+            verifier=KeyVerifier(
+                lambda digest: directory.verify.remote(digest),
+                ttl_s=config.gateway.auth_cache_ttl_s,
+            ),
+            shipper=UsageShipper(
+                lambda batch: recorder.record.remote(batch),
+                flush_interval_s=config.usage.flush_interval_s,
+                max_batch=config.usage.max_batch,
+            ),
+            directory=_ActorDirectory(directory),
+            readiness=self.readiness,
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_app(self.runtime, request_id_source=serve_request_id)
+
+    async def readiness(self) -> dict[str, bool]:
+        async def one(ping: Any) -> bool:
+            try:
+                return bool(await asyncio.wait_for(ping(), READY_TIMEOUT_S))
+            except Exception:
+                return False
+
+        names = list(self._pings)
+        results = await asyncio.gather(*(one(self._pings[n]) for n in names))
+        return dict(zip(names, results, strict=True))

@@ -1,0 +1,38 @@
+"""The gateway's view of a provider deployment: a `ProviderClient` over a Serve handle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray.serve.handle import DeploymentHandle
+
+from serve.providers.base import Endpoint, ProviderReply, StreamItem
+
+
+class HandleProviderClient:
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self._complete = handle.options(method_name="complete")
+        self._stream = handle.options(method_name="stream", stream=True)
+        self._ping = handle.options(method_name="ping")
+
+    async def complete(
+        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+    ) -> ProviderReply:
+        return await self._complete.remote(endpoint, body, public_model)
+
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+    ) -> AsyncIterator[StreamItem]:
+        responses = self._stream.remote(endpoint, body, public_model, include_usage)
+        finished = False
+        try:
+            async for item in responses:
+                yield item
+            finished = True
+        finally:
+            if not finished:
+                responses.cancel()  # cancels the replica's generator, closing the upstream call
+
+    async def ping(self) -> bool:
+        return await self._ping.remote()

@@ -1,0 +1,74 @@
+"""`forge up`: start or join Ray, migrate, deploy, serve in the foreground, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import ray
+from ray import serve
+
+from forge.config import PlatformConfig
+from forge.db.engine import make_engine, make_sessionmaker
+from forge.db.migrate import upgrade
+from forge.keys import KeyStore
+from forge.settings import Settings
+from serve.app import APP_NAME, build_application
+from serve.env import FAST_SERVE_ENV
+
+
+def prepare_environment(settings: Settings) -> Settings:
+    """Make paths absolute and export what Ray's worker processes must inherit."""
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["FORGE_DATA_DIR"] = str(data_dir)
+    for key, value in FAST_SERVE_ENV.items():
+        os.environ.setdefault(key, value)
+    return settings.model_copy(update={"data_dir": data_dir})
+
+
+async def _ensure_master(url: str, master_key: str | None) -> str | None:
+    engine = make_engine(url)
+    try:
+        return await KeyStore(make_sessionmaker(engine)).ensure_master(master_key)
+    finally:
+        await engine.dispose()
+
+
+def start(settings: Settings, config: PlatformConfig, host: str, port: int) -> str | None:
+    """Migrate, start Ray and deploy. Returns a newly generated admin key, if any."""
+    url = settings.resolved_database_url()
+    upgrade(url)
+    master = settings.master_key.get_secret_value() if settings.master_key else None
+    new_key = asyncio.run(_ensure_master(url, master))
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=APP_NAME)
+    else:
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", namespace=APP_NAME)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_application(config), name=APP_NAME, route_prefix="/", blocking=False)
+    return new_key
+
+
+def stop(own_ray: bool) -> None:
+    try:
+        serve.shutdown()
+    finally:
+        if own_ray:
+            ray.shutdown()
+
+
+def wait_for_signal(on_tick: Callable[[], None] | None = None) -> None:
+    """Block until SIGINT or SIGTERM."""
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    while not stopping.wait(1.0):
+        if on_tick:
+            on_tick()
+    time.sleep(0)

@@ -1,0 +1,114 @@
+"""One local Ray cluster and one deployed platform per test session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+import ray
+from ray import serve
+from sqlalchemy import select
+
+from forge.config import PlatformConfig
+from forge.db.engine import make_engine, make_sessionmaker
+from forge.db.migrate import upgrade
+from forge.db.schema import UsageRecord
+from forge.keys import KeyStore
+from serve.app import APP_NAME, build_application
+from tests.fakes.server import free_port
+from tests.unit.harness import platform_config
+
+
+@dataclass
+class Platform:
+    url: str
+    db_url: str
+    user_key: str
+    admin_key: str
+    config: PlatformConfig
+
+    def sdk(self, key: str | None = None, **kwargs: object) -> openai.OpenAI:
+        return openai.OpenAI(
+            api_key=key or self.user_key, base_url=self.url + "/v1", max_retries=0, **kwargs
+        )
+
+    def async_sdk(self, key: str | None = None) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=key or self.user_key, base_url=self.url + "/v1", max_retries=0
+        )
+
+    def usage_rows(self, request_ids: set[str], timeout_s: float = 20.0) -> list[dict]:
+        """Usage rows for ``request_ids``, waiting until all of them are written."""
+
+        async def fetch() -> list[dict]:
+            engine = make_engine(self.db_url)
+            try:
+                async with engine.connect() as conn:
+                    rows = await conn.execute(
+                        select(UsageRecord).where(UsageRecord.request_id.in_(request_ids))
+                    )
+                    return [dict(r) for r in rows.mappings()]
+            finally:
+                await engine.dispose()
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = asyncio.run(fetch())
+            if len(rows) >= len(request_ids) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    data_dir = tmp_path_factory.mktemp("forge-data")
+    os.environ["FORGE_DATA_DIR"] = str(data_dir)
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        namespace=APP_NAME,
+        log_to_driver=False,
+    )
+    yield data_dir
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def platform(ray_cluster: Path, fake_openai) -> Iterator[Platform]:
+    db_url = f"sqlite+aiosqlite:///{ray_cluster / 'forge.db'}"
+    upgrade(db_url)
+
+    async def make_keys() -> tuple[str, str]:
+        engine = make_engine(db_url)
+        store = KeyStore(make_sessionmaker(engine))
+        user = await store.create_key("integration")
+        admin = await store.create_key("integration-admin", role="admin")
+        await engine.dispose()
+        return user.key, admin.key
+
+    user_key, admin_key = asyncio.run(make_keys())
+    port = free_port()
+    config = platform_config(fake_openai.base_url, port=port)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_application(config), name=APP_NAME, route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx2.get(url + "/health/ready", timeout=5).status_code == 200:
+                break
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        pytest.fail("the platform never became ready")
+    yield Platform(url, db_url, user_key, admin_key, config)

@@ -1,0 +1,133 @@
+"""The real Serve application on a real local Ray, driven with the official openai SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import httpx2
+import openai
+import pytest
+import ray
+
+from serve.deployments import ACTOR_NAMESPACE, USAGE_ACTOR
+
+MSG = [{"role": "user", "content": "hello there"}]
+
+
+def test_chat_completion_and_headers(platform):
+    resp = platform.sdk().chat.completions.with_raw_response.create(model="gpt-test", messages=MSG)
+    completion = resp.parse()
+    assert completion.choices[0].message.content.startswith("alpha")
+    request_id = resp.headers["x-request-id"]
+    assert "," not in request_id  # exactly one id: Serve's, shared with the usage row
+    assert float(resp.headers["x-forge-overhead-ms"]) >= 0
+    [row] = platform.usage_rows({request_id})
+    assert row["status"] == "ok" and row["completion_tokens"] == 8 and row["key_id"]
+
+
+def test_streaming_through_serve(platform):
+    with platform.sdk().chat.completions.with_streaming_response.create(
+        model="gpt-test", messages=MSG, stream=True, stream_options={"include_usage": True}
+    ) as resp:
+        request_id = resp.headers["x-request-id"]
+        chunks = list(resp.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "alpha bravo charlie delta echo foxtrot golf hotel"
+    assert chunks[-1].usage.completion_tokens == 8
+    [row] = platform.usage_rows({request_id})
+    assert row["stream"] and row["ttft_ms"] is not None
+
+
+def test_other_endpoints(platform):
+    client = platform.sdk()
+    assert client.completions.create(model="gpt-test", prompt="x", max_tokens=2).choices[0].text
+    assert len(client.embeddings.create(model="embed-test", input="a").data[0].embedding) == 8
+    assert "gpt-test" in {m.id for m in client.models.list()}
+    assert client.models.retrieve("embed-test").id == "embed-test"
+
+
+def test_errors_cross_the_ray_hop_intact(platform):
+    client = platform.sdk()
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(model="error-429", messages=MSG)
+    assert err.value.response.headers["retry-after"] == "7"
+    with pytest.raises(openai.InternalServerError) as err:
+        client.chat.completions.create(model="error-500", messages=MSG)
+    assert err.value.status_code == 502
+    with pytest.raises(openai.AuthenticationError):
+        platform.sdk(key="sk-forge-nope").models.list()
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="missing", messages=MSG)
+
+
+def test_health(platform):
+    assert httpx2.get(platform.url + "/health/live").json() == {"status": "ok"}
+    ready = httpx2.get(platform.url + "/health/ready")
+    assert ready.status_code == 200
+    assert set(ready.json()["components"]) == {
+        "provider:fake",
+        "actor:directory",
+        "actor:usage-recorder",
+    }
+
+
+def test_client_disconnect_cancels_upstream_and_records_partial_usage(platform, fake_openai):
+    cancelled_before = fake_openai.cancelled_streams
+    completed_before = fake_openai.completed_streams
+    headers = {"authorization": f"Bearer {platform.user_key}"}
+    body = {"model": "slow-stream", "messages": MSG, "stream": True}
+    with httpx2.stream(
+        "POST", platform.url + "/v1/chat/completions", json=body, headers=headers, timeout=10
+    ) as resp:
+        assert resp.status_code == 200
+        request_id = resp.headers["x-request-id"]
+        seen = 0
+        for line in resp.iter_lines():
+            seen += line.startswith("data: {")
+            if seen == 4:
+                break
+    deadline = time.monotonic() + 10
+    while fake_openai.cancelled_streams == cancelled_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_openai.cancelled_streams == cancelled_before + 1
+    assert fake_openai.completed_streams == completed_before
+    [row] = platform.usage_rows({request_id})
+    assert row["status"] == "client_disconnected"
+    assert 3 <= row["completion_tokens"] < 200 and row["usage_estimated"]
+
+
+def test_killing_the_usage_recorder_loses_no_acknowledged_record(platform):
+    """Requests keep flowing while the recorder is killed twice (ray.kill, then SIGKILL of
+    its worker process); every request the gateway answered must end up in the database."""
+    recorder = ray.get_actor(USAGE_ACTOR, namespace=ACTOR_NAMESPACE)
+
+    async def burst(n: int, kill) -> list[str]:
+        client = platform.async_sdk()
+
+        async def one() -> str:
+            resp = await client.chat.completions.with_raw_response.create(
+                model="gpt-test", messages=MSG
+            )
+            return resp.headers["x-request-id"]
+
+        tasks = [asyncio.create_task(one()) for _ in range(n)]
+        await asyncio.sleep(0.15)
+        kill()
+        ids = await asyncio.gather(*tasks)
+        await client.close()
+        return ids
+
+    def sigkill() -> None:
+        pid = ray.get(recorder.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+        os.kill(pid, signal.SIGKILL)
+
+    ids: list[str] = []
+    ids += asyncio.run(burst(60, lambda: ray.kill(recorder, no_restart=False)))
+    ids += asyncio.run(burst(60, sigkill))
+    assert len(set(ids)) == 120
+    rows = platform.usage_rows(set(ids), timeout_s=60)
+    assert len(rows) == 120
+    assert {r["status"] for r in rows} == {"ok"}
