@@ -77,6 +77,13 @@ class ProviderConfig(StrictModel):
         "when the client did not ask for it) so that usage is exact.",
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    placement: Literal["gateway", "deployment"] = Field(
+        "gateway",
+        description="Where the provider's SDK client runs: inside each gateway replica "
+        "(default: one Ray hop less per request, ~4 ms less latency and ~60% less CPU, "
+        "see bench/README.md), or in its own ProviderProxy deployment (isolated, scaled "
+        "on its own).",
+    )
     replicas: int = Field(1, ge=1, description="Replicas of this provider's proxy deployment.")
     max_ongoing_requests: int = Field(1000, ge=1, description="Concurrent requests per replica.")
     num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per proxy replica.")

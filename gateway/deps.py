@@ -9,7 +9,9 @@ from gateway.auth import presented_key, require_admin
 from gateway.runtime import GatewayRuntime
 
 
-def runtime(request: Request) -> GatewayRuntime:
+async def runtime(request: Request) -> GatewayRuntime:
+    # async on purpose: FastAPI runs a sync dependency in a thread pool, a thread hop
+    # per request that showed up as ~4% of the gateway's CPU in profiles.
     return request.app.state.runtime
 
 

@@ -41,3 +41,7 @@ class GatewayRuntime:
 
     async def close(self) -> None:
         await self.shipper.close()
+        for client in self.router.clients.values():
+            close = getattr(client, "close", None)
+            if close is not None:
+                await close()

@@ -25,6 +25,7 @@ def build_application(config: PlatformConfig) -> Application:
             logging_config=_QUIET,
         ).bind(p)
         for p in config.providers
+        if p.placement == "deployment"
     }
     gw = config.gateway
     return GatewayDeployment.options(

@@ -22,7 +22,7 @@ from gateway.runtime import GatewayRuntime
 from serve.handles import HandleProviderClient
 from serve.providers.base import Endpoint, ProviderReply, StreamItem
 from serve.providers.openai_compat import OpenAICompatProvider
-from serve.router import Router
+from serve.router import ProviderClient, Router
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,12 @@ class _ActorDirectory:
 class GatewayDeployment:
     def __init__(self, config: PlatformConfig, providers: dict[str, DeploymentHandle]) -> None:
         directory, recorder = platform_actors()
-        clients = {name: HandleProviderClient(h) for name, h in providers.items()}
+        clients: dict[str, ProviderClient] = {
+            name: HandleProviderClient(h) for name, h in providers.items()
+        }
+        for cfg in config.providers:
+            if cfg.placement == "gateway":
+                clients[cfg.name] = make_provider(cfg)
         self._pings = {f"provider:{n}": c.ping for n, c in clients.items()}
         self._pings["actor:directory"] = lambda: directory.ping.remote()
         self._pings["actor:usage-recorder"] = lambda: recorder.ping.remote()

@@ -19,6 +19,7 @@ from forge.keys import KeyStore
 from forge.settings import Settings
 from serve.app import APP_NAME, build_application
 from serve.env import FAST_SERVE_ENV
+from serve.processes import descendants, named, terminate
 
 
 def prepare_environment(settings: Settings) -> Settings:
@@ -56,11 +57,14 @@ def start(settings: Settings, config: PlatformConfig, host: str, port: int) -> s
 
 
 def stop(own_ray: bool) -> None:
+    """Shut Serve down, then our own Ray, then any HAProxy that outlived them."""
+    haproxies = named(descendants(os.getpid()), "haproxy")
     try:
         serve.shutdown()
     finally:
         if own_ray:
             ray.shutdown()
+            terminate([p for p in haproxies if p != os.getpid()])
 
 
 def wait_for_signal(on_tick: Callable[[], None] | None = None) -> None:

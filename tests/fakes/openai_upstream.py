@@ -44,6 +44,12 @@ def _error(
     )
 
 
+def _tool_name(tools: list[Any]) -> str:
+    first = tools[0] if tools and isinstance(tools[0], dict) else {}
+    function = first.get("function") if isinstance(first.get("function"), dict) else {}
+    return str(function.get("name") or first.get("name") or "tool")
+
+
 def _count_prompt(body: dict[str, Any]) -> int:
     text = orjson.dumps(body.get("messages") or body.get("prompt") or body.get("input") or "")
     return max(1, len(text.split()))
@@ -229,7 +235,7 @@ class FakeOpenAI:
                             "id": f"call_{i}",
                             "type": "function",
                             "function": {
-                                "name": tools[0]["function"]["name"],
+                                "name": _tool_name(tools),
                                 "arguments": '{"location": "Paris"}',
                             },
                         }
@@ -311,7 +317,7 @@ class FakeOpenAI:
                                                 "id": f"call_{i}",
                                                 "type": "function",
                                                 "function": {
-                                                    "name": tools[0]["function"]["name"],
+                                                    "name": _tool_name(tools),
                                                     "arguments": "",
                                                 },
                                             }

@@ -21,6 +21,7 @@ from forge.db.engine import make_engine, make_sessionmaker
 from forge.db.migrate import upgrade
 from forge.db.schema import UsageRecord
 from forge.keys import KeyStore
+from serve import launcher
 from serve.app import APP_NAME, build_application
 from tests.fakes.server import free_port
 from tests.unit.harness import platform_config
@@ -70,6 +71,10 @@ class Platform:
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     data_dir = tmp_path_factory.mktemp("forge-data")
     os.environ["FORGE_DATA_DIR"] = str(data_dir)
+    # HAProxy's own stats and metrics ports, on free ports so that a platform running
+    # on this machine (or a leftover) cannot collide with the tests' cluster.
+    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
     ray.init(
         num_cpus=4,
         include_dashboard=False,
@@ -78,8 +83,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         log_to_driver=False,
     )
     yield data_dir
-    serve.shutdown()
-    ray.shutdown()
+    launcher.stop(own_ray=True)
 
 
 @pytest.fixture(scope="session")

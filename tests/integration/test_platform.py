@@ -17,8 +17,9 @@ from serve.deployments import ACTOR_NAMESPACE, USAGE_ACTOR
 MSG = [{"role": "user", "content": "hello there"}]
 
 
-def test_chat_completion_and_headers(platform):
-    resp = platform.sdk().chat.completions.with_raw_response.create(model="gpt-test", messages=MSG)
+@pytest.mark.parametrize("model", ["gpt-test", "gpt-inproc"])  # proxy deployment / in gateway
+def test_chat_completion_and_headers(platform, model):
+    resp = platform.sdk().chat.completions.with_raw_response.create(model=model, messages=MSG)
     completion = resp.parse()
     assert completion.choices[0].message.content.startswith("alpha")
     request_id = resp.headers["x-request-id"]
@@ -28,9 +29,10 @@ def test_chat_completion_and_headers(platform):
     assert row["status"] == "ok" and row["completion_tokens"] == 8 and row["key_id"]
 
 
-def test_streaming_through_serve(platform):
+@pytest.mark.parametrize("model", ["gpt-test", "gpt-inproc"])
+def test_streaming_through_serve(platform, model):
     with platform.sdk().chat.completions.with_streaming_response.create(
-        model="gpt-test", messages=MSG, stream=True, stream_options={"include_usage": True}
+        model=model, messages=MSG, stream=True, stream_options={"include_usage": True}
     ) as resp:
         request_id = resp.headers["x-request-id"]
         chunks = list(resp.parse())
@@ -69,16 +71,18 @@ def test_health(platform):
     assert ready.status_code == 200
     assert set(ready.json()["components"]) == {
         "provider:fake",
+        "provider:fake-inproc",
         "actor:directory",
         "actor:usage-recorder",
     }
 
 
-def test_client_disconnect_cancels_upstream_and_records_partial_usage(platform, fake_openai):
+@pytest.mark.parametrize("model", ["slow-stream", "slow-stream-inproc"])
+def test_client_disconnect_cancels_upstream_and_records_partial_usage(platform, fake_openai, model):
     cancelled_before = fake_openai.cancelled_streams
     completed_before = fake_openai.completed_streams
     headers = {"authorization": f"Bearer {platform.user_key}"}
-    body = {"model": "slow-stream", "messages": MSG, "stream": True}
+    body = {"model": model, "messages": MSG, "stream": True}
     with httpx2.stream(
         "POST", platform.url + "/v1/chat/completions", json=body, headers=headers, timeout=10
     ) as resp:

@@ -34,6 +34,8 @@ def platform_config(upstream_base_url: str, **server: object) -> PlatformConfig:
             "context_window": 8192,
         },
         {"name": "embed-test", "provider": "fake", "model": "text-embedding-fake"},
+        {"name": "gpt-inproc", "provider": "fake-inproc", "model": "gpt-fake"},
+        {"name": "slow-stream-inproc", "provider": "fake-inproc", "model": "slow-stream"},
         {"name": "flaky", "provider": "fake", "model": "error-500", "fallbacks": ["gpt-test"]},
     ]
     for scenario in (
@@ -56,12 +58,14 @@ def platform_config(upstream_base_url: str, **server: object) -> PlatformConfig:
             "server": server,
             "providers": [
                 {
-                    "name": "fake",
+                    "name": name,
                     "type": "openai_compatible",
                     "base_url": upstream_base_url,
                     "api_key_env": "FAKE_UPSTREAM_KEY",
                     "timeout_s": 2.0,
+                    "placement": placement,
                 }
+                for name, placement in (("fake", "deployment"), ("fake-inproc", "gateway"))
             ],
             "models": models,
         }

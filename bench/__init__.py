@@ -1,0 +1,1 @@
+"""Benchmarks; each has one command and prints ratios against a baseline from the same run."""
