@@ -100,6 +100,7 @@ def start_forge(work: Path) -> tuple[subprocess.Popen, float]:
                 "type": "openai_compatible",
                 "base_url": base,
                 "api_key_env": "MOCK_KEY",
+                "placement": "deployment",
             },
             {
                 "name": "mock-inproc",

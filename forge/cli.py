@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 from forge.config import load_config
 from forge.db.engine import make_engine, make_sessionmaker
 from forge.db.migrate import upgrade
+from forge.errors import ForgeError
 from forge.keys import KeyStore, Role
 from forge.settings import Settings
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="PromptForge: one OpenAI-compatible endpoint for every model.", no_args_is_help=True
@@ -45,12 +49,13 @@ def up(
     own_ray = not os.environ.get("RAY_ADDRESS")
     typer.echo(f"Starting PromptForge ({'local Ray' if own_ray else os.environ['RAY_ADDRESS']}) …")
     try:
-        new_key = launcher.start(settings, cfg, host, port)
+        new_key, ray_address = launcher.start(settings, cfg, host, port)
     except Exception:
         launcher.stop(own_ray)
         raise
     active = cfg.active()
     typer.echo(f"PromptForge is serving at http://{host}:{port}/v1")
+    typer.echo(f"Ray cluster: {ray_address} (`forge status` finds it)")
     typer.echo(f"Models: {', '.join(m.name for m in active.models) or '(none configured)'}")
     if new_key:
         typer.echo(f"Admin key (shown once, store it now): {new_key}")
@@ -84,11 +89,13 @@ def status(
             typer.echo("PromptForge is not deployed on this Ray cluster.", err=True)
             raise typer.Exit(1)
         report = {
-            "status": str(app_status.status.value),
+            "status": str(getattr(app_status.status, "value", app_status.status)),
             "deployments": {
                 name: {
-                    "status": str(d.status.value),
-                    "replicas": {str(k.value): v for k, v in d.replica_states.items()},
+                    "status": str(getattr(d.status, "value", d.status)),
+                    "replicas": {
+                        str(getattr(k, "value", k)): v for k, v in d.replica_states.items()
+                    },
                     "message": d.message,
                 }
                 for name, d in app_status.deployments.items()
@@ -105,12 +112,23 @@ def status(
         typer.echo(f"  {name:<28} {d['status']:<10} {replicas}")
 
 
-def _store() -> tuple[KeyStore, object]:
-    settings = Settings()
-    url = settings.resolved_database_url()
+def _with_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:
+    """Run ``action`` against the key store of the configured database (migrated first)."""
+    url = Settings().resolved_database_url()
     upgrade(url)
-    engine = make_engine(url)
-    return KeyStore(make_sessionmaker(engine)), engine
+
+    async def main() -> T:
+        engine = make_engine(url)
+        try:
+            return await action(KeyStore(make_sessionmaker(engine)))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except ForgeError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
 
 
 @keys_app.command("create")
@@ -119,46 +137,23 @@ def keys_create(
     admin: Annotated[bool, typer.Option("--admin", help="Give it admin rights.")] = False,
 ) -> None:
     """Create a key and print it (the only time it is shown)."""
-
-    async def run() -> str:
-        store, engine = _store()
-        try:
-            role: Role = "admin" if admin else "user"
-            return (await store.create_key(name, role)).key
-        finally:
-            await engine.dispose()  # type: ignore[attr-defined]
-
-    typer.echo(asyncio.run(run()))
+    role: Role = "admin" if admin else "user"
+    created = _with_store(lambda store: store.create_key(name, role))
+    typer.echo(created.key)
 
 
 @keys_app.command("list")
 def keys_list() -> None:
     """List keys (prefixes only)."""
-
-    async def run() -> None:
-        store, engine = _store()
-        try:
-            for k in await store.list_keys():
-                state = "revoked" if k.revoked_at else "active"
-                typer.echo(f"{k.id}  {k.prefix}…  {k.role:<5}  {state:<7}  {k.name}")
-        finally:
-            await engine.dispose()  # type: ignore[attr-defined]
-
-    asyncio.run(run())
+    for k in _with_store(lambda store: store.list_keys()):
+        state = "revoked" if k.revoked_at else "active"
+        typer.echo(f"{k.id}  {k.prefix}…  {k.role:<5}  {state:<7}  {k.name}")
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
     """Revoke a key by id (running gateways stop honouring it within the auth cache TTL)."""
-
-    async def run() -> None:
-        store, engine = _store()
-        try:
-            await store.revoke_key(key_id)
-        finally:
-            await engine.dispose()  # type: ignore[attr-defined]
-
-    asyncio.run(run())
+    _with_store(lambda store: store.revoke_key(key_id))
     typer.echo(f"revoked {key_id}")
 
 

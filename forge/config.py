@@ -14,7 +14,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ProviderType = Literal["openai", "azure", "openai_compatible"]
+ProviderType = Literal["openai", "azure", "openai_compatible", "anthropic"]
+# Types whose SDK knows the public endpoint, so `base_url` is optional.
+DEFAULT_ENDPOINT_TYPES = {"openai", "anthropic"}
 
 
 class StrictModel(BaseModel):
@@ -92,12 +94,18 @@ class ProviderConfig(StrictModel):
     def _check(self) -> ProviderConfig:
         if self.type == "azure" and (not self.base_url or not self.api_version):
             raise ValueError("azure providers need base_url (the endpoint) and api_version")
-        if self.type != "azure" and not self.base_url and self.type != "openai":
+        if self.type != "azure" and not self.base_url and self.type not in DEFAULT_ENDPOINT_TYPES:
             raise ValueError(f"provider {self.name!r} of type {self.type} needs base_url")
         return self
 
     def key_available(self) -> bool:
         return self.api_key_env is None or bool(os.environ.get(self.api_key_env))
+
+
+class Capabilities(StrictModel):
+    tools: bool = Field(True, description="Accepts `tools` / `tool_choice`.")
+    vision: bool = Field(True, description="Accepts image content parts.")
+    json_mode: bool = Field(True, description="Accepts `response_format`.")
 
 
 class ModelConfig(StrictModel):
@@ -111,6 +119,11 @@ class ModelConfig(StrictModel):
         0.0, ge=0, description="USD per million completion tokens."
     )
     context_window: int | None = Field(None, ge=1, description="Tokens of context it accepts.")
+    capabilities: Capabilities = Field(
+        default_factory=Capabilities,
+        description="What the model accepts; a request asking for more gets a 400 naming "
+        "the field before any upstream call.",
+    )
     fallbacks: list[str] = Field(
         default_factory=list,
         description="Public model names tried in order when this one fails before "

@@ -18,9 +18,31 @@ log = logging.getLogger(__name__)
 _STATUS_TYPES = {404: NotFound, 405: InvalidRequest}
 
 
-def error_response(error: ForgeError) -> Response:
+ANTHROPIC_PREFIX = "/v1/messages"
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error_body(error: ForgeError) -> dict[str, Any]:
+    """Anthropic's error shape, for the Anthropic-compatible routes."""
+    kind = ANTHROPIC_TYPES.get(error.status_code, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
+def error_response(error: ForgeError, path: str = "") -> Response:
+    """The error in the shape of the API that was called: Anthropic's under /v1/messages,
+    OpenAI's everywhere else."""
+    body = anthropic_error_body(error) if path.startswith(ANTHROPIC_PREFIX) else error.to_body()
     return Response(
-        orjson.dumps(error.to_body()),
+        orjson.dumps(body),
         status_code=error.status_code,
         media_type="application/json",
         headers=error.headers(),
@@ -50,25 +72,25 @@ def validation_error(errors: list[dict[str, Any]]) -> InvalidRequest:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ForgeError)
-    async def _forge(_: Request, exc: ForgeError) -> Response:
-        return error_response(exc)
+    async def _forge(request: Request, exc: ForgeError) -> Response:
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
-        return error_response(validation_error(list(exc.errors())))
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(validation_error(list(exc.errors())), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         cls = _STATUS_TYPES.get(exc.status_code, InvalidRequest)
         error = cls(str(exc.detail), code="unknown_url" if exc.status_code == 404 else None)
         error.status_code = exc.status_code
-        return error_response(error)
+        return error_response(error, request.url.path)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         original = unwrap_remote(exc)
         if isinstance(original, ForgeError):
-            return error_response(original)
+            return error_response(original, request.url.path)
         log.exception("unhandled error")
         error = ForgeError("The platform hit an internal error; it has been logged.")
-        return error_response(error)
+        return error_response(error, request.url.path)

@@ -17,12 +17,14 @@ import anyio
 from actors.usage_shipper import UsageShipper
 from forge.errors import (
     ForgeError,
+    InvalidRequest,
     RateLimited,
     ServiceUnavailable,
     UpstreamError,
     unwrap_remote,
 )
 from forge.usage import UsageEvent, UsageStatus, cost_usd
+from serve.capabilities import check_request
 from serve.providers.base import Endpoint, StreamEnd, StreamHead, Usage
 from serve.providers.sse import DONE, error_event
 from serve.router import Router, Target
@@ -47,6 +49,14 @@ def as_forge_error(exc: BaseException) -> ForgeError:
         f"The provider proxy is unavailable ({original.__class__.__name__}); retry shortly.",
         retry_after=1,
     )
+
+
+def _can_serve(target: Target, body: dict[str, Any]) -> bool:
+    try:
+        check_request(target.model, body)
+    except InvalidRequest:
+        return False
+    return True
 
 
 def _ms_since(t0: float) -> float:
@@ -109,11 +119,17 @@ class Relay:
             error_code=error.code,
         )
 
+    def _targets(self, body: dict[str, Any]) -> tuple[Target, ...]:
+        """The model's targets that can serve ``body``; a 400 if the model itself cannot."""
+        targets = self.router.targets(body["model"])
+        check_request(targets[0].model, body)
+        return tuple(t for t in targets if _can_serve(t, body))
+
     async def complete(
         self, ctx: CallContext, body: dict[str, Any]
     ) -> tuple[bytes, dict[str, str]]:
         """The provider's JSON answer and the headers to send with it."""
-        targets = self.router.targets(body["model"])
+        targets = self._targets(body)
         for i, target in enumerate(targets):
             call = {**body, "model": target.model.provider_model}
             try:
@@ -134,7 +150,7 @@ class Relay:
     ) -> tuple[AsyncIterator[bytes], dict[str, str]]:
         """Start the stream and wait for its first chunk, so that failures before any
         output are still answered with a proper HTTP status."""
-        targets = self.router.targets(body["model"])
+        targets = self._targets(body)
         for i, target in enumerate(targets):
             call = {**body, "model": target.model.provider_model}
             source = target.client.stream(ctx.endpoint, call, target.model.name, include_usage)

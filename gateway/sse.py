@@ -22,7 +22,7 @@ class EventStreamResponse(Response):
         self.status_code = 200
         self.background = None
         self._source = source
-        self._headers = [
+        self.raw_headers = [
             (b"content-type", b"text/event-stream"),
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
@@ -39,7 +39,9 @@ class EventStreamResponse(Response):
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(watch_disconnect)
-                await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                )
                 async for chunk in self._source:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -21,7 +21,7 @@ from gateway.auth import KeyVerifier
 from gateway.runtime import GatewayRuntime
 from serve.handles import HandleProviderClient
 from serve.providers.base import Endpoint, ProviderReply, StreamItem
-from serve.providers.openai_compat import OpenAICompatProvider
+from serve.providers.registry import make_provider
 from serve.router import ProviderClient, Router
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,6 @@ def serve_request_id() -> str | None:
     from ray.serve.context import _get_serve_request_context
 
     return _get_serve_request_context().request_id or None
-
-
-def make_provider(cfg: ProviderConfig) -> OpenAICompatProvider:
-    """The plain provider class for a config entry."""
-    return OpenAICompatProvider(cfg)
 
 
 def platform_actors() -> tuple[Any, Any]:

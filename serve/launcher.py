@@ -40,20 +40,25 @@ async def _ensure_master(url: str, master_key: str | None) -> str | None:
         await engine.dispose()
 
 
-def start(settings: Settings, config: PlatformConfig, host: str, port: int) -> str | None:
-    """Migrate, start Ray and deploy. Returns a newly generated admin key, if any."""
+def start(
+    settings: Settings, config: PlatformConfig, host: str, port: int
+) -> tuple[str | None, str]:
+    """Migrate, start Ray and deploy. Returns a newly generated admin key (if any) and
+    the Ray cluster's address."""
     url = settings.resolved_database_url()
     upgrade(url)
     master = settings.master_key.get_secret_value() if settings.master_key else None
     new_key = asyncio.run(_ensure_master(url, master))
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, namespace=APP_NAME)
+        context = ray.init(address=address, namespace=APP_NAME)
     else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", namespace=APP_NAME)
+        context = ray.init(
+            include_dashboard=False, _node_ip_address="127.0.0.1", namespace=APP_NAME
+        )
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_application(config), name=APP_NAME, route_prefix="/", blocking=False)
-    return new_key
+    return new_key, context.address_info["gcs_address"]
 
 
 def stop(own_ray: bool) -> None:

@@ -21,9 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from forge.db.engine import make_engine
 from forge.db.migrate import upgrade_async
+from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 
 UPSTREAM_KEY = "sk-upstream-test"
+ANTHROPIC_KEY = "sk-ant-test"
 PG_ADMIN_URL = os.environ.get("FORGE_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
@@ -34,9 +36,17 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    server = FakeAnthropic(api_key=ANTHROPIC_KEY).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def upstream_key_env() -> Iterator[None]:
     os.environ["FAKE_UPSTREAM_KEY"] = UPSTREAM_KEY
+    os.environ["FAKE_ANTHROPIC_KEY"] = ANTHROPIC_KEY
     yield
 
 

@@ -21,7 +21,7 @@ from serve.providers.base import Endpoint
 router = APIRouter()
 
 
-async def _validated(
+async def validated_body(
     request: Request, rt: GatewayRuntime, model: type[BaseModel]
 ) -> dict[str, Any]:
     body = await read_json_object(request, rt.config.server.max_body_bytes)
@@ -49,7 +49,7 @@ async def _serve(
 async def chat_completions(
     request: Request, key: KeyInfo = Depends(caller), rt: GatewayRuntime = Depends(runtime)
 ) -> Response:
-    body = await _validated(request, rt, ChatCompletionRequest)
+    body = await validated_body(request, rt, ChatCompletionRequest)
     return await _serve(request, rt, key, "chat/completions", body)
 
 
@@ -57,7 +57,7 @@ async def chat_completions(
 async def completions(
     request: Request, key: KeyInfo = Depends(caller), rt: GatewayRuntime = Depends(runtime)
 ) -> Response:
-    body = await _validated(request, rt, CompletionRequest)
+    body = await validated_body(request, rt, CompletionRequest)
     return await _serve(request, rt, key, "completions", body)
 
 
@@ -65,5 +65,5 @@ async def completions(
 async def embeddings(
     request: Request, key: KeyInfo = Depends(caller), rt: GatewayRuntime = Depends(runtime)
 ) -> Response:
-    body = await _validated(request, rt, EmbeddingRequest)
+    body = await validated_body(request, rt, EmbeddingRequest)
     return await _serve(request, rt, key, "embeddings", body)

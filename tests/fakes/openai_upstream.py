@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.fakes.server import ThreadedServer
+from tests.fakes.server import FakeUpstream
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()  # noqa: SIM905
 
@@ -55,32 +55,17 @@ def _count_prompt(body: dict[str, Any]) -> int:
     return max(1, len(text.split()))
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeUpstream):
     def __init__(
         self,
         api_key: str | None = "sk-upstream-test",
         reply_tokens: int = 8,
         latency_ms: float = 0.0,
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.reply_tokens = reply_tokens
         self.latency_ms = latency_ms
-        self.requests: list[dict[str, Any]] = []
-        self.cancelled_streams = 0
-        self.completed_streams = 0
-        self._server = ThreadedServer(self._app)
-
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> FakeOpenAI:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    @property
-    def url(self) -> str:
-        return self._server.url
 
     @property
     def base_url(self) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -64,3 +65,28 @@ class ThreadedServer:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+class FakeUpstream:
+    """Base of the provider fakes: a served aiohttp app, the requests it saw, and how
+    many streams lost their client (to check cancellation reaches the upstream)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.cancelled_streams = 0
+        self.completed_streams = 0
+        self._server = ThreadedServer(self._app)
+
+    def _app(self) -> web.Application:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    @property
+    def url(self) -> str:
+        return self._server.url

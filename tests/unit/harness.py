@@ -9,21 +9,37 @@ from dataclasses import dataclass
 
 import httpx2
 import openai
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.usage_recorder import UsageStore
 from actors.usage_shipper import UsageShipper
 from forge.config import PlatformConfig
 from forge.db.engine import make_sessionmaker
+from forge.db.schema import UsageRecord
 from forge.keys import KeyStore
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.runtime import GatewayRuntime
-from serve.providers.openai_compat import OpenAICompatProvider
+from serve.providers.registry import make_provider
 from serve.router import Router
 
+ANTHROPIC_SCENARIOS = (
+    "error-429",
+    "error-529",
+    "midstream-error",
+    "truncated",
+    "malformed",
+    "cached",
+    "slow-stream",
+)
 
-def platform_config(upstream_base_url: str, **server: object) -> PlatformConfig:
+
+def platform_config(
+    upstream_base_url: str, anthropic_url: str | None = None, **server: object
+) -> PlatformConfig:
+    """Models on the fake OpenAI upstream (as a proxy deployment and in the gateway) and,
+    given ``anthropic_url``, on the fake Anthropic API (names prefixed ``claude-``)."""
     models = [
         {
             "name": "gpt-test",
@@ -34,6 +50,12 @@ def platform_config(upstream_base_url: str, **server: object) -> PlatformConfig:
             "context_window": 8192,
         },
         {"name": "embed-test", "provider": "fake", "model": "text-embedding-fake"},
+        {
+            "name": "text-only",
+            "provider": "fake",
+            "model": "gpt-fake",
+            "capabilities": {"tools": False, "vision": False, "json_mode": False},
+        },
         {"name": "gpt-inproc", "provider": "fake-inproc", "model": "gpt-fake"},
         {"name": "slow-stream-inproc", "provider": "fake-inproc", "model": "slow-stream"},
         {"name": "flaky", "provider": "fake", "model": "error-500", "fallbacks": ["gpt-test"]},
@@ -53,22 +75,41 @@ def platform_config(upstream_base_url: str, **server: object) -> PlatformConfig:
         "slow-stream",
     ):
         models.append({"name": scenario, "provider": "fake", "model": scenario})
-    return PlatformConfig.model_validate(
+    providers = [
         {
-            "server": server,
-            "providers": [
-                {
-                    "name": name,
-                    "type": "openai_compatible",
-                    "base_url": upstream_base_url,
-                    "api_key_env": "FAKE_UPSTREAM_KEY",
-                    "timeout_s": 2.0,
-                    "placement": placement,
-                }
-                for name, placement in (("fake", "deployment"), ("fake-inproc", "gateway"))
-            ],
-            "models": models,
+            "name": name,
+            "type": "openai_compatible",
+            "base_url": upstream_base_url,
+            "api_key_env": "FAKE_UPSTREAM_KEY",
+            "timeout_s": 2.0,
+            "placement": placement,
         }
+        for name, placement in (("fake", "deployment"), ("fake-inproc", "gateway"))
+    ]
+    if anthropic_url:
+        providers.append(
+            {
+                "name": "claude",
+                "type": "anthropic",
+                "base_url": anthropic_url,
+                "api_key_env": "FAKE_ANTHROPIC_KEY",
+                "timeout_s": 2.0,
+            }
+        )
+        models.append(
+            {
+                "name": "claude-test",
+                "provider": "claude",
+                "model": "claude-fake",
+                "input_price_per_mtok": 3.0,
+                "output_price_per_mtok": 15.0,
+            }
+        )
+        models += [
+            {"name": f"claude-{s}", "provider": "claude", "model": s} for s in ANTHROPIC_SCENARIOS
+        ]
+    return PlatformConfig.model_validate(
+        {"server": server, "providers": providers, "models": models}
     )
 
 
@@ -79,6 +120,17 @@ class Harness:
     user_key: str
     admin_key: str
     http: httpx2.AsyncClient
+    engine: AsyncEngine
+
+    def anthropic_sdk(self, key: str | None = None):
+        import anthropic
+
+        return anthropic.AsyncAnthropic(
+            api_key=key or self.user_key,
+            base_url="http://gateway",
+            http_client=self.http,
+            max_retries=0,
+        )
 
     def sdk(self, key: str | None = None) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -93,7 +145,7 @@ class Harness:
 async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> AsyncIterator[Harness]:
     keys = KeyStore(make_sessionmaker(engine))
     usage = UsageStore(engine)
-    providers = {p.name: OpenAICompatProvider(p) for p in config.providers}
+    providers = {p.name: make_provider(p) for p in config.providers}
     runtime = GatewayRuntime(
         config=config,
         router=Router(config.models, providers),
@@ -107,10 +159,17 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
     admin = await keys.create_key("admin", role="admin")
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://gateway") as http:
-        yield Harness(runtime, keys, user.key, admin.key, http)
+        yield Harness(runtime, keys, user.key, admin.key, http, engine)
     await runtime.close()
     for p in providers.values():
         await p.close()
+
+
+async def usage_rows(h: Harness) -> list:
+    """Every usage row, after the shipper has delivered what it holds."""
+    assert await h.runtime.shipper.flush()
+    async with h.engine.connect() as conn:
+        return (await conn.execute(select(UsageRecord))).mappings().all()
 
 
 async def _all_ready() -> dict[str, bool]:

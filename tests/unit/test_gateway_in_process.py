@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import openai
 import pytest
-from sqlalchemy import select
 
-from forge.db.schema import UsageRecord
-from tests.unit.harness import in_process_gateway, platform_config
+from tests.unit.harness import in_process_gateway, platform_config, usage_rows
 
 MSG = [{"role": "user", "content": "hello there"}]
 
@@ -16,14 +14,7 @@ MSG = [{"role": "user", "content": "hello there"}]
 async def gw(fake_openai, sqlite_engine):
     config = platform_config(fake_openai.base_url, max_body_bytes=4096)
     async with in_process_gateway(config, sqlite_engine) as h:
-        h.engine = sqlite_engine
         yield h
-
-
-async def usage_rows(h):
-    assert await h.runtime.shipper.flush()
-    async with h.engine.connect() as conn:
-        return (await conn.execute(select(UsageRecord))).mappings().all()
 
 
 async def test_chat_completion_round_trip(gw):
@@ -284,3 +275,49 @@ async def test_provider_failing_mid_stream_sends_error_event_then_done(gw, model
     rows = await usage_rows(gw)
     assert {r["status"] for r in rows} == {"error"}
     assert all(r["completion_tokens"] >= 2 for r in rows)
+
+
+async def test_readiness_reports_each_component(gw):
+    assert (await gw.http.get("/health/live")).json() == {"status": "ok"}
+    ready = await gw.http.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+    async def one_down():
+        return {"provider:fake": True, "actor:usage-recorder": False}
+
+    gw.runtime.readiness = one_down
+    not_ready = await gw.http.get("/health/ready")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["components"]["actor:usage-recorder"] is False
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "see"},
+                            {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[1]",
+        ),
+    ],
+)
+async def test_what_a_model_cannot_serve_is_400_before_the_upstream(gw, fake_openai, extra, param):
+    before = len(fake_openai.requests)
+    body = {"model": "text-only", "messages": MSG, **extra}
+    resp = await gw.http.post(
+        "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {gw.user_key}"}
+    )
+    assert resp.status_code == 400
+    assert error_of(resp)["param"] == param and error_of(resp)["code"] == "unsupported_parameter"
+    assert len(fake_openai.requests) == before

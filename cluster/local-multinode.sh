@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# A 2-node Ray cluster on this one machine (head + one worker, 1 CPU each), then `forge up`
+# joined to it: for trying multi-node behaviour (replicas on two raylets, one proxy per node)
+# without a second machine. Ctrl-C stops PromptForge, then both Ray nodes (trap: `ray stop`).
+# Needs the repo's .venv (scripts/setup.sh). Secrets (DATABASE_URL, FORGE_MASTER_KEY,
+# OPENAI_API_KEY) come from your environment, as for `forge up`; nothing is written here.
+#
+#   cluster/local-multinode.sh [forge up options, e.g. --port 8000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BIN="$ROOT/.venv/bin"
+GCS_PORT=6380 # not 6379: a local Redis may hold it
+ADDRESS="127.0.0.1:$GCS_PORT"
+
+# Serve reads these at import in every Ray process, so they must be in the environment of
+# `ray start` (the raylets pass them on to every worker). HAProxy ingress and the
+# throughput-optimised data plane, as `forge up` uses; the drain period stays at Ray's default
+# 30 s: with two nodes, HAProxy on the other node must stop routing to a draining replica.
+# (`forge up` would default it to 2 s, meant for one node; an exported value wins.)
+export RAY_SERVE_ENABLE_HA_PROXY=1
+export RAY_SERVE_THROUGHPUT_OPTIMIZED=1
+export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=30
+export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"
+
+# Note: `ray stop` stops every Ray node of this user on this machine, not only these two.
+cleanup() {
+  "$BIN/ray" stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# Workers run in the repo root, so relative paths (configs/, .forge/) resolve as for `forge up`.
+"$BIN/ray" start --head --node-ip-address=127.0.0.1 --port="$GCS_PORT" --num-cpus=1 \
+  --include-dashboard=false --disable-usage-stats
+
+# The worker shares this machine's ports with the head: its Serve proxy (HAProxy) moves to
+# 8001, and HAProxy's stats and metrics ports and the dashboard agent's port move up by one.
+RAY_SERVE_WORKER_PROXY_HTTP_PORT=8001 \
+  RAY_SERVE_HAPROXY_STATS_PORT=8405 \
+  RAY_SERVE_HAPROXY_METRICS_PORT=9102 \
+  "$BIN/ray" start --address="$ADDRESS" --node-ip-address=127.0.0.1 --num-cpus=1 \
+  --dashboard-agent-listen-port=52366 --disable-usage-stats
+
+# `forge up` joins the cluster named by RAY_ADDRESS (and leaves it running on exit; the trap
+# stops it). It runs in the foreground until Ctrl-C / SIGTERM.
+RAY_ADDRESS="$ADDRESS" "$BIN/forge" up "$@"

@@ -1,0 +1,220 @@
+"""The shared body of providers reached through a Stainless-generated SDK (`openai`,
+`anthropic`): the SDK's client owns connections, auth, retries and timeouts, and bodies go
+out and come back as raw JSON (``cast_to=httpx2.Response``) so that no SDK objects are
+built per request or chunk. A subclass says how to phrase the request, read the answer
+and turn the upstream's stream into OpenAI chunks; everything else lives here once:
+error mapping, usage accounting, the stream's head, error events and end.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
+
+import httpx2
+import orjson
+
+from forge.config import ProviderConfig
+from forge.errors import ForgeError, UpstreamError, UpstreamTimeout
+from serve.providers.base import Endpoint, ProviderReply, StreamEnd, StreamHead, StreamItem, Usage
+from serve.providers.errors import status_error
+from serve.providers.sse import DONE, error_event, event
+
+
+def ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000
+
+
+def usage_of(payload: dict[str, Any]) -> Usage | None:
+    """OpenAI-shaped usage from a response or chunk, if it carries one."""
+    usage = payload.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    return Usage(
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+    )
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """A rough count (4 characters a token) for when the upstream never said."""
+    return max(1, len(orjson.dumps(body.get("messages") or body.get("prompt") or "")) // 4)
+
+
+async def sse_data(response: httpx2.Response) -> AsyncIterator[str]:
+    """The ``data:`` payloads of a Server-Sent Events body, in order."""
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            yield line[5:].strip()
+
+
+class MalformedUpstream(Exception):
+    """The upstream broke its own protocol (bad JSON, truncated stream, odd event)."""
+
+
+def parse_object(data: str | bytes, what: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise MalformedUpstream(f"{what} that is not JSON") from None
+    if not isinstance(value, dict):
+        raise MalformedUpstream(f"{what} that is not a JSON object")
+    return value
+
+
+class SdkProvider(ABC):
+    """The plain class behind a provider proxy; subclasses hold one pooled SDK client."""
+
+    sdk: ModuleType  # the SDK module, for its error classes
+
+    def __init__(self, cfg: ProviderConfig, client: Any) -> None:
+        self.name = cfg.name
+        self.cfg = cfg
+        self.client = client
+
+    # ------------------------------------------------------------------ subclass hooks
+
+    @abstractmethod
+    def request(
+        self, endpoint: Endpoint, body: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
+        """The upstream path and body for an OpenAI-shaped request (raise 400s here)."""
+
+    @abstractmethod
+    def reply(
+        self, endpoint: Endpoint, payload: dict[str, Any], public_model: str
+    ) -> dict[str, Any]:
+        """The OpenAI-shaped answer for the upstream's JSON answer."""
+
+    @abstractmethod
+    def chunks(self, response: httpx2.Response, public_model: str) -> AsyncIterator[dict[str, Any]]:
+        """OpenAI chunks (usage chunk last, if any) for the upstream's stream. Returns
+        only when the upstream finished properly; raises ``MalformedUpstream`` otherwise,
+        and the mapped error for an in-stream error event."""
+
+    # ------------------------------------------------------------------ shared behaviour
+
+    def map_error(self, exc: BaseException) -> ForgeError:
+        if isinstance(exc, ForgeError):
+            return exc
+        if isinstance(exc, MalformedUpstream):
+            return UpstreamError(
+                f"Provider {self.name!r} returned {exc}.",
+                code="upstream_malformed_response",
+                provider=self.name,
+            )
+        if isinstance(exc, self.sdk.APIStatusError):
+            try:
+                body = exc.response.json()
+            except ValueError:
+                body = getattr(exc, "body", None)
+            return status_error(self.name, exc.status_code, body, exc.response.headers)
+        if isinstance(exc, self.sdk.APITimeoutError | httpx2.TimeoutException):
+            return UpstreamTimeout(f"Provider {self.name!r} timed out.", provider=self.name)
+        if isinstance(exc, self.sdk.APIConnectionError | httpx2.TransportError):
+            return UpstreamError(
+                f"Provider {self.name!r} could not be reached: {exc.__class__.__name__}.",
+                code="upstream_unreachable",
+                provider=self.name,
+            )
+        return UpstreamError(
+            f"Provider {self.name!r} failed: {exc.__class__.__name__}: {exc}", provider=self.name
+        )
+
+    async def _post(self, path: str, body: dict[str, Any], stream: bool) -> httpx2.Response:
+        try:
+            return await self.client.post(path, body=body, cast_to=httpx2.Response, stream=stream)
+        except Exception as exc:
+            raise self.map_error(exc) from None
+
+    async def complete(
+        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+    ) -> ProviderReply:
+        path, upstream_body = self.request(endpoint, body, stream=False)
+        t0 = time.perf_counter()
+        response = await self._post(path, upstream_body, stream=False)
+        upstream_ms = ms_since(t0)
+        try:
+            payload = self.reply(endpoint, parse_object(response.content, "a body"), public_model)
+        except MalformedUpstream as exc:
+            raise self.map_error(exc) from None
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            malformed = MalformedUpstream(f"an unexpected body ({exc.__class__.__name__})")
+            raise self.map_error(malformed) from None
+        usage = usage_of(payload) or Usage(
+            prompt_tokens=estimate_prompt_tokens(body), estimated=True
+        )
+        return ProviderReply(body=orjson.dumps(payload), usage=usage, upstream_ms=upstream_ms)
+
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+    ) -> AsyncIterator[StreamItem]:
+        path, upstream_body = self.request(endpoint, body, stream=True)
+        t0 = time.perf_counter()
+        response = await self._post(path, upstream_body, stream=True)
+        usage: Usage | None = None
+        content_chunks = 0
+        head_sent = False
+        try:
+            async for chunk in self.chunks(response, public_model):
+                chunk_usage = usage_of(chunk)
+                if chunk_usage is not None:
+                    usage = chunk_usage
+                choices = chunk.get("choices") or ()
+                for choice in choices:
+                    delta = choice.get("delta") or {}
+                    if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
+                        content_chunks += 1
+                if not include_usage:
+                    if not choices and chunk_usage is not None:
+                        continue  # the usage chunk asked for on the platform's own account
+                    chunk.pop("usage", None)
+                if head_sent:
+                    yield event(chunk)
+                else:
+                    head_sent = True
+                    yield StreamHead(data=event(chunk), upstream_ms=ms_since(t0))
+            if not head_sent:
+                raise MalformedUpstream("an empty stream")
+            yield DONE
+            ending = StreamEnd(usage=usage or self._estimated(body, content_chunks))
+        except Exception as exc:
+            error = self.map_error(exc)
+            if not head_sent:
+                raise error from None
+            yield error_event(error.to_body())
+            yield DONE
+            ending = StreamEnd(
+                usage=usage or self._estimated(body, content_chunks),
+                status="error",
+                error_code=error.code,
+                http_status=error.status_code,
+            )
+        finally:
+            await response.aclose()
+        ending.upstream_ms = ms_since(t0)
+        yield ending
+
+    def stream_error(self, message: str) -> UpstreamError:
+        return UpstreamError(
+            f"Provider {self.name!r} failed mid-stream: {message}",
+            code="upstream_stream_error",
+            provider=self.name,
+        )
+
+    @staticmethod
+    def _estimated(body: dict[str, Any], content_chunks: int) -> Usage:
+        return Usage(
+            prompt_tokens=estimate_prompt_tokens(body),
+            completion_tokens=content_chunks,
+            estimated=True,
+        )
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        await self.client.close()

@@ -1,0 +1,109 @@
+"""`forge up` as a user runs it: its own Ray, a generated admin key, SIGTERM to stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+import openai
+import yaml
+
+from serve.processes import descendants
+from tests.fakes.server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+FORGE = str(Path(sys.executable).parent / "forge")
+
+
+def wait_for(pattern: str, log: Path, proc: subprocess.Popen, timeout: float) -> re.Match:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, log.read_text())
+        if found:
+            return found
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.3)
+    raise AssertionError(f"{pattern!r} not printed:\n{log.read_text()}")
+
+
+def test_forge_up_serves_reports_status_and_stops_cleanly(tmp_path, fake_openai):
+    port = free_port()
+    config = {
+        "server": {"port": port},
+        "providers": [
+            {
+                "name": "fake",
+                "type": "openai_compatible",
+                "base_url": fake_openai.base_url,
+                "api_key_env": "FAKE_UPSTREAM_KEY",
+            }
+        ],
+        "models": [{"name": "gpt-test", "provider": "fake", "model": "gpt-fake"}],
+    }
+    (tmp_path / "forge.yaml").write_text(yaml.safe_dump(config))
+    env = {
+        **os.environ,
+        "FORGE_DATA_DIR": str(tmp_path / "data"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
+    env.pop("RAY_ADDRESS", None)
+    env.pop("FORGE_MASTER_KEY", None)
+    log = tmp_path / "forge.log"
+    proc = subprocess.Popen(
+        [FORGE, "up", "--config", str(tmp_path / "forge.yaml")],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        admin_key = wait_for(r"Admin key \(shown once.*\): (sk-forge-\S+)", log, proc, 120)[1]
+        wait_for(r"Ray cluster: (\S+)", log, proc, 5)
+        assert f"http://127.0.0.1:{port}/v1" in log.read_text()
+        assert admin_key not in (tmp_path / "data" / "forge.db").read_bytes().decode("latin-1")
+
+        created = httpx2.post(
+            f"http://127.0.0.1:{port}/admin/keys",
+            json={"name": "app"},
+            headers={"authorization": f"Bearer {admin_key}"},
+            timeout=30,
+        )
+        assert created.status_code == 201, created.text
+        client = openai.OpenAI(
+            api_key=created.json()["key"], base_url=f"http://127.0.0.1:{port}/v1", max_retries=0
+        )
+        reply = client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.choices[0].message.content
+
+        status = subprocess.run(
+            [FORGE, "status", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,  # `auto`: the newest local cluster, this one
+            timeout=120,
+        )
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout[status.stdout.index("{") :])
+        assert report["status"] == "RUNNING"
+        assert report["deployments"]["gateway"]["replicas"] == {"RUNNING": 1}
+
+        children = descendants(proc.pid)
+        assert children
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0, log.read_text()
+        time.sleep(1)
+        survivors = [p for p in children if Path(f"/proc/{p}").exists()]
+        assert not survivors, f"left running after stop: {survivors}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -1,0 +1,116 @@
+"""OpenAI-family provider classes against the fake upstream, and the error mapping."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import pytest
+
+from forge.config import ProviderConfig
+from forge.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    ModelNotFound,
+    RateLimited,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from serve.providers.errors import retry_after_seconds, status_error
+from serve.providers.openai_compat import OpenAICompatProvider
+
+BODY = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_azure_uses_deployment_urls_api_version_and_api_key_header(fake_openai):
+    cfg = ProviderConfig(
+        name="az",
+        type="azure",
+        base_url=fake_openai.url,
+        api_version="2024-10-21",
+        api_key_env="FAKE_UPSTREAM_KEY",
+    )
+    provider = OpenAICompatProvider(cfg)
+    try:
+        reply = await provider.complete("chat/completions", {**BODY, "model": "my-gpt"}, "pub")
+    finally:
+        await provider.close()
+    sent = fake_openai.requests[-1]
+    assert sent["path"] == "/openai/deployments/my-gpt/chat/completions"
+    assert sent["query"]["api-version"] == "2024-10-21"
+    assert sent["headers"]["api-key"] == "sk-upstream-test"
+    assert reply.usage.completion_tokens == 8 and b'"model":"pub"' in reply.body
+
+
+async def test_wrong_upstream_key_is_reported_as_the_providers_refusal(fake_openai, monkeypatch):
+    monkeypatch.setenv("WRONG_KEY", "sk-nope")
+    cfg = ProviderConfig(
+        name="up", type="openai_compatible", base_url=fake_openai.base_url, api_key_env="WRONG_KEY"
+    )
+    provider = OpenAICompatProvider(cfg)
+    try:
+        with pytest.raises(AuthenticationFailed) as err:
+            await provider.complete("chat/completions", {**BODY, "model": "gpt-fake"}, "pub")
+    finally:
+        await provider.close()
+    assert err.value.code == "provider_authentication_failed"
+    assert "sk-nope" not in err.value.message  # secrets never end up in errors
+
+
+async def test_connection_refused_is_502(fake_openai):
+    from tests.fakes.server import free_port
+
+    cfg = ProviderConfig(
+        name="gone",
+        type="openai_compatible",
+        base_url=f"http://127.0.0.1:{free_port()}/v1",
+        connect_timeout_s=1,
+    )
+    provider = OpenAICompatProvider(cfg)
+    try:
+        with pytest.raises(UpstreamError) as err:
+            await provider.complete("chat/completions", {**BODY, "model": "m"}, "pub")
+        with pytest.raises(UpstreamError):
+            async for _ in provider.stream("chat/completions", {**BODY, "model": "m"}, "p", False):
+                pass
+    finally:
+        await provider.close()
+    assert err.value.status_code == 502 and err.value.code == "upstream_unreachable"
+
+
+@pytest.mark.parametrize(
+    ("status", "cls", "http"),
+    [
+        (400, InvalidRequest, 400),
+        (422, InvalidRequest, 400),
+        (401, AuthenticationFailed, 401),
+        (404, ModelNotFound, 404),
+        (429, RateLimited, 429),
+        (500, UpstreamError, 502),
+        (502, UpstreamError, 502),
+        (503, UpstreamUnavailable, 503),
+        (529, UpstreamUnavailable, 503),
+        (418, InvalidRequest, 400),
+    ],
+)
+def test_status_mapping(status, cls, http):
+    body = {"error": {"message": "boom", "type": "x", "param": "messages", "code": "bad"}}
+    error = status_error("p", status, body, {"retry-after": "3"})
+    assert type(error) is cls and error.status_code == http and error.provider == "p"
+    assert "boom" in error.message
+
+
+@pytest.mark.parametrize("body", [None, "text", [1, 2], {"error": "flat"}, {"message": "m"}])
+def test_status_mapping_survives_odd_error_bodies(body):
+    error = status_error("p", 500, body, {})
+    assert error.status_code == 502 and error.message
+
+
+def test_retry_after_forms():
+    assert retry_after_seconds({"retry-after-ms": "1500"}) == 1.5
+    assert retry_after_seconds({"retry-after": "7"}) == 7
+    future = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < retry_after_seconds({"retry-after": future}) <= 31
+    assert retry_after_seconds({"retry-after": "soon"}) is None
+    assert retry_after_seconds({}) is None
+    assert RateLimited("x", retry_after=2.4).headers() == {"retry-after": "2"}
