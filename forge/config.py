@@ -14,9 +14,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ProviderType = Literal["openai", "azure", "openai_compatible", "anthropic"]
+ProviderType = Literal[
+    "openai", "azure", "openai_compatible", "anthropic", "gemini", "ollama", "llamacpp", "hf_tgi"
+]
 # Types whose SDK knows the public endpoint, so `base_url` is optional.
-DEFAULT_ENDPOINT_TYPES = {"openai", "anthropic"}
+DEFAULT_ENDPOINT_TYPES = {"openai", "anthropic", "gemini"}
 
 
 class StrictModel(BaseModel):

@@ -67,7 +67,7 @@ class EmbeddingRequest(_Open):
     model: Annotated[str, Field(min_length=1)]
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: Annotated[int, Field(ge=1)] | None = None
+    dimensions: Annotated[int, Field(ge=1, le=65536)] | None = None
     user: str | None = None
 
 

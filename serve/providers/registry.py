@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
+
 from forge.config import ProviderConfig
-from serve.providers.sdk_base import SdkProvider
+from serve.providers.base import Provider
+
+PROVIDERS = {
+    "openai": "serve.providers.openai_compat:OpenAICompatProvider",
+    "azure": "serve.providers.openai_compat:OpenAICompatProvider",
+    "openai_compatible": "serve.providers.openai_compat:OpenAICompatProvider",
+    "llamacpp": "serve.providers.llamacpp:LlamaCppProvider",
+    "hf_tgi": "serve.providers.hf_tgi:TgiProvider",
+    "anthropic": "serve.providers.anthropic:AnthropicProvider",
+    "gemini": "serve.providers.gemini:GeminiProvider",
+    "ollama": "serve.providers.ollama:OllamaProvider",
+}
 
 
-def make_provider(cfg: ProviderConfig) -> SdkProvider:
+def make_provider(cfg: ProviderConfig) -> Provider:
     """The plain provider class for a config entry (each SDK imported only when used)."""
-    if cfg.type == "anthropic":
-        from serve.providers.anthropic import AnthropicProvider
-
-        return AnthropicProvider(cfg)
-    from serve.providers.openai_compat import OpenAICompatProvider
-
-    return OpenAICompatProvider(cfg)
+    module, _, name = PROVIDERS[cfg.type].partition(":")
+    return getattr(importlib.import_module(module), name)(cfg)

@@ -47,6 +47,9 @@ def test_other_endpoints(platform):
     client = platform.sdk()
     assert client.completions.create(model="gpt-test", prompt="x", max_tokens=2).choices[0].text
     assert len(client.embeddings.create(model="embed-test", input="a").data[0].embedding) == 8
+    # ~12 MB of JSON across the proxy deployment's gRPC hop (Serve's default cap: 4 MiB)
+    big = client.embeddings.create(model="embed-test", input=["x"] * 64, dimensions=8192)
+    assert len(big.data) == 64 and len(big.data[63].embedding) == 8192
     assert "gpt-test" in {m.id for m in client.models.list()}
     assert client.models.retrieve("embed-test").id == "embed-test"
 
