@@ -26,7 +26,7 @@ class ProviderCase:
             "type": self.type,
             "base_url": getattr(fake, self.url_attr),
             "api_key_env": self.key_env,
-            "timeout_s": 2.0,
+            "timeout_s": 1.0,
             **self.extra,
         }
 
