@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from forge.db.engine import make_engine
 from forge.db.migrate import upgrade_async
 from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.openai_family import FakeLlamaCpp, FakeTgi
 from tests.fakes.openai_upstream import FakeOpenAI
 
 UPSTREAM_KEY = "sk-upstream-test"
@@ -43,10 +44,25 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def fake_llamacpp() -> Iterator[FakeLlamaCpp]:
+    server = FakeLlamaCpp().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_tgi() -> Iterator[FakeTgi]:
+    server = FakeTgi().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def upstream_key_env() -> Iterator[None]:
     os.environ["FAKE_UPSTREAM_KEY"] = UPSTREAM_KEY
     os.environ["FAKE_ANTHROPIC_KEY"] = ANTHROPIC_KEY
+    os.environ["FAKE_TGI_KEY"] = "hf_test_token"
     yield
 
 

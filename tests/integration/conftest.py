@@ -23,6 +23,7 @@ from forge.db.schema import UsageRecord
 from forge.keys import KeyStore
 from serve import launcher
 from serve.app import APP_NAME, build_application
+from tests.contract.cases import CASES
 from tests.fakes.server import free_port
 from tests.unit.harness import platform_config
 
@@ -87,7 +88,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def platform(ray_cluster: Path, fake_openai) -> Iterator[Platform]:
+def platform(request: pytest.FixtureRequest, ray_cluster: Path, fake_openai) -> Iterator[Platform]:
     db_url = f"sqlite+aiosqlite:///{ray_cluster / 'forge.db'}"
     upgrade(db_url)
 
@@ -102,6 +103,21 @@ def platform(ray_cluster: Path, fake_openai) -> Iterator[Platform]:
     user_key, admin_key = asyncio.run(make_keys())
     port = free_port()
     config = platform_config(fake_openai.base_url, port=port)
+    # Every provider type of the contract suite, each in its own ProviderProxy deployment.
+    contract = [(case, request.getfixturevalue(case.fake)) for case in CASES]
+    config = PlatformConfig.model_validate(
+        {
+            **config.model_dump(),
+            "providers": [
+                *config.model_dump()["providers"],
+                *({**c.provider_config(f), "placement": "deployment"} for c, f in contract),
+            ],
+            "models": [
+                *config.model_dump()["models"],
+                *(m for c, _ in contract for m in c.models()),
+            ],
+        }
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_application(config), name=APP_NAME, route_prefix="/")
     url = f"http://127.0.0.1:{port}"

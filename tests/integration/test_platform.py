@@ -13,6 +13,7 @@ import pytest
 import ray
 
 from serve.deployments import ACTOR_NAMESPACE, USAGE_ACTOR
+from tests.contract.cases import CASES
 
 MSG = [{"role": "user", "content": "hello there"}]
 
@@ -72,12 +73,10 @@ def test_health(platform):
     assert httpx2.get(platform.url + "/health/live").json() == {"status": "ok"}
     ready = httpx2.get(platform.url + "/health/ready")
     assert ready.status_code == 200
-    assert set(ready.json()["components"]) == {
-        "provider:fake",
-        "provider:fake-inproc",
-        "actor:directory",
-        "actor:usage-recorder",
-    }
+    components = ready.json()["components"]
+    expected = {"provider:fake", "provider:fake-inproc", "actor:directory", "actor:usage-recorder"}
+    assert expected | {f"provider:{c.name}" for c in CASES} == set(components)
+    assert all(components.values())
 
 
 @pytest.mark.parametrize("model", ["slow-stream", "slow-stream-inproc"])
@@ -138,3 +137,28 @@ def test_killing_the_usage_recorder_loses_no_acknowledged_record(platform):
     rows = platform.usage_rows(set(ids), timeout_s=60)
     assert len(rows) == 120
     assert {r["status"] for r in rows} == {"ok"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_every_provider_type_through_its_proxy_deployment(platform, case):
+    client = platform.sdk()
+    text = client.chat.completions.create(model=f"{case.name}-ok", messages=MSG, max_tokens=50)
+    assert text.choices[0].message.content and text.model == f"{case.name}-ok"
+    stream = client.chat.completions.create(
+        model=f"{case.name}-ok",
+        messages=MSG,
+        max_tokens=50,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).split() == (
+        text.choices[0].message.content.split()
+    )
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model=f"{case.name}-error-429", messages=MSG)
+    with pytest.raises(openai.APIError):
+        for _ in client.chat.completions.create(
+            model=f"{case.name}-midstream-error", messages=MSG, stream=True
+        ):
+            pass
