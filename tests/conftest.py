@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from forge.db.engine import make_engine
 from forge.db.migrate import upgrade_async
 from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.ollama_upstream import FakeOllama
 from tests.fakes.openai_family import FakeLlamaCpp, FakeTgi
 from tests.fakes.openai_upstream import FakeOpenAI
 
@@ -54,6 +55,13 @@ def fake_llamacpp() -> Iterator[FakeLlamaCpp]:
 @pytest.fixture(scope="session")
 def fake_tgi() -> Iterator[FakeTgi]:
     server = FakeTgi().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_ollama() -> Iterator[FakeOllama]:
+    server = FakeOllama().start()
     yield server
     server.stop()
 

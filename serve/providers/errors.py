@@ -21,6 +21,9 @@ from forge.errors import (
 )
 
 
+DEFAULT_RETRY_AFTER_S = 1.0
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
     raw_ms = headers.get("retry-after-ms")
@@ -83,10 +86,11 @@ def status_error(provider: str, status: int, body: Any, headers: Mapping[str, st
     if status == 413:
         return PayloadTooLarge(f"{where}: {text}", provider=provider)
     if status == 429:
+        # Every 429 the platform sends carries Retry-After, even when the upstream's did not.
         return RateLimited(
             f"{where} is rate limiting: {text}",
             code=code or "rate_limit_exceeded",
-            retry_after=retry_after_seconds(headers),
+            retry_after=retry_after_seconds(headers) or DEFAULT_RETRY_AFTER_S,
             provider=provider,
         )
     if status in (503, 529):

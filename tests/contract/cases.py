@@ -56,4 +56,5 @@ CASES = [
     ProviderCase("anthropic", "anthropic", "fake_anthropic", "FAKE_ANTHROPIC_KEY", "claude-fake"),
     ProviderCase("llamacpp", "llamacpp", "fake_llamacpp", None, "qwen", url_attr="base_url"),
     ProviderCase("tgi", "hf_tgi", "fake_tgi", "FAKE_TGI_KEY", "tgi", url_attr="base_url"),
+    ProviderCase("ollama", "ollama", "fake_ollama", None, "llava"),
 ]
