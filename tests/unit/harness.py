@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx2
 import openai
@@ -121,6 +122,7 @@ class Harness:
     admin_key: str
     http: httpx2.AsyncClient
     engine: AsyncEngine
+    app: Any
 
     def anthropic_sdk(self, key: str | None = None):
         import anthropic
@@ -159,7 +161,7 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
     admin = await keys.create_key("admin", role="admin")
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://gateway") as http:
-        yield Harness(runtime, keys, user.key, admin.key, http, engine)
+        yield Harness(runtime, keys, user.key, admin.key, http, engine, app)
     await runtime.close()
     for p in providers.values():
         await p.close()
