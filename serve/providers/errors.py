@@ -20,7 +20,6 @@ from forge.errors import (
     UpstreamUnavailable,
 )
 
-
 DEFAULT_RETRY_AFTER_S = 1.0
 
 
