@@ -64,7 +64,9 @@ class ProviderConfig(StrictModel):
     api_key_env: str | None = Field(
         None, description="Environment variable holding the API key; never the key itself."
     )
-    api_version: str | None = Field(None, description="Azure OpenAI API version.")
+    api_version: str | None = Field(
+        None, description="API version: Azure OpenAI's (required), or Gemini's (default v1beta)."
+    )
     optional: bool = Field(
         False,
         description="Skip this provider (and its models) when its key variable is unset, "

@@ -22,12 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from forge.db.engine import make_engine
 from forge.db.migrate import upgrade_async
 from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.ollama_upstream import FakeOllama
 from tests.fakes.openai_family import FakeLlamaCpp, FakeTgi
 from tests.fakes.openai_upstream import FakeOpenAI
 
 UPSTREAM_KEY = "sk-upstream-test"
 ANTHROPIC_KEY = "sk-ant-test"
+GEMINI_KEY = "gemini-test-key"
 PG_ADMIN_URL = os.environ.get("FORGE_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
@@ -66,11 +68,19 @@ def fake_ollama() -> Iterator[FakeOllama]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def fake_gemini() -> Iterator[FakeGemini]:
+    server = FakeGemini(api_key=GEMINI_KEY).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def upstream_key_env() -> Iterator[None]:
     os.environ["FAKE_UPSTREAM_KEY"] = UPSTREAM_KEY
     os.environ["FAKE_ANTHROPIC_KEY"] = ANTHROPIC_KEY
     os.environ["FAKE_TGI_KEY"] = "hf_test_token"
+    os.environ["FAKE_GEMINI_KEY"] = GEMINI_KEY
     yield
 
 

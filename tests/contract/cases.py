@@ -57,4 +57,5 @@ CASES = [
     ProviderCase("llamacpp", "llamacpp", "fake_llamacpp", None, "qwen", url_attr="base_url"),
     ProviderCase("tgi", "hf_tgi", "fake_tgi", "FAKE_TGI_KEY", "tgi", url_attr="base_url"),
     ProviderCase("ollama", "ollama", "fake_ollama", None, "llava"),
+    ProviderCase("gemini", "gemini", "fake_gemini", "FAKE_GEMINI_KEY", "gemini-2.5-flash"),
 ]
