@@ -25,6 +25,7 @@ from forge.db.engine import make_engine
 from forge.db.migrate import upgrade_async
 from tests.contract.cases import CASES
 from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.ollama_upstream import FakeOllama
 from tests.fakes.openai_family import FakeLlamaCpp, FakeTgi
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -38,6 +39,7 @@ FAKES = {
     "fake_llamacpp": FakeLlamaCpp,
     "fake_tgi": FakeTgi,
     "fake_ollama": FakeOllama,
+    "fake_gemini": FakeGemini,
 }
 DIRECT = {  # how each provider's own API is called for the same reply
     "openai_compatible": ("/v1/chat/completions", {}),
@@ -45,12 +47,15 @@ DIRECT = {  # how each provider's own API is called for the same reply
     "hf_tgi": ("/v1/chat/completions", {}),
     "anthropic": ("/v1/messages", {"max_tokens": 50}),
     "ollama": ("/api/chat", {}),
+    "gemini": ("/v1beta/models/{model}:streamGenerateContent?alt=sse", {}),
 }
 
 
 def direct_headers(key_env: str | None) -> dict[str, str]:
     key = os.environ.get(key_env, "") if key_env else ""
-    auth = {"Authorization": f"Bearer {key}", "x-api-key": key} if key else {}
+    if not key:
+        return {"anthropic-version": "2023-06-01"}
+    auth = {"Authorization": f"Bearer {key}", "x-api-key": key, "x-goog-api-key": key}
     return {**auth, "anthropic-version": "2023-06-01"}
 
 
@@ -73,6 +78,7 @@ async def main() -> None:
             "FAKE_UPSTREAM_KEY": "sk-upstream-test",
             "FAKE_ANTHROPIC_KEY": "sk-ant-test",
             "FAKE_TGI_KEY": "hf_test_token",
+            "FAKE_GEMINI_KEY": "gemini-test-key",
         }
     )
     fakes = {name: cls().start() for name, cls in FAKES.items()}
@@ -106,6 +112,9 @@ async def main() -> None:
                     **extra,
                     "messages": [{"role": "user", "content": "hello"}],
                 }
+                if case.type == "gemini":
+                    path = path.format(model=case.ok_model)
+                    direct_body = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
                 via_body = {
                     "model": f"{case.name}-ok",
                     "stream": True,
