@@ -127,7 +127,15 @@ def test_killing_the_usage_recorder_loses_no_acknowledged_record(platform):
         return ids
 
     def sigkill() -> None:
-        pid = ray.get(recorder.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+        deadline = time.monotonic() + 30
+        while True:  # the recorder may still be restarting from the first kill
+            try:
+                pid = ray.get(recorder.__ray_call__.remote(lambda self: os.getpid()), timeout=10)
+                break
+            except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         os.kill(pid, signal.SIGKILL)
 
     ids: list[str] = []
