@@ -103,6 +103,18 @@ async def main() -> None:
             await asyncio.sleep(0.05)
         rows = []
         async with httpx2.AsyncClient(timeout=30) as client:
+            for case in cases:  # warm every path (connections, caches) before timing any
+                via = {
+                    "model": f"{case.name}-ok",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "hello"}],
+                }
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                for _ in range(20):
+                    async with client.stream(
+                        "POST", url, json=via, headers={"Authorization": f"Bearer {gw.user_key}"}
+                    ) as resp:
+                        await resp.aread()
             for case in cases:
                 fake = fakes[case.fake]
                 path, extra = DIRECT[case.type]

@@ -68,6 +68,7 @@ def up(
     finally:
         typer.echo("Stopping PromptForge …")
         launcher.stop(own_ray)
+        typer.echo("PromptForge stopped.")
 
 
 @app.command()
@@ -80,15 +81,19 @@ def status(
 
     from serve.app import APP_NAME
 
-    ray.init(
+    # Ray's token auth is on by default; a driver joining by address needs to know.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    context = ray.init(
         address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False, logging_level="ERROR"
     )
+    address = context.address_info.get("gcs_address", "?")
     try:
         app_status = serve.status().applications.get(APP_NAME)
         if app_status is None:
             typer.echo("PromptForge is not deployed on this Ray cluster.", err=True)
             raise typer.Exit(1)
         report = {
+            "ray_address": address,
             "status": str(getattr(app_status.status, "value", app_status.status)),
             "deployments": {
                 name: {
@@ -106,7 +111,7 @@ def status(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"application {APP_NAME}: {report['status']}")
+    typer.echo(f"Ray cluster {address}, application {APP_NAME}: {report['status']}")
     for name, d in report["deployments"].items():
         replicas = ", ".join(f"{n} {state.lower()}" for state, n in d["replicas"].items()) or "-"
         typer.echo(f"  {name:<28} {d['status']:<10} {replicas}")

@@ -49,10 +49,10 @@ class AnthropicProvider(SdkProvider):
         return tr.from_anthropic_response(payload, public_model)
 
     async def chunks(
-        self, response: httpx2.Response, public_model: str
+        self, lines: AsyncIterator[str], public_model: str
     ) -> AsyncIterator[dict[str, Any]]:
         translator = tr.AnthropicStreamToOpenAI(public_model)
-        async for data in sse_data(response):
+        async for data in sse_data(lines):
             event = parse_object(data, "a stream event")
             kind = event.get("type")
             if kind == "error":

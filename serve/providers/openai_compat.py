@@ -68,10 +68,10 @@ class OpenAICompatProvider(SdkProvider):
         return payload
 
     async def chunks(
-        self, response: httpx2.Response, public_model: str
+        self, lines: AsyncIterator[str], public_model: str
     ) -> AsyncIterator[dict[str, Any]]:
         finished = False
-        async for data in sse_data(response):
+        async for data in sse_data(lines):
             if data == "[DONE]":
                 return
             chunk = parse_object(data, "a stream chunk")

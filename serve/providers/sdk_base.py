@@ -8,6 +8,7 @@ error mapping, usage accounting, the stream's head, error events and end.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -44,11 +45,26 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     return max(1, len(orjson.dumps(body.get("messages") or body.get("prompt") or "")) // 4)
 
 
-async def sse_data(response: httpx2.Response) -> AsyncIterator[str]:
+DRAIN_TIMEOUT_S = 0.5
+
+
+async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
     """The ``data:`` payloads of a Server-Sent Events body, in order."""
-    async for line in response.aiter_lines():
+    async for line in lines:
         if line.startswith("data:"):
             yield line[5:].strip()
+
+
+async def drain(lines: AsyncIterator[str]) -> None:
+    """Read what is left of a body after its last event (normally just its end), so that
+    the connection returns to the pool instead of being closed: an unread remainder made
+    every stream open a new upstream connection."""
+    try:
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            async for _ in lines:
+                pass
+    except (TimeoutError, httpx2.HTTPError):
+        pass
 
 
 class MalformedUpstream(Exception):
@@ -90,8 +106,9 @@ class SdkProvider(ABC):
         """The OpenAI-shaped answer for the upstream's JSON answer."""
 
     @abstractmethod
-    def chunks(self, response: httpx2.Response, public_model: str) -> AsyncIterator[dict[str, Any]]:
-        """OpenAI chunks (usage chunk last, if any) for the upstream's stream. Returns
+    def chunks(self, lines: AsyncIterator[str], public_model: str) -> AsyncIterator[dict[str, Any]]:
+        """OpenAI chunks (usage chunk last, if any) for the upstream's stream (its body's
+        lines; read them with ``sse_data``). Returns
         only when the upstream finished properly; raises ``MalformedUpstream`` otherwise,
         and the mapped error for an in-stream error event."""
 
@@ -158,8 +175,9 @@ class SdkProvider(ABC):
         usage: Usage | None = None
         content_chunks = 0
         head_sent = False
+        lines = response.aiter_lines()
         try:
-            async for chunk in self.chunks(response, public_model):
+            async for chunk in self.chunks(lines, public_model):
                 chunk_usage = usage_of(chunk)
                 if chunk_usage is not None:
                     usage = chunk_usage
@@ -180,6 +198,7 @@ class SdkProvider(ABC):
             if not head_sent:
                 raise MalformedUpstream("an empty stream")
             yield DONE
+            await drain(lines)
             ending = StreamEnd(usage=usage or self._estimated(body, content_chunks))
         except Exception as exc:
             error = self.map_error(exc)
