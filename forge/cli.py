@@ -25,8 +25,10 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys (written straight to the database).", no_args_is_help=True)
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
+models_app = typer.Typer(help="Self-hosted models.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
 
 
 @app.command()
@@ -81,8 +83,6 @@ def status(
 
     from serve.app import APP_NAME
 
-    # Ray's token auth is on by default; a driver joining by address needs to know.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     context = ray.init(
         address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False, logging_level="ERROR"
     )
@@ -168,6 +168,17 @@ def db_upgrade() -> None:
     url = Settings().resolved_database_url()
     upgrade(url)
     typer.echo("database is at the latest revision")
+
+
+@models_app.command("build-tiny")
+def models_build_tiny(
+    out: Annotated[Path | None, typer.Option(help="Where to save it.")] = None,
+) -> None:
+    """Build the tiny local Llama-style model and tokenizer (no model hub needed)."""
+    from serve.models.tiny import build_tiny_model
+
+    target = out or Settings().data_dir.resolve() / "models" / "tiny-llama"
+    typer.echo(f"built {build_tiny_model(target)}")
 
 
 if __name__ == "__main__":

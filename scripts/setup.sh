@@ -9,8 +9,8 @@ stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ -f "$stamp" ]; then exit 0; fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-# Nothing depends on torch yet. When the self-hosted model stack arrives (issue 4), install
-# "torch==2.13.0" here first: unpinned, a dependency would pull a multi-GB CUDA build.
+# torch first and pinned: unpinned, a dependency would pull a multi-GB CUDA build.
+.venv/bin/pip install -q "torch==2.13.0"
 .venv/bin/pip install -q -e '.[dev]'
 rm -f .venv/.installed-*
 touch "$stamp"

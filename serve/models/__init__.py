@@ -1,0 +1,1 @@
+"""Self-hosted models: engines, the model-server deployment, and the tiny local model."""
