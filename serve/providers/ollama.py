@@ -23,17 +23,17 @@ import orjson
 
 from forge.config import ProviderConfig
 from forge.errors import ForgeError, ModelNotFound, UpstreamError, UpstreamTimeout
-from serve.providers.base import Endpoint, ProviderReply, StreamEnd, StreamHead, StreamItem, Usage
+from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
 from serve.providers.errors import retry_after_seconds, status_error
 from serve.providers.openai_compat import http_client
 from serve.providers.sdk_base import (
     MalformedUpstream,
     estimate_prompt_tokens,
     ms_since,
+    openai_stream,
     parse_object,
     usage_of,
 )
-from serve.providers.sse import DONE, error_event, event
 from serve.translate import ollama as tr
 from serve.translate.common import unsupported
 
@@ -267,59 +267,20 @@ class OllamaProvider:
         t0 = time.perf_counter()
         response = await self._send(path, upstream_body, str(body["model"]), stream=True)
         chunks = self.chunks(endpoint, response, public_model)
-        usage: Usage | None = None
-        content_chunks = 0
-        head_sent = False
         try:
-            async for chunk in chunks:
-                chunk_usage = usage_of(chunk)
-                if chunk_usage is not None:
-                    usage = chunk_usage
-                choices = chunk.get("choices") or ()
-                for choice in choices:
-                    delta = choice.get("delta") or {}
-                    if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
-                        content_chunks += 1
-                if not include_usage:
-                    if not choices and chunk_usage is not None:
-                        continue  # the usage chunk, kept for the platform's own account
-                    chunk.pop("usage", None)
-                if head_sent:
-                    yield event(chunk)
-                else:
-                    head_sent = True
-                    yield StreamHead(data=event(chunk), upstream_ms=ms_since(t0))
-            if not head_sent:
-                raise MalformedUpstream("an empty stream")
-            yield DONE
-            ending = StreamEnd(usage=usage or self._estimated(body, content_chunks))
-        except Exception as exc:
-            error = self.map_error(exc)
-            if not head_sent:
-                raise error from None
-            yield error_event(error.to_body())
-            yield DONE
-            ending = StreamEnd(
-                usage=usage or self._estimated(body, content_chunks),
-                status="error",
-                error_code=error.code,
-                http_status=error.status_code,
-            )
+            async for item in openai_stream(
+                chunks,
+                body=body,
+                include_usage=include_usage,
+                t0=t0,
+                map_error=self.map_error,
+            ):
+                yield item
         finally:
             # Also on cancellation (the consumer closed this generator): closing the
             # response drops the connection, which is how Ollama learns to stop.
             await chunks.aclose()
             await response.aclose()
-        ending.upstream_ms = ms_since(t0)
-        yield ending
-
-    @staticmethod
-    def _estimated(body: dict[str, Any], content_chunks: int) -> Usage:
-        return Usage(
-            prompt_tokens=estimate_prompt_tokens(body),
-            completion_tokens=content_chunks,
-            estimated=True,
-        )
 
     async def ping(self) -> bool:
         """Whether the server answers ``GET /api/version``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
@@ -79,6 +79,77 @@ def parse_object(data: str | bytes, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MalformedUpstream(f"{what} that is not a JSON object")
     return value
+
+
+def estimated_usage(body: dict[str, Any], content_chunks: int) -> Usage:
+    """Usage for a stream whose upstream never reported it: counted chunks, estimated prompt."""
+    return Usage(
+        prompt_tokens=estimate_prompt_tokens(body),
+        completion_tokens=content_chunks,
+        estimated=True,
+    )
+
+
+async def openai_stream(
+    chunks: AsyncIterator[dict[str, Any]],
+    *,
+    body: dict[str, Any],
+    include_usage: bool,
+    t0: float,
+    map_error: Callable[[BaseException], ForgeError],
+    on_complete: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[StreamItem]:
+    """The one stream protocol every provider follows, over its OpenAI-shaped chunks.
+
+    Yields a ``StreamHead`` with the first chunk, then SSE-framed chunks, ``[DONE]`` and a
+    ``StreamEnd``. The upstream's usage chunk reaches the client only if it asked
+    (``include_usage``) but always the ``StreamEnd``. A failure before the head raises the
+    mapped ``ForgeError`` (so the client gets a real HTTP status); after it, an error event
+    and ``[DONE]`` end the stream. ``on_complete`` runs after a clean end (e.g. draining the
+    body so that the connection is reused). The caller closes its upstream response.
+    """
+    usage: Usage | None = None
+    content_chunks = 0
+    head_sent = False
+    try:
+        async for chunk in chunks:
+            chunk_usage = usage_of(chunk)
+            if chunk_usage is not None:
+                usage = chunk_usage
+            choices = chunk.get("choices") or ()
+            for choice in choices:
+                delta = choice.get("delta") or {}
+                if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
+                    content_chunks += 1
+            if not include_usage:
+                if not choices and chunk_usage is not None:
+                    continue  # the usage chunk asked for on the platform's own account
+                chunk.pop("usage", None)
+            if head_sent:
+                yield event(chunk)
+            else:
+                head_sent = True
+                yield StreamHead(data=event(chunk), upstream_ms=ms_since(t0))
+        if not head_sent:
+            raise MalformedUpstream("an empty stream")
+        yield DONE
+        if on_complete is not None:
+            await on_complete()
+        ending = StreamEnd(usage=usage or estimated_usage(body, content_chunks))
+    except Exception as exc:
+        error = map_error(exc)
+        if not head_sent:
+            raise error from None
+        yield error_event(error.to_body())
+        yield DONE
+        ending = StreamEnd(
+            usage=usage or estimated_usage(body, content_chunks),
+            status="error",
+            error_code=error.code,
+            http_status=error.status_code,
+        )
+    ending.upstream_ms = ms_since(t0)
+    yield ending
 
 
 class SdkProvider(ABC):
@@ -172,64 +243,25 @@ class SdkProvider(ABC):
         path, upstream_body = self.request(endpoint, body, stream=True)
         t0 = time.perf_counter()
         response = await self._post(path, upstream_body, stream=True)
-        usage: Usage | None = None
-        content_chunks = 0
-        head_sent = False
         lines = response.aiter_lines()
         try:
-            async for chunk in self.chunks(lines, public_model):
-                chunk_usage = usage_of(chunk)
-                if chunk_usage is not None:
-                    usage = chunk_usage
-                choices = chunk.get("choices") or ()
-                for choice in choices:
-                    delta = choice.get("delta") or {}
-                    if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
-                        content_chunks += 1
-                if not include_usage:
-                    if not choices and chunk_usage is not None:
-                        continue  # the usage chunk asked for on the platform's own account
-                    chunk.pop("usage", None)
-                if head_sent:
-                    yield event(chunk)
-                else:
-                    head_sent = True
-                    yield StreamHead(data=event(chunk), upstream_ms=ms_since(t0))
-            if not head_sent:
-                raise MalformedUpstream("an empty stream")
-            yield DONE
-            await drain(lines)
-            ending = StreamEnd(usage=usage or self._estimated(body, content_chunks))
-        except Exception as exc:
-            error = self.map_error(exc)
-            if not head_sent:
-                raise error from None
-            yield error_event(error.to_body())
-            yield DONE
-            ending = StreamEnd(
-                usage=usage or self._estimated(body, content_chunks),
-                status="error",
-                error_code=error.code,
-                http_status=error.status_code,
-            )
+            async for item in openai_stream(
+                self.chunks(lines, public_model),
+                body=body,
+                include_usage=include_usage,
+                t0=t0,
+                map_error=self.map_error,
+                on_complete=lambda: drain(lines),
+            ):
+                yield item
         finally:
             await response.aclose()
-        ending.upstream_ms = ms_since(t0)
-        yield ending
 
     def stream_error(self, message: str) -> UpstreamError:
         return UpstreamError(
             f"Provider {self.name!r} failed mid-stream: {message}",
             code="upstream_stream_error",
             provider=self.name,
-        )
-
-    @staticmethod
-    def _estimated(body: dict[str, Any], content_chunks: int) -> Usage:
-        return Usage(
-            prompt_tokens=estimate_prompt_tokens(body),
-            completion_tokens=content_chunks,
-            estimated=True,
         )
 
     async def ping(self) -> bool:
