@@ -170,3 +170,23 @@ def test_every_provider_type_through_its_proxy_deployment(platform, case):
             model=f"{case.name}-midstream-error", messages=MSG, stream=True
         ):
             pass
+
+
+def test_anthropic_sdk_through_serve(platform):
+    import anthropic
+
+    client = anthropic.Anthropic(api_key=platform.user_key, base_url=platform.url, max_retries=0)
+    for model in ("gpt-test", "anthropic-ok"):  # an OpenAI-family model and an Anthropic one
+        msg = client.messages.create(
+            model=model, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert msg.content[0].text and msg.model == model and msg.stop_reason == "end_turn"
+    with client.messages.stream(
+        model="gpt-inproc", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "alpha bravo charlie delta echo foxtrot golf hotel"
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(
+            model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
