@@ -15,8 +15,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ProviderType = Literal[
-    "openai", "azure", "openai_compatible", "anthropic", "gemini", "ollama", "llamacpp", "hf_tgi"
+    "openai",
+    "azure",
+    "openai_compatible",
+    "anthropic",
+    "gemini",
+    "ollama",
+    "llamacpp",
+    "hf_tgi",
+    "transformers",
 ]
+# Self-hosted types: the model runs in the platform's own replicas.
+SELF_HOSTED_TYPES = {"transformers"}
 # Types whose SDK knows the public endpoint, so `base_url` is optional.
 DEFAULT_ENDPOINT_TYPES = {"openai", "anthropic", "gemini"}
 
@@ -67,6 +77,11 @@ class ProviderConfig(StrictModel):
     api_version: str | None = Field(
         None, description="API version: Azure OpenAI's (required), or Gemini's (default v1beta)."
     )
+    model_path: str | None = Field(
+        None,
+        description="Self-hosted types: a local directory or Hugging Face model id loaded with "
+        "from_pretrained; `tiny` is the tiny local model, built on first start.",
+    )
     optional: bool = Field(
         False,
         description="Skip this provider (and its models) when its key variable is unset, "
@@ -98,6 +113,10 @@ class ProviderConfig(StrictModel):
     def _check(self) -> ProviderConfig:
         if self.type == "azure" and (not self.base_url or not self.api_version):
             raise ValueError("azure providers need base_url (the endpoint) and api_version")
+        if self.type in SELF_HOSTED_TYPES:
+            if not self.model_path:
+                raise ValueError(f"self-hosted provider {self.name!r} needs model_path")
+            return self
         if self.type != "azure" and not self.base_url and self.type not in DEFAULT_ENDPOINT_TYPES:
             raise ValueError(f"provider {self.name!r} of type {self.type} needs base_url")
         return self

@@ -16,6 +16,7 @@ PROVIDERS = {
     "anthropic": "serve.providers.anthropic:AnthropicProvider",
     "gemini": "serve.providers.gemini:GeminiProvider",
     "ollama": "serve.providers.ollama:OllamaProvider",
+    "transformers": "serve.models.server:ModelServerProvider",
 }
 
 

@@ -103,7 +103,8 @@ def platform(request: pytest.FixtureRequest, ray_cluster: Path, fake_openai) -> 
     user_key, admin_key = asyncio.run(make_keys())
     port = free_port()
     config = platform_config(fake_openai.base_url, port=port)
-    # Every provider type of the contract suite, each in its own ProviderProxy deployment.
+    # Every provider type of the contract suite, each in its own ProviderProxy deployment,
+    # and the tiny self-hosted model in a model-server deployment.
     contract = [(case, request.getfixturevalue(case.fake)) for case in CASES]
     config = PlatformConfig.model_validate(
         {
@@ -111,10 +112,18 @@ def platform(request: pytest.FixtureRequest, ray_cluster: Path, fake_openai) -> 
             "providers": [
                 *config.model_dump()["providers"],
                 *({**c.provider_config(f), "placement": "deployment"} for c, f in contract),
+                # the tiny local model, built under FORGE_DATA_DIR by its own replica
+                {
+                    "name": "local",
+                    "type": "transformers",
+                    "model_path": "tiny",
+                    "placement": "deployment",
+                },
             ],
             "models": [
                 *config.model_dump()["models"],
                 *(m for c, _ in contract for m in c.models()),
+                {"name": "tiny-llama", "provider": "local", "context_window": 2048},
             ],
         }
     )

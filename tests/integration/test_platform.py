@@ -74,7 +74,13 @@ def test_health(platform):
     ready = httpx2.get(platform.url + "/health/ready")
     assert ready.status_code == 200
     components = ready.json()["components"]
-    expected = {"provider:fake", "provider:fake-inproc", "actor:directory", "actor:usage-recorder"}
+    expected = {
+        "provider:fake",
+        "provider:fake-inproc",
+        "provider:local",
+        "actor:directory",
+        "actor:usage-recorder",
+    }
     assert expected | {f"provider:{c.name}" for c in CASES} == set(components)
     assert all(components.values())
 
@@ -190,3 +196,21 @@ def test_anthropic_sdk_through_serve(platform):
         client.messages.create(
             model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}]
         )
+
+
+def test_self_hosted_tiny_model_through_its_deployment(platform):
+    client = platform.sdk()
+    reply = client.chat.completions.create(
+        model="tiny-llama", max_tokens=6, messages=[{"role": "user", "content": "def f():"}]
+    )
+    assert reply.usage.completion_tokens <= 6 and reply.choices[0].finish_reason
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny-llama",
+            max_tokens=6,
+            stream=True,
+            messages=[{"role": "user", "content": "def f():"}],
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == reply.choices[0].message.content

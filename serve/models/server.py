@@ -1,0 +1,210 @@
+"""A self-hosted model as a provider: OpenAI chat/completions over an engine.
+
+The same ``Provider`` interface as the remote providers, so the router, relay, usage
+records and both placements work unchanged; the engine does the generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from forge.config import ProviderConfig
+from forge.errors import ForgeError, UpstreamError
+from forge.settings import Settings
+from serve.models.engine import EngineOutput, SamplingParams
+from serve.models.tiny import build_tiny_model, is_built
+from serve.models.transformers_engine import TransformersEngine
+from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
+from serve.providers.sdk_base import ms_since, openai_stream
+from serve.translate.common import text_of, unsupported
+
+UNSUPPORTED = ("tools", "tool_choice", "functions", "logprobs", "response_format", "audio")
+
+
+def resolve_model_path(model_path: str) -> str:
+    """``tiny`` → the tiny local model under the data dir, built on first use."""
+    if model_path != "tiny":
+        return model_path
+    target = Path(Settings().data_dir).resolve() / "models" / "tiny-llama"
+    if not is_built(target):
+        build_tiny_model(target)
+    return str(target)
+
+
+class ModelServerProvider:
+    """The plain class behind a self-hosted model's deployment."""
+
+    def __init__(self, cfg: ProviderConfig, engine: TransformersEngine | None = None) -> None:
+        self.name = cfg.name
+        self.cfg = cfg
+        self.engine = engine or TransformersEngine(resolve_model_path(cfg.model_path or ""))
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    async def _ready(self) -> TransformersEngine:
+        async with self._lock:
+            if not self._started:
+                await self.engine.start()
+                self._started = True
+        return self.engine
+
+    def _prompt(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[list[int], SamplingParams]:
+        if endpoint == "embeddings":
+            raise unsupported("transformers", "model", "it is a generative model")
+        if (body.get("n") or 1) > 1:
+            raise unsupported("transformers", "n")
+        for field in UNSUPPORTED:
+            if body.get(field):
+                raise unsupported("transformers", field)
+        if endpoint == "chat/completions":
+            messages = []
+            for i, m in enumerate(body["messages"]):
+                if isinstance(m.get("content"), list) and any(
+                    p.get("type") != "text" for p in m["content"]
+                ):
+                    raise unsupported("transformers", f"messages[{i}].content", "text only")
+                messages.append({"role": m["role"], "content": text_of(m.get("content"))})
+            ids = self.engine.encode_chat(messages)
+        else:
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str):
+                raise unsupported("transformers", "prompt", "a single string only")
+            ids = self.engine.tokenizer(prompt, add_special_tokens=False).input_ids
+        stop = body.get("stop") or []
+        params = SamplingParams(
+            max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 256,
+            stop=[stop] if isinstance(stop, str) else list(stop),
+        )
+        return list(ids), params
+
+    def _chunk(
+        self, endpoint: Endpoint, cid: str, public_model: str, out: EngineOutput, first: bool
+    ) -> dict[str, Any]:
+        if endpoint == "completions":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "text": out.text,
+                "logprobs": None,
+                "finish_reason": out.finish_reason,
+            }
+            kind = "text_completion"
+        else:
+            delta = {"role": "assistant", "content": out.text} if first else {"content": out.text}
+            choice = {
+                "index": 0,
+                "delta": delta,
+                "logprobs": None,
+                "finish_reason": out.finish_reason,
+            }
+            kind = "chat.completion.chunk"
+        return {
+            "id": cid,
+            "object": kind,
+            "created": int(time.time()),
+            "model": public_model,
+            "choices": [choice],
+        }
+
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+    ) -> AsyncIterator[StreamItem]:
+        engine = await self._ready()
+        ids, params = self._prompt(endpoint, body)
+        t0 = time.perf_counter()
+        cid = ("chatcmpl-" if endpoint == "chat/completions" else "cmpl-") + uuid.uuid4().hex[:24]
+
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            last: EngineOutput | None = None
+            first = True
+            async for out in engine.generate(ids, params):
+                last = out
+                yield self._chunk(endpoint, cid, public_model, out, first)
+                first = False
+            if last is not None:
+                usage = {
+                    "prompt_tokens": last.prompt_tokens,
+                    "completion_tokens": last.completion_tokens,
+                    "total_tokens": last.prompt_tokens + last.completion_tokens,
+                }
+                yield {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": public_model,
+                    "choices": [],
+                    "usage": usage,
+                }
+
+        source = chunks()
+        try:
+            async for item in openai_stream(
+                source, body=body, include_usage=include_usage, t0=t0, map_error=self._map
+            ):
+                yield item
+        finally:
+            await source.aclose()  # cancels the engine request when the client left
+
+    async def complete(
+        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+    ) -> ProviderReply:
+        engine = await self._ready()
+        ids, params = self._prompt(endpoint, body)
+        t0 = time.perf_counter()
+        text, last = [], None
+        async for out in engine.generate(ids, params):
+            text.append(out.text)
+            last = out
+        assert last is not None
+        usage = Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens)
+        content = "".join(text)
+        if endpoint == "completions":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "text": content,
+                "logprobs": None,
+                "finish_reason": last.finish_reason,
+            }
+            kind, prefix = "text_completion", "cmpl-"
+        else:
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "logprobs": None,
+                "finish_reason": last.finish_reason,
+            }
+            kind, prefix = "chat.completion", "chatcmpl-"
+        payload = {
+            "id": prefix + uuid.uuid4().hex[:24],
+            "object": kind,
+            "created": int(time.time()),
+            "model": public_model,
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            },
+        }
+        return ProviderReply(body=orjson.dumps(payload), usage=usage, upstream_ms=ms_since(t0))
+
+    def _map(self, exc: BaseException) -> ForgeError:
+        if isinstance(exc, ForgeError):
+            return exc
+        return UpstreamError(
+            f"Model server {self.name!r} failed: {exc.__class__.__name__}: {exc}",
+            provider=self.name,
+        )
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        if self._started:
+            await self.engine.stop()
