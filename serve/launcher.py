@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable
 
 import ray
 from ray import serve
@@ -72,12 +70,22 @@ def stop(own_ray: bool) -> None:
             terminate([p for p in haproxies if p != os.getpid()])
 
 
-def wait_for_signal(on_tick: Callable[[], None] | None = None) -> None:
-    """Block until SIGINT or SIGTERM."""
-    stopping = threading.Event()
+def wait_for_signal(poll_s: float = 0.2) -> int:
+    """Block until SIGINT or SIGTERM; returns the signal. Later signals are ignored, so
+    that a second Ctrl-C cannot interrupt the shutdown.
+
+    The handler only records the signal: a handler that touched a lock (threading.Event)
+    deadlocked when a second signal arrived while the first handler held it (seen with
+    `timeout` forwarding SIGTERM on top of a direct one)."""
+    received: list[int] = []
+
+    def record(signum: int, _frame: object) -> None:
+        received.append(signum)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
-    while not stopping.wait(1.0):
-        if on_tick:
-            on_tick()
-    time.sleep(0)
+        signal.signal(sig, record)
+    while not received:
+        time.sleep(poll_s)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    return received[0]
