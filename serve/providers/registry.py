@@ -17,6 +17,7 @@ PROVIDERS = {
     "gemini": "serve.providers.gemini:GeminiProvider",
     "ollama": "serve.providers.ollama:OllamaProvider",
     "transformers": "serve.models.server:ModelServerProvider",
+    "transformers_embedding": "serve.models.embedding_server:EmbeddingServerProvider",
 }
 
 

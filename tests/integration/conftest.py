@@ -119,11 +119,18 @@ def platform(request: pytest.FixtureRequest, ray_cluster: Path, fake_openai) -> 
                     "model_path": "tiny",
                     "placement": "deployment",
                 },
+                {
+                    "name": "local-embed",
+                    "type": "transformers_embedding",
+                    "model_path": "minilm",
+                    "placement": "deployment",
+                },
             ],
             "models": [
                 *config.model_dump()["models"],
                 *(m for c, _ in contract for m in c.models()),
                 {"name": "tiny-llama", "provider": "local", "context_window": 2048},
+                {"name": "all-minilm-l6-v2", "provider": "local-embed"},
             ],
         }
     )

@@ -78,6 +78,7 @@ def test_health(platform):
         "provider:fake",
         "provider:fake-inproc",
         "provider:local",
+        "provider:local-embed",
         "actor:directory",
         "actor:usage-recorder",
     }
@@ -214,3 +215,8 @@ def test_self_hosted_tiny_model_through_its_deployment(platform):
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == reply.choices[0].message.content
+
+
+def test_local_embeddings_through_their_deployment(platform):
+    out = platform.sdk().embeddings.create(model="all-minilm-l6-v2", input=["a", "b"])
+    assert [len(d.embedding) for d in out.data] == [384, 384] and out.usage.prompt_tokens > 0
