@@ -57,7 +57,7 @@ async def engine_run(
             ids = queue.pop()
             t0 = time.perf_counter()
             first = None
-            async for out in engine.generate(ids, SamplingParams(max_tokens=tokens)):
+            async for out in engine.generate(ids, SamplingParams(max_tokens=tokens, temperature=0)):
                 first = first or time.perf_counter()
                 last = out
             ttfts.append(((first or time.perf_counter()) - t0) * 1000)

@@ -16,6 +16,8 @@ class SamplingParams(BaseModel):
 
     max_tokens: int = Field(256, ge=1, description="Most tokens to generate.")
     stop: list[str] = Field(default_factory=list, description="Strings that end generation.")
+    temperature: float = Field(1.0, ge=0, le=2, description="0 is greedy; OpenAI's default 1.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
 
 
 @dataclass(slots=True)

@@ -81,6 +81,8 @@ class ModelServerProvider:
         params = SamplingParams(
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 256,
             stop=[stop] if isinstance(stop, str) else list(stop),
+            temperature=1.0 if body.get("temperature") is None else body["temperature"],
+            top_p=1.0 if body.get("top_p") is None else body["top_p"],
         )
         return list(ids), params
 

@@ -2,8 +2,10 @@
 
 Requests join a running batch through ``ContinuousBatchingManager``; its results arrive on
 the asyncio loop through ``register_result_handler`` and are turned into text deltas here,
-with stop strings, exact token counts and cancellation. Sampling is greedy in this slice:
-per-request temperature, top_p and seed are not honoured yet (docs/architecture.md).
+with stop strings, exact token counts and cancellation. Temperature and top_p apply per
+request (transformers' per-request logits processors); temperature 0 is greedy, run as a
+vanishing temperature since one batch samples for everyone. A per-request seed is not
+supported by the batch's shared generator and is ignored.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 from forge.errors import ContextLengthExceeded, ServiceUnavailable
 from serve.models.engine import EngineOutput, SamplingParams
+
+GREEDY_TEMPERATURE = 1e-5  # temperature 0 as a vanishing temperature: argmax in practice
 
 
 class TransformersEngine:
@@ -51,14 +55,20 @@ class TransformersEngine:
         model = transformers.AutoModelForCausalLM.from_pretrained(self.model_path).to(device)
         model.eval()
         self.context_window = int(model.config.max_position_embeddings)
+        # Per-request processors exist only for knobs set (and not to 1.0) at creation.
         generation = transformers.GenerationConfig(
-            do_sample=False,
+            do_sample=True,
+            temperature=0.7,
+            top_p=0.95,
+            top_k=None,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
         )
         self._manager = model.init_continuous_batching(
             generation_config=generation,
-            continuous_batching_config=ContinuousBatchingConfig(**self._cb_options),
+            continuous_batching_config=ContinuousBatchingConfig(
+                **self._cb_options, per_request_processors=True
+            ),
         )
         self._manager.start()
 
@@ -91,7 +101,11 @@ class TransformersEngine:
         self.check_fits(prompt_ids, params)
         results: asyncio.Queue[Any] = asyncio.Queue()
         request_id = self._manager.add_request(
-            list(prompt_ids), max_new_tokens=params.max_tokens, streaming=True
+            list(prompt_ids),
+            max_new_tokens=params.max_tokens,
+            streaming=True,
+            temperature=max(params.temperature, GREEDY_TEMPERATURE),
+            top_p=params.top_p,
         )
         if request_id is None:
             raise ServiceUnavailable("The engine is not accepting requests.", retry_after=1)

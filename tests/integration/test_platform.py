@@ -202,12 +202,16 @@ def test_anthropic_sdk_through_serve(platform):
 def test_self_hosted_tiny_model_through_its_deployment(platform):
     client = platform.sdk()
     reply = client.chat.completions.create(
-        model="tiny-llama", max_tokens=6, messages=[{"role": "user", "content": "def f():"}]
+        model="tiny-llama",
+        max_tokens=6,
+        temperature=0,
+        messages=[{"role": "user", "content": "def f():"}],
     )
     assert reply.usage.completion_tokens <= 6 and reply.choices[0].finish_reason
     chunks = list(
         client.chat.completions.create(
             model="tiny-llama",
+            temperature=0,
             max_tokens=6,
             stream=True,
             messages=[{"role": "user", "content": "def f():"}],

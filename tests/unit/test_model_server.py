@@ -33,12 +33,16 @@ async def gw(tiny_path, sqlite_engine):
 async def test_chat_stream_and_exact_usage(gw):
     client = gw.sdk()
     c = await client.chat.completions.create(
-        model="tiny-llama", max_tokens=8, messages=[{"role": "user", "content": "def f():"}]
+        model="tiny-llama",
+        max_tokens=8,
+        temperature=0,
+        messages=[{"role": "user", "content": "def f():"}],
     )
     assert c.model == "tiny-llama" and c.choices[0].finish_reason in ("length", "stop")
     assert c.usage.completion_tokens <= 8 and c.usage.prompt_tokens > 3
     stream = await client.chat.completions.create(
         model="tiny-llama",
+        temperature=0,
         max_tokens=8,
         stream=True,
         stream_options={"include_usage": True},

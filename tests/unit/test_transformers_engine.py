@@ -25,6 +25,7 @@ async def engine(tmp_path_factory):
 
 
 async def run(engine, prompt, **params):
+    params.setdefault("temperature", 0)  # greedy unless a test says otherwise
     outs = [o async for o in engine.generate(prompt, SamplingParams(**params))]
     return "".join(o.text for o in outs), outs
 
@@ -87,3 +88,15 @@ async def test_prompts_that_cannot_fit_are_refused_before_any_work(engine):
     with pytest.raises(ContextLengthExceeded) as err:
         await anext(engine.generate([1, 2, 3], SamplingParams(max_tokens=engine.context_window)))
     assert err.value.param == "max_tokens"
+
+
+async def test_temperature_and_top_p_apply_per_request(engine):
+    prompt = engine.encode_chat([{"role": "user", "content": "print("}])
+    hot = {(await run(engine, prompt, max_tokens=12, temperature=1.5))[0] for _ in range(4)}
+    assert len(hot) > 1  # sampling at 1.5 over a random model's flat logits
+    greedy = {(await run(engine, prompt, max_tokens=12, temperature=0))[0] for _ in range(3)}
+    assert len(greedy) == 1
+    narrow = {
+        (await run(engine, prompt, max_tokens=12, temperature=1.5, top_p=1e-6))[0] for _ in range(3)
+    }
+    assert narrow == greedy  # top_p that keeps one token is greedy again
