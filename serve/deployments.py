@@ -67,6 +67,13 @@ class ProviderDeployment:
     async def ping(self) -> bool:
         return await self.provider.ping()
 
+    def check_health(self) -> None:
+        """Serve's periodic health check: a provider that can tell it is broken (a model
+        engine whose loop died) gets its replica replaced."""
+        healthy = getattr(self.provider, "healthy", None)
+        if healthy is not None and not healthy():
+            raise RuntimeError(f"provider {self.provider.name!r} is unhealthy")
+
 
 class _ActorDirectory:
     """The admin routes' `Directory`, backed by the directory actor."""

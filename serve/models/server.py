@@ -205,7 +205,12 @@ class ModelServerProvider:
         )
 
     async def ping(self) -> bool:
-        return True
+        return not self._started or self.engine.healthy()
+
+    def healthy(self) -> bool:
+        """False once the engine's loop has died; the deployment then fails Serve's health
+        check and Serve replaces the replica."""
+        return not self._started or self.engine.healthy()
 
     async def close(self) -> None:
         if self._started:

@@ -19,6 +19,7 @@ from forge.errors import ContextLengthExceeded, ServiceUnavailable
 from serve.models.engine import EngineOutput, SamplingParams
 
 GREEDY_TEMPERATURE = 1e-5  # temperature 0 as a vanishing temperature: argmax in practice
+HEALTH_POLL_S = 1.0  # how often a waiting request checks that the batch loop still runs
 
 
 class TransformersEngine:
@@ -72,6 +73,10 @@ class TransformersEngine:
         )
         self._manager.start()
 
+    def healthy(self) -> bool:
+        """Whether the batching loop is running (it dies on an engine crash or OOM)."""
+        return self._manager is not None and self._manager.is_running()
+
     def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
         ids = self.tokenizer.apply_chat_template(
             messages, tokenize=True, add_generation_prompt=True
@@ -114,7 +119,15 @@ class TransformersEngine:
         finished = False
         try:
             while True:
-                result = await results.get()
+                try:
+                    result = await asyncio.wait_for(results.get(), HEALTH_POLL_S)
+                except TimeoutError:
+                    if not self.healthy():  # never wait on a loop that died: 503, no hang
+                        raise ServiceUnavailable(
+                            "The model engine stopped; its replica is being replaced.",
+                            retry_after=5,
+                        ) from None
+                    continue
                 if result.error:
                     raise ServiceUnavailable(f"The engine failed: {result.error}", retry_after=1)
                 tokens = list(result.generated_tokens)

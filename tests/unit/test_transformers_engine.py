@@ -100,3 +100,19 @@ async def test_temperature_and_top_p_apply_per_request(engine):
         (await run(engine, prompt, max_tokens=12, temperature=1.5, top_p=1e-6))[0] for _ in range(3)
     }
     assert narrow == greedy  # top_p that keeps one token is greedy again
+
+
+async def test_a_dead_engine_fails_requests_with_503_instead_of_hanging(tmp_path):
+    from forge.errors import ServiceUnavailable
+    from serve.models.transformers_engine import TransformersEngine
+
+    path = build_tiny_model(tmp_path / "tiny", TinyModelSpec(corpus_files=10))
+    eng = TransformersEngine(path, num_blocks=32, page_size=32, max_batch_tokens=256)
+    await eng.start()
+    assert eng.healthy()
+    eng._manager.stop(block=True)  # what a crash or OOM leaves: no loop running
+    assert not eng.healthy()
+    prompt = eng.encode_chat([{"role": "user", "content": "hi"}])
+    with pytest.raises(ServiceUnavailable) as err:
+        await asyncio.wait_for(run(eng, prompt, max_tokens=4), 15)
+    assert err.value.status_code == 503
