@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -18,6 +19,8 @@ from forge.settings import Settings
 from serve.app import APP_NAME, build_application
 from serve.env import FAST_SERVE_ENV
 from serve.processes import descendants, named, terminate
+
+log = logging.getLogger(__name__)
 
 
 def prepare_environment(settings: Settings) -> Settings:
@@ -54,9 +57,30 @@ def start(
         context = ray.init(
             include_dashboard=False, _node_ip_address="127.0.0.1", namespace=APP_NAME
         )
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_application(config), name=APP_NAME, route_prefix="/", blocking=False)
+    deploy(config, host, port)
     return new_key, context.address_info["gcs_address"]
+
+
+def deploy(config: PlatformConfig, host: str, port: int, attempts: int = 2) -> None:
+    """Start Serve and run the application, once more if the first try fails.
+
+    Serve's HAProxy ingress reloads HAProxy as replicas come up; now and then the new
+    HAProxy process finds the port still held by the old one ("Address already in use"),
+    crashes, and `serve.run` fails (seen in ~1 of 10 starts here, Ray 2.60). A second
+    start, after clearing Serve and any HAProxy it left behind, has always succeeded.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            serve.start(http_options={"host": host, "port": port})
+            serve.run(build_application(config), name=APP_NAME, route_prefix="/", blocking=False)
+            return
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            log.warning("deploying failed (%s); retrying once", str(exc).splitlines()[0])
+            haproxies = named(descendants(os.getpid()), "haproxy")
+            serve.shutdown()
+            terminate(haproxies)
 
 
 def stop(own_ray: bool) -> None:

@@ -13,7 +13,6 @@ import httpx2
 import openai
 import pytest
 import ray
-from ray import serve
 from sqlalchemy import select
 
 from forge.config import PlatformConfig
@@ -22,7 +21,7 @@ from forge.db.migrate import upgrade
 from forge.db.schema import UsageRecord
 from forge.keys import KeyStore
 from serve import launcher
-from serve.app import APP_NAME, build_application
+from serve.app import APP_NAME
 from tests.contract.cases import CASES
 from tests.fakes.server import free_port
 from tests.unit.harness import platform_config
@@ -134,8 +133,7 @@ def platform(request: pytest.FixtureRequest, ray_cluster: Path, fake_openai) -> 
             ],
         }
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_application(config), name=APP_NAME, route_prefix="/")
+    launcher.deploy(config, "127.0.0.1", port)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
