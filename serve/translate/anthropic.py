@@ -15,7 +15,14 @@ from typing import Any
 import orjson
 
 from forge.errors import InvalidRequest
-from serve.translate.common import dumps, parse_data_url, text_of, tool_arguments, unsupported
+from serve.translate.common import (
+    dumps,
+    function_of,
+    parse_data_url,
+    text_of,
+    tool_arguments,
+    unsupported,
+)
 
 PROVIDER = "anthropic"
 DEFAULT_MAX_TOKENS = 4096
@@ -158,11 +165,7 @@ def to_anthropic_request(body: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 def _tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
-    if tool.get("type", "function") != "function":
-        raise unsupported(PROVIDER, f"{param}.type", f"tool type {tool.get('type')!r}")
-    fn = tool.get("function") or {}
-    if not fn.get("name"):
-        raise InvalidRequest("A function tool needs a name.", param=f"{param}.function.name")
+    fn = function_of(tool, param, PROVIDER)
     out = {"name": fn["name"], "input_schema": fn.get("parameters") or {"type": "object"}}
     if fn.get("description"):
         out["description"] = fn["description"]

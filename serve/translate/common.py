@@ -21,6 +21,17 @@ def unsupported(provider: str, param: str, why: str = "") -> InvalidRequest:
     )
 
 
+def function_of(tool: Any, param: str, provider: str) -> dict[str, Any]:
+    """The ``function`` of an OpenAI tool, checked: only function tools, each named."""
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+        kind = tool.get("type") if isinstance(tool, dict) else type(tool).__name__
+        raise unsupported(provider, f"{param}.type", f"tool type {kind!r}")
+    fn = tool.get("function") or {}
+    if not fn.get("name"):
+        raise InvalidRequest("A function tool needs a name.", param=f"{param}.function.name")
+    return fn
+
+
 def parse_data_url(url: str, param: str) -> tuple[str, str] | None:
     """(media_type, base64 data) for a ``data:`` URL; None for other URLs."""
     if not url.startswith("data:"):

@@ -34,7 +34,14 @@ from urllib.parse import urlsplit
 import orjson
 
 from forge.errors import InvalidRequest
-from serve.translate.common import dumps, parse_data_url, text_of, tool_arguments, unsupported
+from serve.translate.common import (
+    dumps,
+    function_of,
+    parse_data_url,
+    text_of,
+    tool_arguments,
+    unsupported,
+)
 
 PROVIDER = "gemini"
 SIGNATURE_MARK = "__sig__"
@@ -209,11 +216,7 @@ def _function_response(content: Any) -> dict[str, Any]:
 def _declarations(tools: list[Any]) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(tools):
-        if tool.get("type", "function") != "function":
-            raise unsupported(PROVIDER, f"tools[{i}].type", f"tool type {tool.get('type')!r}")
-        fn = tool.get("function") or {}
-        if not fn.get("name"):
-            raise InvalidRequest("A function tool needs a name.", param=f"tools[{i}].function.name")
+        fn = function_of(tool, f"tools[{i}]", PROVIDER)
         declaration: dict[str, Any] = {"name": fn["name"]}
         if fn.get("description"):
             declaration["description"] = fn["description"]

@@ -32,7 +32,14 @@ import uuid
 from typing import Any
 
 from forge.errors import InvalidRequest
-from serve.translate.common import dumps, parse_data_url, text_of, tool_arguments, unsupported
+from serve.translate.common import (
+    dumps,
+    function_of,
+    parse_data_url,
+    text_of,
+    tool_arguments,
+    unsupported,
+)
 
 PROVIDER = "ollama"
 
@@ -105,11 +112,7 @@ def _message(role: str, content: Any, param: str) -> dict[str, Any]:
 
 
 def _tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
-    if tool.get("type", "function") != "function":
-        raise unsupported(PROVIDER, f"{param}.type", f"tool type {tool.get('type')!r}")
-    fn = tool.get("function") or {}
-    if not fn.get("name"):
-        raise InvalidRequest("A function tool needs a name.", param=f"{param}.function.name")
+    fn = function_of(tool, param, PROVIDER)
     function: dict[str, Any] = {
         "name": fn["name"],
         "parameters": fn.get("parameters") or {"type": "object", "properties": {}},
