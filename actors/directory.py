@@ -1,35 +1,69 @@
-"""The org directory: who holds which key. One actor owns the key table; gateway
-replicas ask it on a cache miss and keep the answer for a short TTL."""
+"""The org directory actor: keys, adapters, and the model replicas' latest stats.
+
+Keys and adapters live in the database (``forge.directory.Directory``); gateway replicas
+ask on a cache miss and keep the answer for a short TTL. Replica stats are soft state:
+each model replica reports every few seconds and `forge status` reads the latest.
+"""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import ray
 
+from forge.adapters import AdapterInfo, AdapterSpec
 from forge.db.engine import make_engine, make_sessionmaker
-from forge.keys import CreatedKey, KeyInfo, KeyStore, Role
+from forge.directory import Directory
+from forge.keys import CreatedKey, KeyInfo, Role
 from forge.settings import Settings
+
+STATS_TTL_S = 15.0  # a replica silent this long is gone (stopped, replaced)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
 class DirectoryActor:
-    """Ray shell over ``KeyStore``. The database is the state, so a restart loses nothing;
+    """Ray shell over ``Directory``. The database is the state, so a restart loses nothing;
     calls that hit a restart fail (no blind retry of a key creation) and callers retry."""
 
     def __init__(self) -> None:
         self._engine = make_engine(Settings().resolved_database_url())
-        self._keys = KeyStore(make_sessionmaker(self._engine))
+        self._directory = Directory(make_sessionmaker(self._engine))
+        self._replicas: dict[str, tuple[float, dict[str, Any]]] = {}
 
     async def verify(self, key_hash: str) -> KeyInfo | None:
-        return await self._keys.lookup(key_hash)
+        return await self._directory.verify(key_hash)
 
     async def create_key(self, name: str, role: Role = "user") -> CreatedKey:
-        return await self._keys.create_key(name, role)
+        return await self._directory.create_key(name, role)
 
     async def list_keys(self) -> list[KeyInfo]:
-        return await self._keys.list_keys()
+        return await self._directory.list_keys()
 
     async def revoke_key(self, key_id: str) -> KeyInfo:
-        return await self._keys.revoke_key(key_id)
+        return await self._directory.revoke_key(key_id)
+
+    async def register_adapter(self, spec: AdapterSpec) -> AdapterInfo:
+        return await self._directory.register_adapter(spec)
+
+    async def get_adapter(self, name: str) -> AdapterInfo | None:
+        return await self._directory.get_adapter(name)
+
+    async def list_adapters(self) -> list[AdapterInfo]:
+        return await self._directory.list_adapters()
+
+    async def delete_adapter(self, name: str) -> None:
+        await self._directory.delete_adapter(name)
+
+    def report_replica(self, replica_id: str, stats: dict[str, Any]) -> None:
+        self._replicas[replica_id] = (time.monotonic(), stats)
+
+    def replica_stats(self) -> dict[str, dict[str, Any]]:
+        now = time.monotonic()
+        self._replicas = {
+            r: (t, s) for r, (t, s) in self._replicas.items() if now - t < STATS_TTL_S
+        }
+        return {r: s for r, (_, s) in self._replicas.items()}
 
     async def ping(self) -> bool:
         return True

@@ -82,6 +82,7 @@ def status(
     from ray import serve
 
     from serve.app import APP_NAME
+    from serve.deployments import ACTOR_NAMESPACE, DIRECTORY_ACTOR
 
     context = ray.init(
         address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False, logging_level="ERROR"
@@ -106,6 +107,8 @@ def status(
                 for name, d in app_status.deployments.items()
             },
         }
+        directory = ray.get_actor(DIRECTORY_ACTOR, namespace=ACTOR_NAMESPACE)
+        report["models"] = model_stats(ray.get(directory.replica_stats.remote(), timeout=10))
     finally:
         ray.shutdown()
     if as_json:
@@ -115,6 +118,29 @@ def status(
     for name, d in report["deployments"].items():
         replicas = ", ".join(f"{n} {state.lower()}" for state, n in d["replicas"].items()) or "-"
         typer.echo(f"  {name:<28} {d['status']:<10} {replicas}")
+    for name, m in report["models"].items():
+        adapters = ", ".join(m["adapters"]) or "no adapters"
+        typer.echo(
+            f"  model server {name:<15} {m['replicas']} replica(s), {m['running']} running, "
+            f"{m['waiting']} queued, {adapters}"
+        )
+
+
+def model_stats(replicas: dict[str, dict]) -> dict[str, dict]:
+    """Per self-hosted provider: replicas reporting, requests running and queued, and
+    the adapters loaded anywhere (with each replica's own view)."""
+    models: dict[str, dict] = {}
+    for replica, stats in sorted(replicas.items()):
+        m = models.setdefault(
+            stats["provider"],
+            {"replicas": 0, "running": 0, "waiting": 0, "adapters": [], "per_replica": {}},
+        )
+        m["replicas"] += 1
+        m["running"] += stats["running"]
+        m["waiting"] += stats["waiting"]
+        m["adapters"] = sorted(set(m["adapters"]) | set(stats["adapters"]))
+        m["per_replica"][replica] = stats
+    return models
 
 
 def _with_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -24,10 +24,13 @@ ProviderType = Literal[
     "llamacpp",
     "hf_tgi",
     "transformers",
+    "vllm",
     "transformers_embedding",
 ]
 # Self-hosted types: the model runs in the platform's own replicas.
-SELF_HOSTED_TYPES = {"transformers", "transformers_embedding"}
+SELF_HOSTED_TYPES = {"transformers", "vllm", "transformers_embedding"}
+# Self-hosted types that generate text (and so can serve LoRA adapters).
+GENERATIVE_TYPES = {"transformers", "vllm"}
 # Types whose SDK knows the public endpoint, so `base_url` is optional.
 DEFAULT_ENDPOINT_TYPES = {"openai", "anthropic", "gemini"}
 
@@ -63,6 +66,24 @@ class UsageConfig(StrictModel):
         0.05, gt=0, description="How often a gateway replica ships buffered usage records."
     )
     max_batch: int = Field(500, ge=1, le=1000, description="Most records in one shipment.")
+
+
+class AutoscalingConfig(StrictModel):
+    """Serve autoscaling of a self-hosted model's replicas."""
+
+    min_replicas: int = Field(
+        1, ge=0, description="Fewest replicas; 0 frees the hardware when idle (cold starts)."
+    )
+    max_replicas: int = Field(1, ge=1, description="Most replicas.")
+    target_ongoing_requests: float = Field(
+        8, gt=0, description="Requests per replica Serve aims for when it scales."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoscalingConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be at least min_replicas")
+        return self
 
 
 class ProviderConfig(StrictModel):
@@ -110,6 +131,30 @@ class ProviderConfig(StrictModel):
     replicas: int = Field(1, ge=1, description="Replicas of this provider's proxy deployment.")
     max_ongoing_requests: int = Field(1000, ge=1, description="Concurrent requests per replica.")
     num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per proxy replica.")
+    num_gpus: float = Field(0, ge=0, description="Self-hosted: GPUs reserved per replica.")
+    accelerator_type: str | None = Field(
+        None,
+        description="Self-hosted: Ray accelerator type the replica must land on (e.g. H100, "
+        "A10G); see ray.util.accelerators.",
+    )
+    autoscaling: AutoscalingConfig | None = Field(
+        None, description="Self-hosted: scale replicas with load (overrides `replicas`)."
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="vLLM: GPUs one replica shards the model over (one placement group)."
+    )
+    max_adapters: int = Field(
+        4,
+        ge=0,
+        description="Self-hosted generative: LoRA adapters held per replica (LRU); 0: none.",
+    )
+    max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank accepted.")
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Self-hosted: extra engine options (vLLM's engine arguments such as "
+        "max_model_len or gpu_memory_utilization; for transformers num_blocks, page_size, "
+        "max_batch_tokens).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:
@@ -118,6 +163,8 @@ class ProviderConfig(StrictModel):
         if self.type in SELF_HOSTED_TYPES:
             if not self.model_path:
                 raise ValueError(f"self-hosted provider {self.name!r} needs model_path")
+            if self.tensor_parallel_size > 1 and self.type != "vllm":
+                raise ValueError("tensor_parallel_size needs the vllm engine")
             return self
         if self.type != "azure" and not self.base_url and self.type not in DEFAULT_ENDPOINT_TYPES:
             raise ValueError(f"provider {self.name!r} of type {self.type} needs base_url")

@@ -119,9 +119,9 @@ class Relay:
             error_code=error.code,
         )
 
-    def _targets(self, body: dict[str, Any]) -> tuple[Target, ...]:
+    async def _targets(self, body: dict[str, Any]) -> tuple[Target, ...]:
         """The model's targets that can serve ``body``; a 400 if the model itself cannot."""
-        targets = self.router.targets(body["model"])
+        targets = await self.router.resolve(body["model"])
         check_request(targets[0].model, body)
         return tuple(t for t in targets if _can_serve(t, body))
 
@@ -129,7 +129,7 @@ class Relay:
         self, ctx: CallContext, body: dict[str, Any]
     ) -> tuple[bytes, dict[str, str]]:
         """The provider's JSON answer and the headers to send with it."""
-        targets = self._targets(body)
+        targets = await self._targets(body)
         for i, target in enumerate(targets):
             call = {**body, "model": target.model.provider_model}
             try:
@@ -150,7 +150,7 @@ class Relay:
     ) -> tuple[AsyncIterator[bytes], dict[str, str]]:
         """Start the stream and wait for its first chunk, so that failures before any
         output are still answered with a proper HTTP status."""
-        targets = self._targets(body)
+        targets = await self._targets(body)
         for i, target in enumerate(targets):
             call = {**body, "model": target.model.provider_model}
             source = target.client.stream(ctx.endpoint, call, target.model.name, include_usage)

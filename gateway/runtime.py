@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from actors.usage_shipper import UsageShipper
+from forge.adapters import AdapterInfo, AdapterSpec, CachedAdapterLookup
 from forge.config import PlatformConfig
 from forge.keys import CreatedKey, KeyInfo, Role
 from gateway.auth import KeyVerifier
@@ -15,13 +16,21 @@ from serve.router import Router
 
 
 class Directory(Protocol):
-    """The key directory as the admin routes need it (the actor, or its plain store)."""
+    """The org directory as the admin routes need it (the actor, or the plain class)."""
 
     async def create_key(self, name: str, role: Role = "user") -> CreatedKey: ...
 
     async def list_keys(self) -> list[KeyInfo]: ...
 
     async def revoke_key(self, key_id: str) -> KeyInfo: ...
+
+    async def register_adapter(self, spec: AdapterSpec) -> AdapterInfo: ...
+
+    async def get_adapter(self, name: str) -> AdapterInfo | None: ...
+
+    async def list_adapters(self) -> list[AdapterInfo]: ...
+
+    async def delete_adapter(self, name: str) -> None: ...
 
 
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
@@ -35,6 +44,7 @@ class GatewayRuntime:
     shipper: UsageShipper
     directory: Directory
     readiness: Readiness
+    adapters: CachedAdapterLookup | None = None
 
     def __post_init__(self) -> None:
         self.relay = Relay(self.router, self.shipper)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up, make sure PostgreSQL is up, run the whole test suite.
+# Set up, make sure PostgreSQL is up, run the whole test suite; then the vLLM engine's
+# conformance tests in their own venv (FORGE_SKIP_VLLM=1 skips that step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,4 +10,7 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
+if [ "${FORGE_SKIP_VLLM:-0}" != 1 ]; then
+  bash scripts/test-vllm.sh -q -p no:warnings
+fi

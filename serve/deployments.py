@@ -1,4 +1,5 @@
-"""Ray Serve shells: the gateway ingress and the provider proxies. No logic lives here."""
+"""Ray Serve shells: the gateway ingress, the provider proxies, the model servers.
+No logic lives here."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ray.serve.handle import DeploymentHandle
 from actors.directory import DirectoryActor
 from actors.usage_recorder import UsageRecorderActor
 from actors.usage_shipper import UsageShipper
+from forge.adapters import AdapterInfo, AdapterSpec, CachedAdapterLookup
 from forge.config import PlatformConfig, ProviderConfig
 from forge.keys import KeyInfo
 from gateway.app import build_app
@@ -75,6 +77,73 @@ class ProviderDeployment:
             raise RuntimeError(f"provider {self.provider.name!r} is unhealthy")
 
 
+class _HeldAdapter:
+    """What Serve's multiplexer holds per adapter. Serve calls ``__del__`` when it drops
+    the adapter from its LRU; set on the instance, so garbage collection never does."""
+
+    def __init__(self, evict: Any) -> None:
+        self.__del__ = evict
+
+
+@serve.deployment
+class ModelServerDeployment:
+    """A self-hosted generative model. Serve's model multiplexing routes a request that
+    names a LoRA adapter to a replica already holding it; the replica's ``AdapterCache``
+    (same capacity) loads on first use and evicts what Serve drops."""
+
+    def __init__(self, cfg: ProviderConfig) -> None:
+        directory, _ = platform_actors()
+        self._directory = directory
+        self.provider = make_provider(cfg, adapter_lookup=lambda n: directory.get_adapter.remote(n))
+        self._hold = serve.multiplexed(max_num_models_per_replica=max(cfg.max_adapters, 1))(
+            self._load_for_serve
+        )
+        self._replica = serve.get_replica_context().replica_id.unique_id
+
+    async def _load_for_serve(self, adapter: str) -> _HeldAdapter:
+        await self.provider.adapters.ensure(adapter)
+        return _HeldAdapter(lambda: self.provider.adapters.evict(adapter))
+
+    async def _adapter(self) -> str | None:
+        adapter = serve.get_multiplexed_model_id() or None
+        if adapter is not None:
+            await self._hold(adapter)
+        return adapter
+
+    async def complete(
+        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+    ) -> ProviderReply:
+        adapter = await self._adapter()
+        return await self.provider.complete(endpoint, body, public_model, adapter)
+
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+    ) -> AsyncIterator[StreamItem]:
+        adapter = await self._adapter()
+        async for item in self.provider.stream(
+            endpoint, body, public_model, include_usage, adapter
+        ):
+            yield item
+
+    async def load_adapter(self, spec: AdapterSpec) -> list[str]:
+        await self.provider.load_adapter(spec)
+        await self._hold(spec.name)  # so that Serve routes this adapter's requests here
+        return self.provider.adapters.loaded()
+
+    async def ping(self) -> bool:
+        return await self.provider.ping()
+
+    async def check_health(self) -> None:
+        """Serve's periodic check: a dead engine fails it and Serve replaces the replica.
+        Also reports this replica's stats for `forge status`."""
+        stats = self.provider.stats()
+        self._directory.report_replica.remote(
+            self._replica, {"provider": self.provider.name, **stats.model_dump()}
+        )
+        if not self.provider.healthy():
+            raise RuntimeError(f"model server {self.provider.name!r} is unhealthy")
+
+
 class _ActorDirectory:
     """The admin routes' `Directory`, backed by the directory actor."""
 
@@ -90,6 +159,18 @@ class _ActorDirectory:
     async def revoke_key(self, key_id: str) -> KeyInfo:
         return await self._actor.revoke_key.remote(key_id)
 
+    async def register_adapter(self, spec: AdapterSpec) -> AdapterInfo:
+        return await self._actor.register_adapter.remote(spec)
+
+    async def get_adapter(self, name: str) -> AdapterInfo | None:
+        return await self._actor.get_adapter.remote(name)
+
+    async def list_adapters(self) -> list[AdapterInfo]:
+        return await self._actor.list_adapters.remote()
+
+    async def delete_adapter(self, name: str) -> None:
+        await self._actor.delete_adapter.remote(name)
+
 
 @serve.deployment
 @serve.ingress()
@@ -99,15 +180,18 @@ class GatewayDeployment:
         clients: dict[str, ProviderClient] = {
             name: HandleProviderClient(h) for name, h in providers.items()
         }
+        adapters = CachedAdapterLookup(
+            lambda name: directory.get_adapter.remote(name), ttl_s=config.gateway.auth_cache_ttl_s
+        )
         for cfg in config.providers:
             if cfg.placement == "gateway":
-                clients[cfg.name] = make_provider(cfg)
+                clients[cfg.name] = make_provider(cfg, adapter_lookup=adapters)
         self._pings = {f"provider:{n}": c.ping for n, c in clients.items()}
         self._pings["actor:directory"] = lambda: directory.ping.remote()
         self._pings["actor:usage-recorder"] = lambda: recorder.ping.remote()
         self.runtime = GatewayRuntime(
             config=config,
-            router=Router(config.models, clients),
+            router=Router(config.models, clients, adapters),
             verifier=KeyVerifier(
                 lambda digest: directory.verify.remote(digest),
                 ttl_s=config.gateway.auth_cache_ttl_s,
@@ -119,6 +203,7 @@ class GatewayDeployment:
             ),
             directory=_ActorDirectory(directory),
             readiness=self.readiness,
+            adapters=adapters,
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:

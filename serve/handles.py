@@ -7,11 +7,13 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
+from forge.adapters import AdapterSpec
 from serve.providers.base import Endpoint, ProviderReply, StreamItem
 
 
 class HandleProviderClient:
     def __init__(self, handle: DeploymentHandle) -> None:
+        self._handle = handle
         self._complete = handle.options(method_name="complete")
         self._stream = handle.options(method_name="stream", stream=True)
         self._ping = handle.options(method_name="ping")
@@ -36,3 +38,10 @@ class HandleProviderClient:
 
     async def ping(self) -> bool:
         return await self._ping.remote()
+
+    def with_adapter(self, adapter: str) -> HandleProviderClient:
+        """Calls that Serve's model multiplexing routes to a replica holding ``adapter``."""
+        return HandleProviderClient(self._handle.options(multiplexed_model_id=adapter))
+
+    async def load_adapter(self, spec: AdapterSpec) -> list[str]:
+        return await self._handle.options(method_name="load_adapter").remote(spec)

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from forge.adapters import AdapterLookup, AdapterMismatch, AdapterNotFound
 from forge.config import ModelConfig
-from forge.errors import ModelNotFound
+from forge.errors import InvalidRequest, ModelNotFound
 from serve.providers.base import Endpoint, ProviderReply, StreamItem
 
 
@@ -37,10 +38,16 @@ class Target:
 
 
 class Router:
-    def __init__(self, models: list[ModelConfig], clients: Mapping[str, ProviderClient]) -> None:
+    def __init__(
+        self,
+        models: list[ModelConfig],
+        clients: Mapping[str, ProviderClient],
+        adapters: AdapterLookup | None = None,
+    ) -> None:
         self._models = {m.name: m for m in models}
         self._clients = dict(clients)
         self._chains = {m.name: self._chain(m) for m in models}
+        self._adapters = adapters
 
     def _chain(self, model: ModelConfig) -> tuple[Target, ...]:
         names = [model.name, *model.fallbacks]
@@ -70,3 +77,38 @@ class Router:
         """The model's own target first, then its fallbacks; 404 for unknown names."""
         self.model(name)
         return self._chains[name]
+
+    async def resolve(self, name: str) -> tuple[Target, ...]:
+        """``targets``, plus LoRA adapters: ``<base>:<adapter>`` or an adapter's own name.
+
+        An adapter request goes to its base model's provider, through the view of it that
+        names the adapter (Serve routes it to a replica holding it), without fallbacks:
+        another model would not answer as the adapter does."""
+        chain = self._chains.get(name)
+        if chain is not None:
+            return chain
+        base_name, sep, adapter = name.partition(":")
+        if not sep:
+            base_name, adapter = "", name
+        elif base_name not in self._models:
+            self.model(base_name)  # 404 for the unknown base
+        spec = await self._adapters(adapter) if self._adapters and adapter else None
+        if spec is None:
+            if sep:
+                raise AdapterNotFound(
+                    f"The adapter {adapter!r} does not exist for model {base_name!r}.",
+                    param="model",
+                )
+            self.model(name)  # the usual 404
+            raise AssertionError("unreachable")
+        if sep and spec.base_model != base_name:
+            raise AdapterMismatch(
+                f"The adapter {adapter!r} belongs to {spec.base_model!r}, not {base_name!r}.",
+                param="model",
+            )
+        base = self.model(spec.base_model)
+        with_adapter = getattr(self._clients[base.provider], "with_adapter", None)
+        if with_adapter is None:
+            raise InvalidRequest(f"The model {base.name!r} serves no adapters.", param="model")
+        model = base.model_copy(update={"name": name, "fallbacks": []})
+        return (Target(model, with_adapter(adapter)),)

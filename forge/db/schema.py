@@ -66,3 +66,14 @@ class UsageRecord(Base):
         Index("ix_usage_records_key_created", "key_id", "created_at"),
         Index("ix_usage_records_created", "created_at"),
     )
+
+
+class LoraAdapter(Base):
+    """A registered LoRA adapter; replicas load it by name on first use."""
+
+    __tablename__ = "lora_adapters"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    base_model: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,12 +1,15 @@
-"""Admin routes: API keys. Admin keys only."""
+"""Admin routes: API keys and LoRA adapters. Admin keys only."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from forge.adapters import AdapterInfo, AdapterSpec
+from forge.config import GENERATIVE_TYPES
+from forge.errors import Conflict, InvalidRequest
 from forge.keys import CreatedKey, KeyInfo
 from gateway.deps import admin, runtime
 from gateway.runtime import GatewayRuntime
@@ -41,3 +44,70 @@ async def revoke_key(
     info = await rt.directory.revoke_key(key_id)
     rt.verifier.forget(key_id)
     return info
+
+
+class LoadAdapterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(
+        pattern=r"^[\w.-]+$",
+        max_length=100,
+        description="The adapter's name: clients send `<model>:<name>` or just `<name>`.",
+    )
+    model: str = Field(description="The self-hosted base model it was trained from.")
+    source: str = Field(description="Local directory or fsspec URL of a PEFT LoRA adapter.")
+
+
+class AdapterLoaded(AdapterInfo):
+    loaded_on: list[str] = Field(description="What the replica that loaded it now holds.")
+
+
+@router.post("/adapters", response_model=AdapterLoaded, status_code=201)
+async def load_adapter(
+    req: LoadAdapterRequest, _: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
+) -> AdapterLoaded:
+    """Register an adapter and load it on a replica now; no restart. Loading first means
+    a bad adapter (unreachable, not LoRA, another base's shapes) is refused, not stored."""
+    base = rt.router.model(req.model)
+    provider = next(p for p in rt.config.providers if p.name == base.provider)
+    if provider.type not in GENERATIVE_TYPES or provider.max_adapters == 0:
+        raise InvalidRequest(f"The model {base.name!r} serves no adapters.", param="model")
+    if req.name in {m.name for m in rt.router.models}:
+        raise Conflict(f"{req.name!r} is already a model's name.", param="name")
+    try:
+        spec = AdapterSpec(name=req.name, base_model=base.name, source=req.source)
+    except ValidationError as exc:
+        raise InvalidRequest(exc.errors()[0]["msg"], param="source") from None
+    existing = await rt.directory.get_adapter(spec.name)
+    if existing is not None and (existing.base_model, existing.source) != (
+        spec.base_model,
+        spec.source,
+    ):
+        raise Conflict(
+            f"An adapter named {spec.name!r} already exists with another base model or "
+            "source; delete it first.",
+            param="name",
+        )
+    client = rt.router.clients[base.provider]
+    loaded = await client.with_adapter(spec.name).load_adapter(spec)  # type: ignore[attr-defined]
+    info = await rt.directory.register_adapter(spec)
+    if rt.adapters is not None:
+        rt.adapters.forget(spec.name)
+    return AdapterLoaded(**info.model_dump(), loaded_on=loaded)
+
+
+@router.get("/adapters", response_model=list[AdapterInfo])
+async def list_adapters(
+    _: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
+) -> list[AdapterInfo]:
+    return await rt.directory.list_adapters()
+
+
+@router.delete("/adapters/{name}", status_code=204)
+async def delete_adapter(
+    name: str, _: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
+) -> None:
+    """Unregister: new requests get 404 (within the gateways' 5 s cache); replicas drop
+    it from their LRU in time."""
+    await rt.directory.delete_adapter(name)
+    if rt.adapters is not None:
+        rt.adapters.forget(name)

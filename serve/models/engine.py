@@ -1,9 +1,15 @@
-"""The engine interface every self-hosted model server wraps (transformers now; vLLM next)."""
+"""The engine interface every self-hosted model server wraps: transformers or vLLM.
+
+Small on purpose: the model server (``serve.models.server``) turns OpenAI requests into
+token ids and sampling parameters, an engine turns those into streamed text, and the
+adapter cache (``serve.models.adapters``) decides which LoRA adapters an engine holds.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +24,9 @@ class SamplingParams(BaseModel):
     stop: list[str] = Field(default_factory=list, description="Strings that end generation.")
     temperature: float = Field(1.0, ge=0, le=2, description="0 is greedy; OpenAI's default 1.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int | None = Field(
+        None, description="Makes sampling repeatable: the same seed gives the same tokens."
+    )
 
 
 @dataclass(slots=True)
@@ -30,15 +39,82 @@ class EngineOutput:
     finish_reason: FinishReason | None = None
 
 
+class EngineStats(BaseModel):
+    """What `forge status` shows per replica."""
+
+    engine: str
+    running: int = Field(description="Requests generating now.")
+    waiting: int = Field(description="Requests queued for a batch slot (queue depth).")
+    adapters: list[str] = Field(default_factory=list, description="LoRA adapters loaded.")
+    healthy: bool = True
+
+
 class Engine(Protocol):
+    """A generating engine. ``adapter`` names a LoRA adapter loaded with ``load_adapter``."""
+
+    kind: str
+    context_window: int
+
     async def start(self) -> None: ...
 
     def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]: ...
 
+    def encode_text(self, text: str) -> list[int]: ...
+
     def generate(
-        self, prompt_ids: list[int], params: SamplingParams
+        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
     ) -> AsyncIterator[EngineOutput]:
         """Stream the completion; closing the iterator cancels the request and frees its slot."""
         ...
 
+    async def load_adapter(self, name: str, path: Path) -> None: ...
+
+    async def unload_adapter(self, name: str) -> None: ...
+
+    def healthy(self) -> bool: ...
+
+    def stats(self) -> EngineStats: ...
+
     async def stop(self) -> None: ...
+
+
+class TokenizerEncoding:
+    """Prompt encoding through a Hugging Face tokenizer and its chat template."""
+
+    tokenizer: Any
+
+    def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=True
+        )
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def first_stop(text: str, stops: list[str], searched_up_to: int) -> int | None:
+    """Where the earliest stop string begins, looking only where a new one can appear."""
+    best = None
+    for stop in stops:
+        at = text.find(stop, max(0, searched_up_to - len(stop) + 1))
+        if at != -1 and (best is None or at < best):
+            best = at
+    return best
+
+
+def check_fits(prompt_len: int, params: SamplingParams, context_window: int) -> None:
+    """400 before any work when the prompt, or prompt plus max_tokens, cannot fit."""
+    from forge.errors import ContextLengthExceeded
+
+    if prompt_len >= context_window:
+        raise ContextLengthExceeded(
+            f"The prompt has {prompt_len} tokens; this model's context window is {context_window}.",
+            param="messages",
+        )
+    if prompt_len + params.max_tokens > context_window:
+        raise ContextLengthExceeded(
+            f"max_tokens {params.max_tokens} plus the prompt's {prompt_len} tokens "
+            f"exceed the context window of {context_window}.",
+            param="max_tokens",
+        )

@@ -1,7 +1,8 @@
 """A self-hosted model as a provider: OpenAI chat/completions over an engine.
 
 The same ``Provider`` interface as the remote providers, so the router, relay, usage
-records and both placements work unchanged; the engine does the generating.
+records and both placements work unchanged; the engine does the generating. LoRA
+adapters are held in an ``AdapterCache`` and named per request (``with_adapter``).
 """
 
 from __future__ import annotations
@@ -10,17 +11,19 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from forge.adapters import AdapterLookup, AdapterSpec
 from forge.config import ProviderConfig
 from forge.errors import ForgeError, UpstreamError
 from forge.settings import Settings
-from serve.models.engine import EngineOutput, SamplingParams
+from serve.models.adapters import AdapterCache, check_adapter, fetch_adapter
+from serve.models.engine import Engine, EngineOutput, EngineStats, SamplingParams
 from serve.models.tiny import build_tiny_model, is_built
-from serve.models.transformers_engine import TransformersEngine
 from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
 from serve.providers.sdk_base import ms_since, openai_stream
 from serve.translate.common import text_of, unsupported
@@ -38,22 +41,79 @@ def resolve_model_path(model_path: str) -> str:
     return str(target)
 
 
+def make_engine(cfg: ProviderConfig) -> Engine:
+    """The engine a self-hosted provider's config asks for (vLLM imported only here)."""
+    path = resolve_model_path(cfg.model_path or "")
+    if cfg.type == "vllm":
+        from serve.models.vllm_engine import VllmEngine
+
+        return VllmEngine(
+            path,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            max_loras=cfg.max_adapters,
+            max_lora_rank=cfg.max_lora_rank,
+            engine_args=cfg.engine_args,
+        )
+    from serve.models.transformers_engine import TransformersEngine
+
+    return TransformersEngine(path, **cfg.engine_args)
+
+
+async def _no_adapters(name: str) -> AdapterSpec | None:
+    return None
+
+
 class ModelServerProvider:
     """The plain class behind a self-hosted model's deployment."""
 
-    def __init__(self, cfg: ProviderConfig, engine: TransformersEngine | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ProviderConfig,
+        engine: Engine | None = None,
+        *,
+        adapter_lookup: AdapterLookup | None = None,
+    ) -> None:
         self.name = cfg.name
         self.cfg = cfg
-        self.engine = engine or TransformersEngine(resolve_model_path(cfg.model_path or ""))
+        self.engine = engine or make_engine(cfg)
+        self._lookup = adapter_lookup or _no_adapters
+        self._adapter_dir = Path(Settings().data_dir).resolve() / "adapters"
+        self.adapters = AdapterCache(
+            max(cfg.max_adapters, 1),
+            resolve=self._lookup,
+            prepare=self._prepare,
+            load=self.engine.load_adapter,
+            unload=self.engine.unload_adapter,
+        )
         self._started = False
         self._lock = asyncio.Lock()
 
-    async def _ready(self) -> TransformersEngine:
+    async def _ready(self) -> Engine:
         async with self._lock:
             if not self._started:
                 await self.engine.start()
                 self._started = True
         return self.engine
+
+    async def _prepare(self, spec: AdapterSpec) -> Path:
+        """Fetch the adapter and check it fits this model: 400 before the engine sees it."""
+        await self._ready()
+        path = await asyncio.to_thread(fetch_adapter, spec.source, self._adapter_dir)
+        check_adapter(path, self.engine.config, self.cfg.max_lora_rank)
+        return path
+
+    async def load_adapter(self, spec: AdapterSpec) -> list[str]:
+        """Load ``spec`` now (the admin route); returns what this replica holds."""
+        await self.adapters.ensure(spec.name, spec)
+        return self.adapters.loaded()
+
+    def with_adapter(self, adapter: str) -> AdapterView:
+        return AdapterView(self, adapter)
+
+    def stats(self) -> EngineStats:
+        if not self._started:
+            return EngineStats(engine=self.engine.kind, running=0, waiting=0)
+        return self.engine.stats()
 
     def _prompt(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[list[int], SamplingParams]:
         if endpoint == "embeddings":
@@ -76,13 +136,14 @@ class ModelServerProvider:
             prompt = body.get("prompt")
             if not isinstance(prompt, str):
                 raise unsupported("transformers", "prompt", "a single string only")
-            ids = self.engine.tokenizer(prompt, add_special_tokens=False).input_ids
+            ids = self.engine.encode_text(prompt)
         stop = body.get("stop") or []
         params = SamplingParams(
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 256,
             stop=[stop] if isinstance(stop, str) else list(stop),
             temperature=1.0 if body.get("temperature") is None else body["temperature"],
             top_p=1.0 if body.get("top_p") is None else body["top_p"],
+            seed=body.get("seed"),
         )
         return list(ids), params
 
@@ -115,20 +176,28 @@ class ModelServerProvider:
         }
 
     async def stream(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        include_usage: bool,
+        adapter: str | None = None,
     ) -> AsyncIterator[StreamItem]:
         engine = await self._ready()
         ids, params = self._prompt(endpoint, body)
+        if adapter is not None:
+            await self.adapters.ensure(adapter)
         t0 = time.perf_counter()
         cid = ("chatcmpl-" if endpoint == "chat/completions" else "cmpl-") + uuid.uuid4().hex[:24]
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:
             last: EngineOutput | None = None
             first = True
-            async for out in engine.generate(ids, params):
-                last = out
-                yield self._chunk(endpoint, cid, public_model, out, first)
-                first = False
+            async with self._holding(adapter):
+                async for out in engine.generate(ids, params, adapter):
+                    last = out
+                    yield self._chunk(endpoint, cid, public_model, out, first)
+                    first = False
             if last is not None:
                 usage = {
                     "prompt_tokens": last.prompt_tokens,
@@ -153,16 +222,24 @@ class ModelServerProvider:
         finally:
             await source.aclose()  # cancels the engine request when the client left
 
+    def _holding(self, adapter: str | None) -> AbstractAsyncContextManager[None]:
+        return nullcontext() if adapter is None else self.adapters.lease(adapter)
+
     async def complete(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        adapter: str | None = None,
     ) -> ProviderReply:
         engine = await self._ready()
         ids, params = self._prompt(endpoint, body)
         t0 = time.perf_counter()
         text, last = [], None
-        async for out in engine.generate(ids, params):
-            text.append(out.text)
-            last = out
+        async with self._holding(adapter):
+            async for out in engine.generate(ids, params, adapter):
+                text.append(out.text)
+                last = out
         assert last is not None
         usage = Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens)
         content = "".join(text)
@@ -215,3 +292,28 @@ class ModelServerProvider:
     async def close(self) -> None:
         if self._started:
             await self.engine.stop()
+
+
+class AdapterView:
+    """A model server seen through one adapter: what the router hands the relay for a
+    request naming ``<base>:<adapter>`` or an adapter alias (in-process placement)."""
+
+    def __init__(self, server: ModelServerProvider, adapter: str) -> None:
+        self._server = server
+        self.adapter = adapter
+
+    async def complete(
+        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+    ) -> ProviderReply:
+        return await self._server.complete(endpoint, body, public_model, self.adapter)
+
+    def stream(
+        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+    ) -> AsyncIterator[StreamItem]:
+        return self._server.stream(endpoint, body, public_model, include_usage, self.adapter)
+
+    async def load_adapter(self, spec: AdapterSpec) -> list[str]:
+        return await self._server.load_adapter(spec)
+
+    async def ping(self) -> bool:
+        return await self._server.ping()

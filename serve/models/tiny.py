@@ -106,3 +106,32 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> 
 def is_built(path: str | Path) -> bool:
     path = Path(path)
     return (path / "config.json").exists() and (path / "tokenizer.json").exists()
+
+
+def build_tiny_adapter(
+    base_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    rank: int = 8,
+    seed: int = 1,
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj", "o_proj"),
+) -> Path:
+    """A random LoRA adapter for a (tiny) base model, saved by PEFT like a trained one.
+
+    ``init_lora_weights=False`` makes both LoRA matrices random, so the adapter visibly
+    changes what the model says: what tests and demos of adapter serving need."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    torch.manual_seed(seed)
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules=list(target_modules),
+        init_lora_weights=False,
+    )
+    out = Path(out_dir)
+    get_peft_model(model, lora).save_pretrained(out)
+    return out

@@ -5,24 +5,41 @@ the asyncio loop through ``register_result_handler`` and are turned into text de
 with stop strings, exact token counts and cancellation. Temperature and top_p apply per
 request (transformers' per-request logits processors); temperature 0 is greedy, run as a
 vanishing temperature since one batch samples for everyone. A per-request seed is not
-supported by the batch's shared generator and is ignored.
+supported by the batch's shared generator: a seeded request is answered, unseeded.
+
+LoRA adapters: transformers' batches cannot mix adapters (the batch is one packed
+sequence), so each loaded adapter gets a batch of its own over a copy of the model that
+shares every base weight tensor and adds only the adapter's (a few MB). Requests for
+the same adapter batch together; different adapters run side by side. vLLM mixes
+adapters inside one batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from forge.errors import ContextLengthExceeded, ServiceUnavailable
-from serve.models.engine import EngineOutput, SamplingParams
+from forge.errors import ServiceUnavailable
+from serve.models.engine import (
+    EngineOutput,
+    EngineStats,
+    SamplingParams,
+    TokenizerEncoding,
+    check_fits,
+    first_stop,
+)
 
 GREEDY_TEMPERATURE = 1e-5  # temperature 0 as a vanishing temperature: argmax in practice
 HEALTH_POLL_S = 1.0  # how often a waiting request checks that the batch loop still runs
 
 
-class TransformersEngine:
+class TransformersEngine(TokenizerEncoding):
+    kind = "transformers"
+
     def __init__(
         self,
         model: str | Path,
@@ -39,9 +56,11 @@ class TransformersEngine:
             "max_batch_tokens": max_batch_tokens,
         }
         self._device = device
-        self._manager: Any = None
+        self._model: Any = None
+        self._managers: dict[str | None, Any] = {}  # None: the base model's batch
         self.tokenizer: Any = None
         self.context_window = 0
+        self.config: dict[str, Any] = {}
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load)
@@ -49,13 +68,20 @@ class TransformersEngine:
     def _load(self) -> None:
         import torch
         import transformers
-        from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
         device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_path)
         model = transformers.AutoModelForCausalLM.from_pretrained(self.model_path).to(device)
         model.eval()
+        self._model = model
+        self.config = model.config.to_dict()
         self.context_window = int(model.config.max_position_embeddings)
+        self._managers[None] = self._start_batching(model)
+
+    def _start_batching(self, model: Any) -> Any:
+        import transformers
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
         # Per-request processors exist only for knobs set (and not to 1.0) at creation.
         generation = transformers.GenerationConfig(
             do_sample=True,
@@ -65,47 +91,66 @@ class TransformersEngine:
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        self._manager = model.init_continuous_batching(
+        manager = model.init_continuous_batching(
             generation_config=generation,
             continuous_batching_config=ContinuousBatchingConfig(
                 **self._cb_options, per_request_processors=True
             ),
         )
-        self._manager.start()
+        manager.start()
+        return manager
+
+    async def load_adapter(self, name: str, path: Path) -> None:
+        if name in self._managers:
+            return
+        self._managers[name] = await asyncio.to_thread(self._adapter_batching, path)
+
+    def _adapter_batching(self, path: Path) -> Any:
+        from peft import PeftModel
+
+        base = self._model
+        shared = {id(t): t for t in itertools.chain(base.parameters(), base.buffers())}
+        clone = copy.deepcopy(base, shared)  # new modules, the same weight tensors
+        model = PeftModel.from_pretrained(clone, str(path), is_trainable=False)
+        model.eval()
+        return self._start_batching(model.base_model.model)
+
+    async def unload_adapter(self, name: str) -> None:
+        manager = self._managers.pop(name, None)
+        if manager is not None:
+            await asyncio.to_thread(manager.stop, True)
 
     def healthy(self) -> bool:
-        """Whether the batching loop is running (it dies on an engine crash or OOM)."""
-        return self._manager is not None and self._manager.is_running()
+        """Whether every batching loop runs (one dies on an engine crash or OOM)."""
+        return bool(self._managers) and all(m.is_running() for m in self._managers.values())
 
-    def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(
-            messages, tokenize=True, add_generation_prompt=True
+    def stats(self) -> EngineStats:
+        running = waiting = 0
+        for manager in self._managers.values():
+            scheduler = getattr(getattr(manager, "batch_processor", None), "scheduler", None)
+            running += len(getattr(scheduler, "active_requests", ()))
+            waiting += len(getattr(scheduler, "waiting_requests", ()))
+            waiting += manager.input_queue.qsize() if hasattr(manager, "input_queue") else 0
+        return EngineStats(
+            engine=self.kind,
+            running=running,
+            waiting=waiting,
+            adapters=[n for n in self._managers if n is not None],
+            healthy=self.healthy(),
         )
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-
-    def check_fits(self, prompt_ids: list[int], params: SamplingParams) -> None:
-        """400 before any work when the prompt, or prompt plus max_tokens, cannot fit."""
-        if len(prompt_ids) >= self.context_window:
-            raise ContextLengthExceeded(
-                f"The prompt has {len(prompt_ids)} tokens; this model's context window is "
-                f"{self.context_window}.",
-                param="messages",
-            )
-        if len(prompt_ids) + params.max_tokens > self.context_window:
-            raise ContextLengthExceeded(
-                f"max_tokens {params.max_tokens} plus the prompt's {len(prompt_ids)} tokens "
-                f"exceed the context window of {self.context_window}.",
-                param="max_tokens",
-            )
 
     async def generate(
-        self, prompt_ids: list[int], params: SamplingParams
+        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
     ) -> AsyncIterator[EngineOutput]:
-        if self._manager is None:
-            raise ServiceUnavailable("The engine is not started.", retry_after=1)
-        self.check_fits(prompt_ids, params)
+        manager = self._managers.get(adapter)
+        if manager is None:
+            raise ServiceUnavailable(
+                "The engine is not started." if adapter is None else f"{adapter!r} is not loaded.",
+                retry_after=1,
+            )
+        check_fits(len(prompt_ids), params, self.context_window)
         results: asyncio.Queue[Any] = asyncio.Queue()
-        request_id = self._manager.add_request(
+        request_id = manager.add_request(
             list(prompt_ids),
             max_new_tokens=params.max_tokens,
             streaming=True,
@@ -114,7 +159,7 @@ class TransformersEngine:
         )
         if request_id is None:
             raise ServiceUnavailable("The engine is not accepting requests.", retry_after=1)
-        self._manager.register_result_handler(request_id, results.put_nowait)
+        manager.register_result_handler(request_id, results.put_nowait)
         sent = ""
         finished = False
         try:
@@ -122,7 +167,7 @@ class TransformersEngine:
                 try:
                     result = await asyncio.wait_for(results.get(), HEALTH_POLL_S)
                 except TimeoutError:
-                    if not self.healthy():  # never wait on a loop that died: 503, no hang
+                    if not manager.is_running():  # never wait on a dead loop: 503, no hang
                         raise ServiceUnavailable(
                             "The model engine stopped; its replica is being replaced.",
                             retry_after=5,
@@ -133,7 +178,7 @@ class TransformersEngine:
                 tokens = list(result.generated_tokens)
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
                 done = result.is_finished()
-                stop_at = _first_stop(text, params.stop, len(sent))
+                stop_at = first_stop(text, params.stop, len(sent))
                 if stop_at is not None:
                     finished = True
                     yield EngineOutput(
@@ -152,19 +197,9 @@ class TransformersEngine:
                     sent = text
         finally:
             if not finished:
-                self._manager.cancel_request(request_id)  # frees the slot and its KV blocks
+                manager.cancel_request(request_id)  # frees the slot and its KV blocks
 
     async def stop(self) -> None:
-        if self._manager is not None:
-            await asyncio.to_thread(self._manager.stop, True)
-            self._manager = None
-
-
-def _first_stop(text: str, stops: list[str], searched_up_to: int) -> int | None:
-    """Where the earliest stop string begins, looking only where a new one can appear."""
-    best = None
-    for stop in stops:
-        at = text.find(stop, max(0, searched_up_to - len(stop) + 1))
-        if at != -1 and (best is None or at < best):
-            best = at
-    return best
+        managers, self._managers = list(self._managers.values()), {}
+        for manager in managers:
+            await asyncio.to_thread(manager.stop, True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from forge.config import ProviderConfig
+from forge.adapters import AdapterLookup
+from forge.config import GENERATIVE_TYPES, ProviderConfig
 from serve.providers.base import Provider
 
 PROVIDERS = {
@@ -17,11 +18,16 @@ PROVIDERS = {
     "gemini": "serve.providers.gemini:GeminiProvider",
     "ollama": "serve.providers.ollama:OllamaProvider",
     "transformers": "serve.models.server:ModelServerProvider",
+    "vllm": "serve.models.server:ModelServerProvider",
     "transformers_embedding": "serve.models.embedding_server:EmbeddingServerProvider",
 }
 
 
-def make_provider(cfg: ProviderConfig) -> Provider:
-    """The plain provider class for a config entry (each SDK imported only when used)."""
+def make_provider(cfg: ProviderConfig, adapter_lookup: AdapterLookup | None = None) -> Provider:
+    """The plain provider class for a config entry (each SDK imported only when used);
+    self-hosted generative models get ``adapter_lookup`` to find LoRA adapters by name."""
     module, _, name = PROVIDERS[cfg.type].partition(":")
-    return getattr(importlib.import_module(module), name)(cfg)
+    cls = getattr(importlib.import_module(module), name)
+    if cfg.type in GENERATIVE_TYPES:
+        return cls(cfg, adapter_lookup=adapter_lookup)
+    return cls(cfg)

@@ -15,9 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.usage_recorder import UsageStore
 from actors.usage_shipper import UsageShipper
+from forge.adapters import CachedAdapterLookup
 from forge.config import PlatformConfig
 from forge.db.engine import make_sessionmaker
 from forge.db.schema import UsageRecord
+from forge.directory import Directory
 from forge.keys import KeyStore
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
@@ -145,16 +147,19 @@ class Harness:
 
 @asynccontextmanager
 async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> AsyncIterator[Harness]:
-    keys = KeyStore(make_sessionmaker(engine))
+    directory = Directory(make_sessionmaker(engine))
+    keys = directory.keys
     usage = UsageStore(engine)
-    providers = {p.name: make_provider(p) for p in config.providers}
+    adapters = CachedAdapterLookup(directory.get_adapter, ttl_s=config.gateway.auth_cache_ttl_s)
+    providers = {p.name: make_provider(p, adapter_lookup=adapters) for p in config.providers}
     runtime = GatewayRuntime(
         config=config,
-        router=Router(config.models, providers),
+        router=Router(config.models, providers, adapters),
         verifier=KeyVerifier(keys.lookup, ttl_s=config.gateway.auth_cache_ttl_s),
         shipper=UsageShipper(usage.write, flush_interval_s=0.01),
-        directory=keys,
+        directory=directory,
         readiness=_all_ready,
+        adapters=adapters,
     )
     app = build_app(runtime)
     user = await keys.create_key("user")

@@ -1,0 +1,122 @@
+"""The LoRA adapter registry: which adapters exist, for which base model, from where.
+
+The database is the truth (so every replica, and a restarted one, can find an adapter by
+name); replicas load what they are asked for into their own LRU (serve.models.adapters).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from forge.db.schema import LoraAdapter
+from forge.errors import Conflict, InvalidRequest, NotFound
+
+
+class AdapterNotFound(NotFound):
+    default_code = "adapter_not_found"
+
+
+class AdapterMismatch(InvalidRequest):
+    default_code = "adapter_base_mismatch"
+
+
+class AdapterSpec(BaseModel):
+    """A registered adapter: its name, the base model it belongs to, where it lives."""
+
+    name: str = Field(pattern=r"^[\w.-]+$", max_length=100, description="Alias clients use.")
+    base_model: str = Field(description="Public name of the self-hosted base model.")
+    source: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="Local directory or fsspec URL (s3://, gs://, https://, ...) of a PEFT "
+        "LoRA adapter; credentials come from the environment, never the URL.",
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _no_credentials(cls, source: str) -> str:
+        if "://" in source and (urlsplit(source).password or urlsplit(source).username):
+            raise ValueError("put credentials in the environment, not in the adapter URL")
+        return source
+
+
+class AdapterInfo(AdapterSpec):
+    created_at: datetime
+
+
+class AdapterRegistry:
+    def __init__(self, sessions: async_sessionmaker) -> None:
+        self._sessions = sessions
+
+    async def register(self, spec: AdapterSpec) -> AdapterInfo:
+        """Add ``spec``; registering the same spec again is a no-op, a different one 409."""
+        async with self._sessions.begin() as session:
+            row = await session.get(LoraAdapter, spec.name)
+            if row is not None:
+                if (row.base_model, row.source) != (spec.base_model, spec.source):
+                    raise Conflict(
+                        f"An adapter named {spec.name!r} already exists with another base "
+                        "model or source; delete it first.",
+                        param="name",
+                    )
+            else:
+                row = LoraAdapter(name=spec.name, base_model=spec.base_model, source=spec.source)
+                session.add(row)
+                await session.flush()
+            return _info(row)
+
+    async def get(self, name: str) -> AdapterInfo | None:
+        async with self._sessions() as session:
+            row = await session.get(LoraAdapter, name)
+            return None if row is None else _info(row)
+
+    async def list(self) -> list[AdapterInfo]:
+        async with self._sessions() as session:
+            rows = await session.scalars(select(LoraAdapter).order_by(LoraAdapter.name))
+            return [_info(r) for r in rows]
+
+    async def delete(self, name: str) -> None:
+        async with self._sessions.begin() as session:
+            result = await session.execute(delete(LoraAdapter).where(LoraAdapter.name == name))
+            if result.rowcount == 0:
+                raise NotFound(f"The adapter {name!r} does not exist.", param="name")
+
+
+def _info(row: LoraAdapter) -> AdapterInfo:
+    return AdapterInfo(
+        name=row.name, base_model=row.base_model, source=row.source, created_at=row.created_at
+    )
+
+
+AdapterLookup = Callable[[str], Awaitable[AdapterSpec | None]]
+
+
+class CachedAdapterLookup:
+    """A gateway replica's view of the registry: answers (and misses) kept ``ttl_s``, so
+    a request naming an adapter costs no actor call on the hot path."""
+
+    def __init__(self, fetch: AdapterLookup, ttl_s: float = 5.0) -> None:
+        self._fetch = fetch
+        self._ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, AdapterSpec | None]] = {}
+
+    async def __call__(self, name: str) -> AdapterSpec | None:
+        hit = self._cache.get(name)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self._ttl_s:
+            return hit[1]
+        spec = await self._fetch(name)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[name] = (now, spec)
+        return spec
+
+    def forget(self, name: str) -> None:
+        self._cache.pop(name, None)

@@ -1,0 +1,41 @@
+"""The org directory as one plain object: keys and adapters, over the database.
+
+The directory actor is a thin Ray shell around it; in-process tests use it directly.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from forge.adapters import AdapterInfo, AdapterRegistry, AdapterSpec
+from forge.keys import CreatedKey, KeyInfo, KeyStore, Role
+
+
+class Directory:
+    def __init__(self, sessions: async_sessionmaker) -> None:
+        self.keys = KeyStore(sessions)
+        self.adapters = AdapterRegistry(sessions)
+
+    async def verify(self, key_hash: str) -> KeyInfo | None:
+        return await self.keys.lookup(key_hash)
+
+    async def create_key(self, name: str, role: Role = "user") -> CreatedKey:
+        return await self.keys.create_key(name, role)
+
+    async def list_keys(self) -> list[KeyInfo]:
+        return await self.keys.list_keys()
+
+    async def revoke_key(self, key_id: str) -> KeyInfo:
+        return await self.keys.revoke_key(key_id)
+
+    async def register_adapter(self, spec: AdapterSpec) -> AdapterInfo:
+        return await self.adapters.register(spec)
+
+    async def get_adapter(self, name: str) -> AdapterInfo | None:
+        return await self.adapters.get(name)
+
+    async def list_adapters(self) -> list[AdapterInfo]:
+        return await self.adapters.list()
+
+    async def delete_adapter(self, name: str) -> None:
+        await self.adapters.delete(name)

@@ -1,0 +1,231 @@
+"""LoRA adapters for a model replica: fetch (local dir or any fsspec URL), check, cache.
+
+``AdapterCache`` is the replica's truth about which adapters its engine holds: at most
+``capacity``, least recently used evicted first, but never one that a running request
+uses (eviction waits for its last lease). Loads of the same adapter coalesce. Serve's
+model multiplexing routes a request to a replica that already holds its adapter and calls
+``evict`` when it drops one, so the two agree on what is loaded where.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import shutil
+import struct
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forge.adapters import AdapterMismatch, AdapterNotFound, AdapterSpec
+from forge.errors import InvalidRequest
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+def fetch_adapter(source: str, cache_dir: Path) -> Path:
+    """A local directory holding the adapter: ``source`` itself when local, else a copy
+    under ``cache_dir`` (downloaded once per source URL)."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    try:
+        fs, root = fsspec.core.url_to_fs(source)
+    except (ValueError, ImportError) as exc:
+        raise InvalidRequest(
+            f"Cannot open adapter source {source!r}: {exc}", param="source"
+        ) from None
+    root = root.rstrip("/")
+    if isinstance(fs, LocalFileSystem):
+        local = Path(root)
+    else:
+        local = cache_dir / hashlib.sha256(source.encode()).hexdigest()[:20]
+        if not (local / ADAPTER_CONFIG).exists():
+            partial = local.with_name(local.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                fs.get(root + "/", str(partial) + "/", recursive=True)
+            except (FileNotFoundError, OSError) as exc:
+                raise InvalidRequest(
+                    f"Cannot fetch adapter from {source!r}: {exc}", param="source"
+                ) from None
+            shutil.rmtree(local, ignore_errors=True)
+            partial.rename(local)
+    if not (local / ADAPTER_CONFIG).is_file() or not (local / ADAPTER_WEIGHTS).is_file():
+        raise InvalidRequest(
+            f"{source!r} is not a PEFT LoRA adapter (needs {ADAPTER_CONFIG} and "
+            f"{ADAPTER_WEIGHTS}).",
+            param="source",
+        )
+    return local
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor shapes from a safetensors header, without loading a tensor."""
+    with path.open("rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+def projection_shapes(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(in, out) features of a decoder layer's linear projections, from a HF config."""
+    hidden = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    kv = config.get("num_key_value_heads") or heads
+    inter = config.get("intermediate_size", 4 * hidden)
+    return {
+        "q_proj": (hidden, heads * head_dim),
+        "k_proj": (hidden, kv * head_dim),
+        "v_proj": (hidden, kv * head_dim),
+        "o_proj": (heads * head_dim, hidden),
+        "gate_proj": (hidden, inter),
+        "up_proj": (hidden, inter),
+        "down_proj": (inter, hidden),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterShape:
+    rank: int
+    target_modules: tuple[str, ...]
+
+
+def check_adapter(path: Path, base_config: dict[str, Any], max_rank: int) -> AdapterShape:
+    """400 unless ``path`` is a LoRA adapter whose shapes fit this base model."""
+    cfg = json.loads((path / ADAPTER_CONFIG).read_text())
+    if cfg.get("peft_type") != "LORA":
+        raise InvalidRequest(
+            f"Only LoRA adapters are served; this one is {cfg.get('peft_type')!r}.",
+            param="source",
+        )
+    rank = int(cfg.get("r", 0))
+    if rank > max_rank:
+        raise InvalidRequest(
+            f"The adapter's rank {rank} exceeds this model's max_lora_rank {max_rank}.",
+            param="source",
+        )
+    expected = projection_shapes(base_config)
+    layers = int(base_config.get("num_hidden_layers", 0))
+    modules: set[str] = set()
+    for key, shape in _safetensors_shapes(path / ADAPTER_WEIGHTS).items():
+        layer = _LAYER.search(key)
+        module = next((m for m in expected if f".{m}.lora_" in key), None)
+        fits = layer is None or int(layer.group(1)) < layers
+        if module is not None and fits:
+            modules.add(module)
+            features_in, features_out = expected[module]
+            if ".lora_A." in key:
+                fits = shape[-1] == features_in
+            elif ".lora_B." in key:
+                fits = shape[0] == features_out
+        if not fits:
+            base = cfg.get("base_model_name_or_path") or "another model"
+            raise AdapterMismatch(
+                f"The adapter was trained for {base!r}, whose shapes differ from this "
+                f"model's ({key}: {shape}).",
+                param="source",
+            )
+    return AdapterShape(rank=rank, target_modules=tuple(sorted(modules)))
+
+
+@dataclass(slots=True)
+class _Entry:
+    leases: int = 0
+    evicted: bool = False
+
+
+class AdapterCache:
+    """LRU of the adapters an engine holds, with leases so no request loses its adapter."""
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        resolve: Callable[[str], Awaitable[AdapterSpec | None]],
+        prepare: Callable[[AdapterSpec], Awaitable[Path]],
+        load: Callable[[str, Path], Awaitable[None]],
+        unload: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.capacity = capacity
+        self._resolve = resolve
+        self._prepare = prepare
+        self._load = load
+        self._unload = unload
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[None]] = {}
+
+    def loaded(self) -> list[str]:
+        """Adapter names, least recently used first."""
+        return list(self._entries)
+
+    @asynccontextmanager
+    async def lease(self, name: str) -> AsyncIterator[None]:
+        """Hold ``name`` loaded while the block runs (loading it first when needed)."""
+        await self.ensure(name)
+        entry = self._entries[name]
+        entry.leases += 1
+        try:
+            yield
+        finally:
+            entry.leases -= 1
+            if entry.leases == 0 and entry.evicted:
+                await self._drop(name)
+            else:
+                await self._trim()
+
+    async def ensure(self, name: str, spec: AdapterSpec | None = None) -> None:
+        """Load ``name`` unless it is loaded; 404 for an adapter nobody registered."""
+        while True:
+            entry = self._entries.get(name)
+            if entry is not None:  # loaded, or evicted but still draining: keep it
+                entry.evicted = False
+                self._entries.move_to_end(name)
+                return
+            pending = self._loading.get(name)
+            if pending is None:
+                break
+            await asyncio.shield(pending)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loading[name] = future
+        try:
+            spec = spec or await self._resolve(name)
+            if spec is None:
+                raise AdapterNotFound(f"The adapter {name!r} does not exist.", param="model")
+            path = await self._prepare(spec)
+            await self._load(name, path)
+            self._entries[name] = _Entry()
+            await self._trim()
+            future.set_result(None)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else has to
+            raise
+        finally:
+            del self._loading[name]
+
+    async def evict(self, name: str) -> None:
+        """Drop ``name`` now, or when its last running request ends."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return
+        entry.evicted = True
+        if entry.leases == 0:
+            await self._drop(name)
+
+    async def _trim(self) -> None:
+        idle = [n for n, e in self._entries.items() if e.leases == 0]
+        while len(self._entries) > self.capacity and idle:
+            await self._drop(idle.pop(0))
+
+    async def _drop(self, name: str) -> None:
+        if self._entries.pop(name, None) is not None:
+            await self._unload(name)

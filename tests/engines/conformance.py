@@ -1,0 +1,149 @@
+"""One conformance suite for every engine: subclass ``EngineConformance`` and provide an
+``engine`` fixture (started, module-scoped) to run it against a new engine."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from forge.errors import ContextLengthExceeded, ServiceUnavailable
+from serve.models.engine import EngineOutput, SamplingParams
+
+
+async def run(engine: Any, prompt: list[int], adapter: str | None = None, **params: Any):
+    params.setdefault("temperature", 0)  # greedy unless a test says otherwise
+    outs: list[EngineOutput] = [
+        o async for o in engine.generate(prompt, SamplingParams(**params), adapter)
+    ]
+    return "".join(o.text for o in outs), outs
+
+
+def chat(engine: Any, text: str) -> list[int]:
+    return engine.encode_chat([{"role": "user", "content": text}])
+
+
+async def settled(engine: Any) -> bool:
+    """Whether the engine drains to no running request within a few seconds."""
+    for _ in range(100):
+        if engine.stats().running == 0:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+class EngineConformance:
+    async def test_streams_deltas_with_exact_counts(self, engine):
+        prompt = chat(engine, "def main():")
+        _, outs = await run(engine, prompt, max_tokens=12)
+        assert len(outs) >= 2  # streamed, not one lump
+        last = outs[-1]
+        assert last.prompt_tokens == len(prompt)
+        assert last.finish_reason in ("length", "stop")
+        assert all(o.finish_reason is None for o in outs[:-1])
+        if last.finish_reason == "length":
+            assert last.completion_tokens == 12
+        assert 1 <= last.completion_tokens <= 12
+
+    async def test_max_tokens_and_greedy_determinism(self, engine):
+        prompt = chat(engine, "import os")
+        a, outs = await run(engine, prompt, max_tokens=5)
+        b, _ = await run(engine, prompt, max_tokens=5)
+        assert a == b and outs[-1].completion_tokens <= 5
+
+    async def test_stop_string_ends_generation_before_it(self, engine):
+        prompt = chat(engine, "class A:")
+        full, _ = await run(engine, prompt, max_tokens=24)
+        if len(full) < 6:
+            pytest.skip("the random model ended too early to pick a stop string")
+        stop = full[len(full) // 2 : len(full) // 2 + 2]
+        text, outs = await run(engine, prompt, max_tokens=24, stop=[stop])
+        assert outs[-1].finish_reason == "stop"
+        assert stop not in text and full.startswith(text)
+
+    async def test_concurrent_requests_match_single_ones(self, engine):
+        prompts = [chat(engine, f"x = {i}") for i in range(8)]
+        singles = [(await run(engine, p, max_tokens=8))[0] for p in prompts[:3]]
+        together = await asyncio.gather(*(run(engine, p, max_tokens=8) for p in prompts))
+        assert [t for t, _ in together][:3] == singles
+        assert all(outs[-1].finish_reason for _, outs in together)
+
+    async def test_cancelled_stream_frees_its_slot(self, engine):
+        prompt = chat(engine, "while True:")
+        stream = engine.generate(prompt, SamplingParams(max_tokens=1000, temperature=0))
+        await anext(stream)
+        assert engine.stats().running >= 1
+        await stream.aclose()  # what a disconnecting client does
+        assert await settled(engine)
+        _, outs = await asyncio.wait_for(run(engine, prompt, max_tokens=4), 30)
+        assert outs[-1].finish_reason in ("length", "stop")
+
+    async def test_prompts_that_cannot_fit_are_refused_before_any_work(self, engine):
+        with pytest.raises(ContextLengthExceeded) as err:
+            await anext(engine.generate([5] * engine.context_window, SamplingParams(max_tokens=1)))
+        assert err.value.status_code == 400 and err.value.code == "context_length_exceeded"
+        with pytest.raises(ContextLengthExceeded) as err:
+            await anext(
+                engine.generate([5, 6, 7], SamplingParams(max_tokens=engine.context_window))
+            )
+        assert err.value.param == "max_tokens"
+
+    async def test_temperature_and_top_p_apply_per_request(self, engine):
+        prompt = chat(engine, "print(")
+        hot = {(await run(engine, prompt, max_tokens=12, temperature=1.5))[0] for _ in range(4)}
+        assert len(hot) > 1  # sampling at 1.5 over a random model's flat logits
+        greedy = {(await run(engine, prompt, max_tokens=12))[0] for _ in range(3)}
+        assert len(greedy) == 1
+        narrow = {
+            (await run(engine, prompt, max_tokens=12, temperature=1.5, top_p=1e-6))[0]
+            for _ in range(3)
+        }
+        assert narrow == greedy  # top_p that keeps one token is greedy again
+
+    async def test_adapters_change_answers_and_batch_together(self, engine, adapter_dirs):
+        prompt = chat(engine, "def handler(event):")
+        base, _ = await run(engine, prompt, max_tokens=10)
+        await engine.load_adapter("support", adapter_dirs["support"])
+        await engine.load_adapter("legal", adapter_dirs["legal"])
+        try:
+            assert sorted(engine.stats().adapters) == ["legal", "support"]
+            alone = [(await run(engine, prompt, a, max_tokens=10))[0] for a in ("support", "legal")]
+            assert (await run(engine, prompt, max_tokens=10))[0] == base  # base untouched
+            assert len({base, *alone}) == 3  # each adapter answers differently
+            together = await asyncio.gather(
+                *(run(engine, prompt, a, max_tokens=10) for a in ("support", "legal", "support"))
+            )
+            assert [t for t, _ in together] == [alone[0], alone[1], alone[0]]
+            await engine.unload_adapter("legal")
+            assert engine.stats().adapters == ["support"]
+            with pytest.raises(ServiceUnavailable):
+                await run(engine, prompt, "legal", max_tokens=2)
+        finally:
+            await engine.unload_adapter("support")
+            await engine.unload_adapter("legal")
+
+    async def test_base_requests_beside_adapter_requests_are_untouched(self, engine, adapter_dirs):
+        prompt = chat(engine, "def handler(event):")
+        base, _ = await run(engine, prompt, max_tokens=10)
+        await engine.load_adapter("support", adapter_dirs["support"])
+        try:
+            together = await asyncio.gather(
+                run(engine, prompt, max_tokens=10), run(engine, prompt, "support", max_tokens=10)
+            )
+            assert together[0][0] == base
+        finally:
+            await engine.unload_adapter("support")
+
+
+class SeedConformance:
+    """For engines that honour a per-request seed."""
+
+    async def test_a_seed_repeats_a_sampled_answer(self, engine):
+        prompt = chat(engine, "for i in")
+        seeded = {
+            (await run(engine, prompt, max_tokens=12, temperature=1.5, seed=7))[0] for _ in range(3)
+        }
+        assert len(seeded) == 1
+        other, _ = await run(engine, prompt, max_tokens=12, temperature=1.5, seed=8)
+        assert other not in seeded
