@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
@@ -90,8 +90,11 @@ class AdapterRegistry:
 
 
 def _info(row: LoraAdapter) -> AdapterInfo:
+    created = row.created_at
+    if created.tzinfo is None:  # SQLite keeps no zone; every stored time is UTC
+        created = created.replace(tzinfo=UTC)
     return AdapterInfo(
-        name=row.name, base_model=row.base_model, source=row.source, created_at=row.created_at
+        name=row.name, base_model=row.base_model, source=row.source, created_at=created
     )
 
 

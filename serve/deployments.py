@@ -22,6 +22,7 @@ from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.runtime import GatewayRuntime
 from serve.handles import HandleProviderClient
+from serve.models.adapters import AdapterCache
 from serve.providers.base import Endpoint, ProviderReply, StreamItem
 from serve.providers.registry import make_provider
 from serve.router import ProviderClient, Router
@@ -78,10 +79,13 @@ class ProviderDeployment:
 
 
 class _HeldAdapter:
-    """What Serve's multiplexer holds per adapter. Serve calls ``__del__`` when it drops
-    the adapter from its LRU; set on the instance, so garbage collection never does."""
+    """What Serve's multiplexer holds per adapter. Serve awaits ``__del__`` when it drops
+    the adapter from its LRU; set on the instance, so garbage collection never calls it."""
 
-    def __init__(self, evict: Any) -> None:
+    def __init__(self, adapters: AdapterCache, name: str) -> None:
+        async def evict() -> None:
+            await adapters.evict(name)
+
         self.__del__ = evict
 
 
@@ -95,14 +99,15 @@ class ModelServerDeployment:
         directory, _ = platform_actors()
         self._directory = directory
         self.provider = make_provider(cfg, adapter_lookup=lambda n: directory.get_adapter.remote(n))
-        self._hold = serve.multiplexed(max_num_models_per_replica=max(cfg.max_adapters, 1))(
-            self._load_for_serve
-        )
         self._replica = serve.get_replica_context().replica_id.unique_id
+        adapters = self.provider.adapters
 
-    async def _load_for_serve(self, adapter: str) -> _HeldAdapter:
-        await self.provider.adapters.ensure(adapter)
-        return _HeldAdapter(lambda: self.provider.adapters.evict(adapter))
+        async def hold(adapter: str) -> _HeldAdapter:
+            await adapters.ensure(adapter)
+            return _HeldAdapter(adapters, adapter)
+
+        # A plain function: Serve keeps its multiplexer as an attribute of what it wraps.
+        self._hold = serve.multiplexed(max_num_models_per_replica=max(cfg.max_adapters, 1))(hold)
 
     async def _adapter(self) -> str | None:
         adapter = serve.get_multiplexed_model_id() or None

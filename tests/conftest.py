@@ -27,6 +27,8 @@ from tests.fakes.ollama_upstream import FakeOllama
 from tests.fakes.openai_family import FakeLlamaCpp, FakeTgi
 from tests.fakes.openai_upstream import FakeOpenAI
 
+pytest_plugins = ["tests.engines.fixtures"]
+
 UPSTREAM_KEY = "sk-upstream-test"
 ANTHROPIC_KEY = "sk-ant-test"
 GEMINI_KEY = "gemini-test-key"

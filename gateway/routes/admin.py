@@ -12,6 +12,7 @@ from forge.config import GENERATIVE_TYPES
 from forge.errors import Conflict, InvalidRequest
 from forge.keys import CreatedKey, KeyInfo
 from gateway.deps import admin, runtime
+from gateway.relay import as_forge_error
 from gateway.runtime import GatewayRuntime
 
 router = APIRouter(prefix="/admin")
@@ -88,7 +89,10 @@ async def load_adapter(
             param="name",
         )
     client = rt.router.clients[base.provider]
-    loaded = await client.with_adapter(spec.name).load_adapter(spec)  # type: ignore[attr-defined]
+    try:
+        loaded = await client.with_adapter(spec.name).load_adapter(spec)  # type: ignore[attr-defined]
+    except Exception as exc:
+        raise as_forge_error(exc) from None
     info = await rt.directory.register_adapter(spec)
     if rt.adapters is not None:
         rt.adapters.forget(spec.name)

@@ -203,7 +203,7 @@ class AdapterCache:
             path = await self._prepare(spec)
             await self._load(name, path)
             self._entries[name] = _Entry()
-            await self._trim()
+            await self._trim(keep=name)
             future.set_result(None)
         except BaseException as exc:
             future.set_exception(exc)
@@ -221,8 +221,10 @@ class AdapterCache:
         if entry.leases == 0:
             await self._drop(name)
 
-    async def _trim(self) -> None:
-        idle = [n for n, e in self._entries.items() if e.leases == 0]
+    async def _trim(self, keep: str | None = None) -> None:
+        """Unload idle adapters, least recently used first, down to capacity; never
+        ``keep`` (just loaded for a request about to lease it)."""
+        idle = [n for n, e in self._entries.items() if e.leases == 0 and n != keep]
         while len(self._entries) > self.capacity and idle:
             await self._drop(idle.pop(0))
 

@@ -69,3 +69,56 @@ def test_router_chains_and_unknown_models():
     with pytest.raises(ModelNotFound) as err:
         router.targets("m3")
     assert err.value.param == "model" and err.value.status_code == 404
+
+
+def _provider(**extra):
+    from forge.config import ProviderConfig
+
+    return ProviderConfig.model_validate(
+        {"name": "m", "type": "vllm", "model_path": "/models/llama", **extra}
+    )
+
+
+def test_self_hosted_placement_and_autoscaling_reach_serve_options():
+    from serve.app import deployment_options
+
+    opts = deployment_options(
+        _provider(
+            num_gpus=1,
+            num_cpus=4,
+            accelerator_type="H100",
+            autoscaling={"min_replicas": 0, "max_replicas": 4, "target_ongoing_requests": 16},
+        )
+    )
+    assert opts["ray_actor_options"] == {"num_cpus": 4, "num_gpus": 1, "accelerator_type": "H100"}
+    assert opts["autoscaling_config"] == {
+        "min_replicas": 0,
+        "max_replicas": 4,
+        "target_ongoing_requests": 16,
+    }
+    assert "num_replicas" not in opts
+
+    fixed = deployment_options(_provider(replicas=3))
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+
+
+def test_tensor_parallel_replicas_get_a_packed_placement_group():
+    from serve.app import deployment_options
+
+    opts = deployment_options(_provider(tensor_parallel_size=4, num_cpus=2))
+    assert opts["placement_group_bundles"] == [{"CPU": 2}] + [{"GPU": 1}] * 4
+    assert opts["placement_group_strategy"] == "STRICT_PACK"
+    assert "ray_actor_options" not in opts  # the replica takes the first bundle
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"autoscaling": {"min_replicas": 3, "max_replicas": 2}}, "at least min_replicas"),
+        ({"type": "transformers", "tensor_parallel_size": 2}, "needs the vllm engine"),
+        ({"autoscaling": {"min_replicas": -1}}, "greater than or equal to 0"),
+    ],
+)
+def test_bad_placement_settings_are_refused_at_load(extra, message):
+    with pytest.raises(ValueError, match=message):
+        _provider(**extra)

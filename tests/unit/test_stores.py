@@ -90,3 +90,22 @@ async def test_shipper_keeps_records_until_the_sink_acknowledges(engine):
 @pytest.mark.parametrize("bad", ["", "Bearer"])
 async def test_lookup_of_unknown_hash_is_none(engine, bad):
     assert await KeyStore(make_sessionmaker(engine)).lookup(hash_key(bad or "x")) is None
+
+
+async def test_adapter_registry_is_idempotent_and_refuses_a_different_spec(engine):
+    from forge.adapters import AdapterRegistry, AdapterSpec
+    from forge.errors import Conflict, NotFound
+
+    registry = AdapterRegistry(make_sessionmaker(engine))
+    spec = AdapterSpec(name="support", base_model="tiny-llama", source="s3://bucket/support")
+    first = await registry.register(spec)
+    again = await registry.register(spec)
+    assert first.created_at == again.created_at and first.source == spec.source
+    with pytest.raises(Conflict):
+        await registry.register(spec.model_copy(update={"source": "/elsewhere"}))
+    assert [a.name for a in await registry.list()] == ["support"]
+    assert (await registry.get("support")).base_model == "tiny-llama"
+    await registry.delete("support")
+    assert await registry.get("support") is None
+    with pytest.raises(NotFound):
+        await registry.delete("support")

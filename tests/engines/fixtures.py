@@ -1,8 +1,7 @@
-"""Fixtures for the engine conformance suite: a tiny model and LoRA adapters built here.
-
-Kept free of Ray and of the rest of the platform so that the suite also runs in the
-separate vLLM venv (``scripts/test-vllm.sh``, which stops conftest lookup at this folder).
-"""
+"""Fixtures of a tiny model and LoRA adapters built here, as a pytest plugin: the root
+conftest loads it, and so does the vLLM venv's run (``scripts/test-vllm.sh``), which
+stops conftest lookup at tests/engines because the platform's fixtures need packages
+that venv does not have."""
 
 from __future__ import annotations
 

@@ -1,0 +1,94 @@
+"""Self-hosted models on the real Serve app: LoRA adapters through model multiplexing,
+per-model stats for `forge status`, and a crashed model replica replaced."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx2
+import openai
+import pytest
+import ray
+
+from forge.cli import model_stats
+from serve.app import APP_NAME
+from serve.deployments import ACTOR_NAMESPACE, DIRECTORY_ACTOR
+
+PROMPT = [{"role": "user", "content": "def handler(event):"}]
+
+
+def ask(platform, model: str, **extra) -> str:
+    reply = platform.sdk().chat.completions.create(
+        model=model, messages=PROMPT, max_tokens=10, temperature=0, **extra
+    )
+    return reply.choices[0].message.content
+
+
+def replica_stats() -> dict:
+    directory = ray.get_actor(DIRECTORY_ACTOR, namespace=ACTOR_NAMESPACE)
+    return model_stats(ray.get(directory.replica_stats.remote(), timeout=10))
+
+
+def test_adapters_through_model_multiplexing_and_status(platform, adapter_dirs):
+    base = ask(platform, "tiny-llama")
+    r = httpx2.post(
+        platform.url + "/admin/adapters",
+        json={"name": "support", "model": "tiny-llama", "source": str(adapter_dirs["support"])},
+        headers={"authorization": f"Bearer {platform.admin_key}"},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    tuned = ask(platform, "tiny-llama:support")
+    assert tuned != base and ask(platform, "support") == tuned
+    with pytest.raises(openai.NotFoundError):
+        ask(platform, "tiny-llama:ghost")
+
+    deadline = time.monotonic() + 30  # replicas report at each health check (5 s)
+    while time.monotonic() < deadline:
+        local = replica_stats().get("local")
+        if local and local["adapters"] == ["support"]:
+            break
+        time.sleep(0.5)
+    assert local and local["adapters"] == ["support"], local
+    assert local["replicas"] == 1 and local["waiting"] >= 0
+
+
+def _model_replica() -> ray.actor.ActorHandle:
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if "provider-local#" in actor["name"] and actor["name"].startswith("SERVE_REPLICA"):
+            return ray.get_actor(actor["name"], namespace=actor["namespace"])
+    raise AssertionError("no replica of the tiny model's deployment")
+
+
+def test_a_crashed_model_replica_fails_its_requests_and_is_replaced(platform):
+    assert APP_NAME
+    outcome: dict[str, object] = {}
+
+    def long_request() -> None:
+        try:
+            platform.sdk(timeout=60).chat.completions.create(
+                model="tiny-llama", messages=PROMPT, max_tokens=1500, temperature=0
+            )
+            outcome["error"] = None
+        except openai.APIStatusError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=long_request)
+    worker.start()
+    time.sleep(1.0)  # generating
+    ray.kill(_model_replica(), no_restart=True)
+    worker.join(60)
+    assert not worker.is_alive(), "a request hung on a dead replica"
+    error = outcome["error"]
+    assert isinstance(error, openai.APIStatusError) and error.status_code == 503
+
+    deadline = time.monotonic() + 120  # Serve starts a new replica; it loads the model
+    while True:
+        try:
+            assert ask(platform, "tiny-llama") is not None
+            break
+        except openai.APIStatusError as exc:
+            assert exc.status_code == 503
+            assert time.monotonic() < deadline, "the model replica was never replaced"
+            time.sleep(1)

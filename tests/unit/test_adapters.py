@@ -1,0 +1,132 @@
+"""Adapter plumbing without an engine: fetching, shape checks, the per-replica LRU."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from forge.adapters import AdapterMismatch, AdapterNotFound, AdapterSpec
+from forge.errors import InvalidRequest
+from serve.models.adapters import AdapterCache, check_adapter, fetch_adapter
+
+
+def base_config(model: Path) -> dict:
+    return json.loads((model / "config.json").read_text())
+
+
+def test_a_local_adapter_is_used_in_place(adapter_dirs, tmp_path):
+    assert fetch_adapter(str(adapter_dirs["support"]), tmp_path) == adapter_dirs["support"]
+
+
+def test_an_fsspec_url_is_downloaded_once(adapter_dirs, tmp_path):
+    fs = fsspec.filesystem("memory")
+    for f in adapter_dirs["support"].iterdir():
+        fs.pipe(f"/bucket/support/{f.name}", f.read_bytes())
+    local = fetch_adapter("memory://bucket/support", tmp_path)
+    assert local.parent == tmp_path and (local / "adapter_config.json").is_file()
+    fs.rm("/bucket/support", recursive=True)  # gone upstream: the cached copy still serves
+    assert fetch_adapter("memory://bucket/support", tmp_path) == local
+
+
+@pytest.mark.parametrize(
+    "source", ["/no/such/adapter", "memory://bucket/missing", "nosuchproto://x/y"]
+)
+def test_unreachable_or_foreign_sources_are_400(source, tmp_path):
+    with pytest.raises(InvalidRequest) as err:
+        fetch_adapter(source, tmp_path)
+    assert err.value.param == "source"
+
+
+def test_a_directory_that_is_not_an_adapter_is_400(tiny_model, tmp_path):
+    with pytest.raises(InvalidRequest, match="not a PEFT LoRA adapter"):
+        fetch_adapter(str(tiny_model), tmp_path)
+
+
+def test_shape_check_accepts_its_base_and_refuses_another(tiny_model, adapter_dirs):
+    shape = check_adapter(adapter_dirs["support"], base_config(tiny_model), max_rank=16)
+    assert shape.rank == 8 and shape.target_modules == ("o_proj", "q_proj", "v_proj")
+    with pytest.raises(AdapterMismatch) as err:
+        check_adapter(adapter_dirs["mismatched"], base_config(tiny_model), max_rank=16)
+    assert err.value.status_code == 400 and err.value.code == "adapter_base_mismatch"
+    with pytest.raises(InvalidRequest, match="rank 8 exceeds"):
+        check_adapter(adapter_dirs["support"], base_config(tiny_model), max_rank=4)
+
+
+def test_credentials_in_an_adapter_url_are_refused():
+    with pytest.raises(ValueError, match="credentials"):
+        AdapterSpec(name="a", base_model="m", source="s3://key:secret@bucket/a")
+
+
+class FakeEngineSide:
+    """Records what the cache asks the engine to load and unload."""
+
+    def __init__(self, known: set[str]) -> None:
+        self.known = known
+        self.loads: list[str] = []
+        self.unloads: list[str] = []
+        self.loaded: set[str] = set()
+
+    async def resolve(self, name: str) -> AdapterSpec | None:
+        if name not in self.known:
+            return None
+        return AdapterSpec(name=name, base_model="m", source=f"/adapters/{name}")
+
+    async def prepare(self, spec: AdapterSpec) -> Path:
+        await asyncio.sleep(0.01)  # a download: concurrent asks must coalesce
+        return Path(spec.source)
+
+    async def load(self, name: str, path: Path) -> None:
+        self.loads.append(name)
+        self.loaded.add(name)
+
+    async def unload(self, name: str) -> None:
+        self.unloads.append(name)
+        self.loaded.discard(name)
+
+    def cache(self, capacity: int) -> AdapterCache:
+        return AdapterCache(
+            capacity,
+            resolve=self.resolve,
+            prepare=self.prepare,
+            load=self.load,
+            unload=self.unload,
+        )
+
+
+async def test_the_cache_evicts_least_recently_used_and_coalesces_loads():
+    side = FakeEngineSide({"a", "b", "c"})
+    cache = side.cache(2)
+    await asyncio.gather(*(cache.ensure("a") for _ in range(5)))
+    assert side.loads == ["a"]
+    await cache.ensure("b")
+    await cache.ensure("a")  # a is now the most recent
+    await cache.ensure("c")
+    assert side.unloads == ["b"] and cache.loaded() == ["a", "c"]
+    assert side.loaded == {"a", "c"}
+
+
+async def test_an_adapter_in_use_is_never_unloaded_under_a_request():
+    side = FakeEngineSide({"a", "b", "c"})
+    cache = side.cache(1)
+    async with cache.lease("a"):
+        await cache.ensure("b")  # over capacity, but a is busy: b stays, a stays
+        assert "a" in side.loaded
+        await cache.evict("a")  # Serve dropped it: deferred until the lease ends
+        assert "a" in side.loaded
+    assert "a" not in side.loaded and cache.loaded() == ["b"]
+    async with cache.lease("c"):
+        assert side.loaded == {"c"}
+
+
+async def test_unknown_adapters_are_404_for_every_waiter():
+    side = FakeEngineSide(set())
+    cache = side.cache(2)
+    results = await asyncio.gather(
+        *(cache.ensure("ghost") for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, AdapterNotFound) and r.status_code == 404 for r in results)
+    assert side.loads == [] and cache.loaded() == []
