@@ -4,8 +4,8 @@ Requests join a running batch through ``ContinuousBatchingManager``; its results
 the asyncio loop through ``register_result_handler`` and are turned into text deltas here,
 with stop strings, exact token counts and cancellation. Temperature and top_p apply per
 request (transformers' per-request logits processors); temperature 0 is greedy, run as a
-vanishing temperature since one batch samples for everyone. A per-request seed is not
-supported by the batch's shared generator: a seeded request is answered, unseeded.
+vanishing temperature since one batch samples for everyone. A per-request seed is
+honoured by ``SeededSampling`` (Gumbel-max with noise seeded per request and position).
 
 LoRA adapters: transformers' batches cannot mix adapters (the batch is one packed
 sequence), so each loaded adapter gets a batch of its own over a copy of the model that
@@ -32,6 +32,7 @@ from serve.models.engine import (
     check_fits,
     first_stop,
 )
+from serve.models.seeded_sampling import add_seeded_sampling
 
 GREEDY_TEMPERATURE = 1e-5  # temperature 0 as a vanishing temperature: argmax in practice
 HEALTH_POLL_S = 1.0  # how often a waiting request checks that the batch loop still runs
@@ -97,6 +98,7 @@ class TransformersEngine(TokenizerEncoding):
                 **self._cb_options, per_request_processors=True
             ),
         )
+        add_seeded_sampling(manager)
         manager.start()
         return manager
 
@@ -150,12 +152,14 @@ class TransformersEngine(TokenizerEncoding):
             )
         check_fits(len(prompt_ids), params, self.context_window)
         results: asyncio.Queue[Any] = asyncio.Queue()
+        seeded = {} if params.seed is None else {"seed": params.seed}
         request_id = manager.add_request(
             list(prompt_ids),
             max_new_tokens=params.max_tokens,
             streaming=True,
             temperature=max(params.temperature, GREEDY_TEMPERATURE),
             top_p=params.top_p,
+            **seeded,
         )
         if request_id is None:
             raise ServiceUnavailable("The engine is not accepting requests.", retry_after=1)

@@ -147,3 +147,13 @@ class SeedConformance:
         assert len(seeded) == 1
         other, _ = await run(engine, prompt, max_tokens=12, temperature=1.5, seed=8)
         assert other not in seeded
+
+    async def test_a_seeded_request_answers_the_same_inside_a_busy_batch(self, engine):
+        prompt = chat(engine, "with open(")
+        alone, _ = await run(engine, prompt, max_tokens=12, temperature=1.2, seed=11)
+        others = [chat(engine, f"y = {i}") for i in range(4)]
+        together = await asyncio.gather(
+            run(engine, prompt, max_tokens=12, temperature=1.2, seed=11),
+            *(run(engine, p, max_tokens=12, temperature=1.2) for p in others),
+        )
+        assert together[0][0] == alone

@@ -8,7 +8,7 @@ import pytest
 
 from forge.errors import ServiceUnavailable
 from serve.models.tiny import TinyModelSpec, build_tiny_model
-from tests.engines.conformance import EngineConformance, chat, run
+from tests.engines.conformance import EngineConformance, SeedConformance, chat, run
 
 pytest.importorskip("transformers")
 
@@ -23,7 +23,7 @@ async def engine(tiny_model):
     await eng.stop()
 
 
-class TestTransformersEngine(EngineConformance):
+class TestTransformersEngine(EngineConformance, SeedConformance):
     pass
 
 
