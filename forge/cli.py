@@ -207,5 +207,24 @@ def models_build_tiny(
     typer.echo(f"built {build_tiny_model(target)}")
 
 
+@models_app.command("build-adapter")
+def models_build_adapter(
+    out: Annotated[Path, typer.Option(help="Where to save the adapter.")],
+    base: Annotated[
+        Path | None, typer.Option(help="Base model directory (default: the tiny model).")
+    ] = None,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of its random weights.")] = 1,
+) -> None:
+    """Build a random LoRA adapter for a base model, saved by PEFT (to try adapter
+    serving without a fine-tuning run)."""
+    from serve.models.tiny import build_tiny_adapter, build_tiny_model, is_built
+
+    base = base or Settings().data_dir.resolve() / "models" / "tiny-llama"
+    if not is_built(base):
+        build_tiny_model(base)
+    typer.echo(f"built {build_tiny_adapter(base, out, rank=rank, seed=seed)}")
+
+
 if __name__ == "__main__":
     app()

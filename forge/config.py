@@ -31,6 +31,22 @@ ProviderType = Literal[
 SELF_HOSTED_TYPES = {"transformers", "vllm", "transformers_embedding"}
 # Self-hosted types that generate text (and so can serve LoRA adapters).
 GENERATIVE_TYPES = {"transformers", "vllm"}
+# What `engine_args` may hold for the transformers engine: its device and dtype, and
+# transformers' ContinuousBatchingConfig fields worth setting.
+TRANSFORMERS_ENGINE_ARGS = {
+    "device",
+    "dtype",
+    "num_blocks",
+    "page_size",
+    "max_batch_tokens",
+    "max_memory_percent",
+    "max_requests_per_batch",
+    "allow_block_sharing",
+    "use_async_batching",
+    "use_cuda_graph",
+    "default_compile_level",
+    "scheduler_type",
+}
 # Types whose SDK knows the public endpoint, so `base_url` is optional.
 DEFAULT_ENDPOINT_TYPES = {"openai", "anthropic", "gemini"}
 
@@ -165,6 +181,12 @@ class ProviderConfig(StrictModel):
                 raise ValueError(f"self-hosted provider {self.name!r} needs model_path")
             if self.tensor_parallel_size > 1 and self.type != "vllm":
                 raise ValueError("tensor_parallel_size needs the vllm engine")
+            unknown = set(self.engine_args) - TRANSFORMERS_ENGINE_ARGS
+            if self.type == "transformers" and unknown:
+                raise ValueError(
+                    f"unknown transformers engine_args {sorted(unknown)}; known: "
+                    f"{sorted(TRANSFORMERS_ENGINE_ARGS)}"
+                )
             return self
         if self.type != "azure" and not self.base_url and self.type not in DEFAULT_ENDPOINT_TYPES:
             raise ValueError(f"provider {self.name!r} of type {self.type} needs base_url")

@@ -5,7 +5,8 @@ the asyncio loop through ``register_result_handler`` and are turned into text de
 with stop strings, exact token counts and cancellation. Temperature and top_p apply per
 request (transformers' per-request logits processors); temperature 0 is greedy, run as a
 vanishing temperature since one batch samples for everyone. A per-request seed is
-honoured by ``SeededSampling`` (Gumbel-max with noise seeded per request and position).
+honoured by ``serve.models.sampling`` (Gumbel-max with noise seeded per request and
+position), which also applies top_p only to the rows that ask for it.
 
 LoRA adapters: transformers' batches cannot mix adapters (the batch is one packed
 sequence), so each loaded adapter gets a batch of its own over a copy of the model that
@@ -32,10 +33,11 @@ from serve.models.engine import (
     check_fits,
     first_stop,
 )
-from serve.models.seeded_sampling import add_seeded_sampling
+from serve.models.sampling import add_request_sampling
 
 GREEDY_TEMPERATURE = 1e-5  # temperature 0 as a vanishing temperature: argmax in practice
 HEALTH_POLL_S = 1.0  # how often a waiting request checks that the batch loop still runs
+CPU_BATCHING = {"num_blocks": 256, "page_size": 32, "max_batch_tokens": 1024}
 
 
 class TransformersEngine(TokenizerEncoding):
@@ -45,18 +47,18 @@ class TransformersEngine(TokenizerEncoding):
         self,
         model: str | Path,
         *,
-        num_blocks: int = 256,
-        page_size: int = 32,
-        max_batch_tokens: int = 1024,
         device: str | None = None,
+        dtype: str | None = None,
+        **batching: Any,
     ) -> None:
+        """``batching``: ContinuousBatchingConfig fields (num_blocks, page_size,
+        max_batch_tokens, use_cuda_graph, ...); on the CPU the cache is sized by
+        ``CPU_BATCHING`` unless they say otherwise (transformers' own sizing needs psutil
+        and the GPU's memory)."""
         self.model_path = str(model)
-        self._cb_options = {
-            "num_blocks": num_blocks,
-            "page_size": page_size,
-            "max_batch_tokens": max_batch_tokens,
-        }
+        self._batching = batching
         self._device = device
+        self._dtype = dtype
         self._model: Any = None
         self._managers: dict[str | None, Any] = {}  # None: the base model's batch
         self.tokenizer: Any = None
@@ -71,8 +73,12 @@ class TransformersEngine(TokenizerEncoding):
         import transformers
 
         device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device == "cpu":
+            self._batching = {**CPU_BATCHING, **self._batching}
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_path)
-        model = transformers.AutoModelForCausalLM.from_pretrained(self.model_path).to(device)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            self.model_path, dtype=getattr(torch, self._dtype) if self._dtype else "auto"
+        ).to(device)
         model.eval()
         self._model = model
         self.config = model.config.to_dict()
@@ -83,11 +89,12 @@ class TransformersEngine(TokenizerEncoding):
         import transformers
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-        # Per-request processors exist only for knobs set (and not to 1.0) at creation.
+        # Per-request processors exist only for knobs set (and not to 1.0) at creation:
+        # temperature here; top-p and seed are added by add_request_sampling.
         generation = transformers.GenerationConfig(
             do_sample=True,
             temperature=0.7,
-            top_p=0.95,
+            top_p=None,
             top_k=None,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -95,10 +102,10 @@ class TransformersEngine(TokenizerEncoding):
         manager = model.init_continuous_batching(
             generation_config=generation,
             continuous_batching_config=ContinuousBatchingConfig(
-                **self._cb_options, per_request_processors=True
+                **self._batching, per_request_processors=True
             ),
         )
-        add_seeded_sampling(manager)
+        add_request_sampling(manager)
         manager.start()
         return manager
 

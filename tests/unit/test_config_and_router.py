@@ -117,6 +117,7 @@ def test_tensor_parallel_replicas_get_a_packed_placement_group():
         ({"autoscaling": {"min_replicas": 3, "max_replicas": 2}}, "at least min_replicas"),
         ({"type": "transformers", "tensor_parallel_size": 2}, "needs the vllm engine"),
         ({"autoscaling": {"min_replicas": -1}}, "greater than or equal to 0"),
+        ({"type": "transformers", "engine_args": {"num_blockz": 8}}, "unknown transformers"),
     ],
 )
 def test_bad_placement_settings_are_refused_at_load(extra, message):

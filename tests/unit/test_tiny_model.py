@@ -64,3 +64,20 @@ def test_cli_builds_under_the_data_dir(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["models", "build-tiny"])
     assert result.exit_code == 0, result.output
     assert is_built(tmp_path / "models" / "tiny-llama")
+
+
+def test_cli_builds_an_adapter_that_fits_the_tiny_model(tmp_path, monkeypatch, tiny_model):
+    import json
+
+    from typer.testing import CliRunner
+
+    from forge.cli import app
+    from serve.models.adapters import check_adapter
+
+    result = CliRunner().invoke(
+        app,
+        ["models", "build-adapter", "--base", str(tiny_model), "--out", str(tmp_path / "a")],
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((tiny_model / "config.json").read_text())
+    assert check_adapter(tmp_path / "a", config, max_rank=8).rank == 8

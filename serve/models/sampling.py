@@ -1,10 +1,14 @@
-"""Per-request seeds for transformers' continuous batching.
+"""Per-request sampling for transformers' continuous batching: top_p and seed.
 
-One batch samples every request with one shared generator, so a seed cannot be honoured
-by seeding it. Instead a seeded request's row is decided here, as the last logits
-processor: Gumbel-max over the processed logits with noise drawn from a generator seeded
-by (seed, position). The row leaves with a single finite logit, so the batch's own
-sampling can only pick that token. Unseeded rows are untouched.
+Top-p: transformers' per-request top-p sorts every row of every step, also the rows that
+asked for no top-p (most requests); ``SparseTopP`` sorts only the rows that need it (the
+built-in cost ~12% of the batching loop on the tiny model).
+
+Seed: one batch samples every request with one shared generator, so a seed cannot be
+honoured by seeding it. Instead a seeded request's row is decided in
+``SeededSampling``, the last processor: Gumbel-max over the processed logits with noise
+drawn from a generator seeded by (seed, position). The row leaves with a single finite
+logit, so the batch's own sampling can only pick that token. Unseeded rows are untouched.
 """
 
 from __future__ import annotations
@@ -14,10 +18,26 @@ from typing import Any, ClassVar
 import torch
 from transformers.generation.continuous_batching.cb_logits_processors import (
     ContinuousBatchingLogitsProcessor,
+    ContinuousBatchingTopPLogitsWarper,
 )
+from transformers.generation.logits_process import TopPLogitsWarper
 
 NO_SEED = -1
 _MIX = 1_000_003  # (seed, position) → one int32 generator seed per sampled token
+
+
+class SparseTopP(ContinuousBatchingTopPLogitsWarper):
+    def __init__(self) -> None:
+        super().__init__(TopPLogitsWarper(top_p=1.0))
+
+    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        top_p = tensor_arg[: scores.size(0)].view(dtype=torch.float32)
+        rows = (top_p < 1.0).nonzero().flatten()
+        if rows.numel() == 0:
+            return scores
+        scores = scores.clone()
+        scores[rows] = super().__call__(scores[rows], tensor_arg[rows])
+        return scores
 
 
 class SeededSampling(ContinuousBatchingLogitsProcessor):
@@ -51,11 +71,12 @@ class SeededSampling(ContinuousBatchingLogitsProcessor):
         return scores
 
 
-def add_seeded_sampling(manager: Any) -> None:
-    """Append ``SeededSampling`` to a continuous-batching manager's processors (before
-    it starts: the batch's argument tensors are sized from the processor count)."""
+def add_request_sampling(manager: Any) -> None:
+    """Append ``SparseTopP`` and ``SeededSampling`` to a continuous-batching manager's
+    processors (before it starts: the batch's argument tensors are sized from the
+    processor count). Its generation config must not create a top-p processor itself."""
     processors = manager.logit_processor
-    processors.logits_processor.append(SeededSampling())
-    processors.tensors_required += 1
+    processors.logits_processor.extend([SparseTopP(), SeededSampling()])
+    processors.tensors_required += 2
     processors._retrieve_processors_kwargs()
     processors.do_processing = True

@@ -1,0 +1,226 @@
+"""GPU engine benchmark (issue 4): a Llama-3.2-1B-shaped model with random bf16 weights.
+
+    python -m bench.gpu_engine_bench [--shape llama-1b] [--out DIR]   # on the GPU machine
+    .venv/bin/python -m bench.gpu_engine_bench --shape tiny --device cpu --new 16  # dry run
+
+Runs without Ray (the lent GPU machine has torch, transformers and peft only; pydantic
+comes from wheels carried along, see bench/README.md). Same run, same model:
+- baseline: ``model.generate`` with static batches of 1 and 128 prompts;
+- the transformers engine (continuous batching) at concurrency 1, 8, 32, 128, once with
+  transformers' defaults and once with CUDA graphs;
+and each figure as a share of the weight+KV bandwidth roofline of the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SHAPES: dict[str, dict[str, Any]] = {
+    # meta-llama/Llama-3.2-1B's config.json, weights random.
+    "llama-1b": {
+        "vocab_size": 128256,
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "max_position_embeddings": 4096,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": True,
+    },
+    "tiny": {
+        "vocab_size": 4096,
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": True,
+    },
+}
+# Memory bandwidth (bytes/s) by device name, for the roofline.
+BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12, "L4": 3.0e11}
+
+
+def build_model(shape: str, out: Path, device: str) -> Path:
+    """Random weights, saved and loaded back through from_pretrained like a real model;
+    a tokenizer padded with placeholder tokens to the model's vocabulary."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from serve.models.tiny import TinyModelSpec, build_tokenizer
+
+    spec = SHAPES[shape]
+    tokenizer = build_tokenizer(TinyModelSpec(corpus_files=20))
+    tokenizer.add_tokens([f"<x{i}>" for i in range(spec["vocab_size"] - len(tokenizer))])
+    config = LlamaConfig(
+        **spec,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def roofline_tps(params: int, cfg: dict[str, Any], batch: int, context: int, bw: float) -> float:
+    """Tokens/s if every decode step only had to read the weights and each stream's KV."""
+    kv_per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * 2
+    step_bytes = 2 * params + batch * context * kv_per_token
+    return batch * bw / step_bytes
+
+
+def hf_generate(path: Path, prompts: list[list[int]], new: int, batch: int, device: str) -> float:
+    """Tokens/s of ``model.generate`` over static batches of ``batch`` prompts."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(device).eval()
+    kwargs = {"max_new_tokens": new, "min_new_tokens": new, "do_sample": False}
+    with torch.inference_mode():
+        model.generate(torch.tensor(prompts[:1], device=device), **{**kwargs, "max_new_tokens": 4})
+        _sync(device)
+        t0, produced = time.perf_counter(), 0
+        for i in range(0, len(prompts), batch):
+            ids = torch.tensor(prompts[i : i + batch], device=device)
+            produced += (model.generate(ids, **kwargs).shape[1] - ids.shape[1]) * ids.shape[0]
+        _sync(device)
+    del model
+    return produced / (time.perf_counter() - t0)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+async def engine_tps(
+    path: Path, prompts: list[list[int]], new: int, levels: list[int], device: str, **batching: Any
+) -> dict[int, dict[str, float]]:
+    from serve.models.engine import SamplingParams
+    from serve.models.transformers_engine import TransformersEngine
+
+    dtype = "bfloat16" if device == "cuda" else None
+    engine = TransformersEngine(path, device=device, dtype=dtype, **batching)
+    await engine.start()
+    results: dict[int, dict[str, float]] = {}
+    try:
+        params = SamplingParams(max_tokens=new, temperature=0)
+
+        async def one(ids: list[int], ttfts: list[float]) -> int:
+            t0, last = time.perf_counter(), None
+            async for out in engine.generate(ids, params):
+                if last is None:
+                    ttfts.append((time.perf_counter() - t0) * 1000)
+                last = out
+            return last.completion_tokens if last else 0
+
+        await asyncio.gather(*(one(p, []) for p in prompts[:4]))  # warm-up
+        for c in levels:
+            ttfts: list[float] = []
+            batch = prompts[: max(c, 4)]
+            t0 = time.perf_counter()
+            produced = 0
+            for i in range(0, len(batch), c):
+                produced += sum(await asyncio.gather(*(one(p, ttfts) for p in batch[i : i + c])))
+            results[c] = {
+                "tokens_per_s": produced / (time.perf_counter() - t0),
+                "ttft_p50_ms": statistics.median(ttfts),
+            }
+    finally:
+        await engine.stop()
+    return results
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="llama-1b")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--prompt", type=int, default=128, help="prompt tokens")
+    ap.add_argument("--new", type=int, default=256, help="new tokens per request")
+    ap.add_argument("--levels", default="1,8,32,128")
+    ap.add_argument("--out", default=os.environ.get("OUT", tempfile.gettempdir()))
+    args = ap.parse_args()
+    import random
+
+    import torch
+
+    levels = [int(x) for x in args.levels.split(",")]
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    bw = next((b for k, b in BANDWIDTH.items() if k in name), 0.0)
+    path = build_model(args.shape, Path(tempfile.mkdtemp()) / args.shape, args.device)
+    spec = SHAPES[args.shape]
+    rng = random.Random(0)
+    prompts = [
+        [rng.randrange(1000, spec["vocab_size"]) for _ in range(args.prompt)]
+        for _ in range(max(levels))
+    ]
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    params = sum(p.numel() for p in skeleton.parameters())
+    report: dict[str, Any] = {"device": name, "shape": args.shape, "params": params, "rows": []}
+    context = args.prompt + args.new // 2
+
+    def row(path_name: str, batch: int, tps: float, ttft: float | None = None) -> None:
+        roof = roofline_tps(params, spec, batch, context, bw) if bw else 0.0
+        report["rows"].append(
+            {
+                "path": path_name,
+                "concurrency": batch,
+                "tokens_per_s": round(tps, 1),
+                "ttft_p50_ms": None if ttft is None else round(ttft, 1),
+                "roofline_share": round(tps / roof, 4) if roof else None,
+            }
+        )
+        share = f"{tps / roof:.1%}" if roof else "-"
+        ttft_s = "-" if ttft is None else f"{ttft:.0f}"
+        print(f"| {path_name} | {batch} | {tps:,.0f} | {ttft_s} | {share} |", flush=True)
+
+    print(
+        f"{name}, {args.shape} ({params / 1e9:.2f}B params), prompt {args.prompt}, new {args.new}"
+    )
+    print("| path | concurrency | tokens/s | TTFT p50 ms | of roofline |")
+    print("| --- | --- | --- | --- | --- |")
+    for batch in (1, max(levels)):
+        n = batch if batch > 1 else 2
+        row(
+            "model.generate (static batch)",
+            batch,
+            hf_generate(path, prompts[:n], args.new, batch, args.device),
+        )
+    variants = {"transformers engine": {}}
+    if args.device == "cuda":
+        variants["transformers engine + CUDA graphs"] = {"use_cuda_graph": True}
+    for label, batching in variants.items():
+        try:
+            results = await engine_tps(path, prompts, args.new, levels, args.device, **batching)
+        except Exception as exc:  # one variant failing must not lose the others' figures
+            print(f"| {label} | failed: {type(exc).__name__}: {str(exc)[:120]} | | | |")
+            continue
+        for c, r in results.items():
+            row(label, c, r["tokens_per_s"], r["ttft_p50_ms"])
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "gpu_engine_bench.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
