@@ -93,6 +93,36 @@ class TokenizerEncoding:
         return list(self.tokenizer(text, add_special_tokens=False).input_ids)
 
 
+class IncrementalDecoder:
+    """The text of a growing list of token ids, a delta at a time, without decoding the
+    whole list at every step (vLLM's prefix/read offsets): decode a short window and emit
+    what it adds; hold back while the window ends in half a UTF-8 character."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._tokens: list[int] = []
+        self._prefix = 0  # window start: a few tokens of context before the new ones
+        self._read = 0  # tokens whose text has been emitted
+
+    def push(self, new_tokens: list[int]) -> str:
+        self._tokens.extend(new_tokens)
+        decode = self._tokenizer.decode
+        emitted = decode(self._tokens[self._prefix : self._read], skip_special_tokens=True)
+        window = decode(self._tokens[self._prefix :], skip_special_tokens=True)
+        if len(window) <= len(emitted) or window.endswith("\ufffd"):
+            return ""
+        self._prefix, self._read = self._read, len(self._tokens)
+        return window[len(emitted) :]
+
+    def flush(self) -> str:
+        """What is held back at the end (a trailing half character included)."""
+        decode = self._tokenizer.decode
+        emitted = decode(self._tokens[self._prefix : self._read], skip_special_tokens=True)
+        window = decode(self._tokens[self._prefix :], skip_special_tokens=True)
+        self._prefix = self._read = len(self._tokens)
+        return window[len(emitted) :] if len(window) > len(emitted) else ""
+
+
 def first_stop(text: str, stops: list[str], searched_up_to: int) -> int | None:
     """Where the earliest stop string begins, looking only where a new one can appear."""
     best = None

@@ -28,6 +28,7 @@ from forge.errors import ServiceUnavailable
 from serve.models.engine import (
     EngineOutput,
     EngineStats,
+    IncrementalDecoder,
     SamplingParams,
     TokenizerEncoding,
     check_fits,
@@ -171,7 +172,8 @@ class TransformersEngine(TokenizerEncoding):
         if request_id is None:
             raise ServiceUnavailable("The engine is not accepting requests.", retry_after=1)
         manager.register_result_handler(request_id, results.put_nowait)
-        sent = ""
+        decoder = IncrementalDecoder(self.tokenizer)
+        text, sent, seen = "", 0, 0
         finished = False
         try:
             while True:
@@ -186,26 +188,24 @@ class TransformersEngine(TokenizerEncoding):
                     continue
                 if result.error:
                     raise ServiceUnavailable(f"The engine failed: {result.error}", retry_after=1)
-                tokens = list(result.generated_tokens)
-                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                tokens = result.generated_tokens
+                text += decoder.push(list(tokens[seen:]))
+                seen = len(tokens)
                 done = result.is_finished()
-                stop_at = first_stop(text, params.stop, len(sent))
+                stop_at = first_stop(text, params.stop, sent)
                 if stop_at is not None:
                     finished = True
-                    yield EngineOutput(
-                        text[len(sent) : stop_at], len(prompt_ids), len(tokens), "stop"
-                    )
+                    yield EngineOutput(text[sent:stop_at], len(prompt_ids), seen, "stop")
                     return
-                if text.endswith("\ufffd") and not done:
-                    continue  # half a multi-byte character: wait for the rest
                 if done:
                     finished = True
-                    reason = "length" if len(tokens) >= params.max_tokens else "stop"
-                    yield EngineOutput(text[len(sent) :], len(prompt_ids), len(tokens), reason)
+                    text += decoder.flush()
+                    reason = "length" if seen >= params.max_tokens else "stop"
+                    yield EngineOutput(text[sent:], len(prompt_ids), seen, reason)
                     return
-                if len(text) > len(sent):
-                    yield EngineOutput(text[len(sent) :], len(prompt_ids), len(tokens))
-                    sent = text
+                if len(text) > sent:
+                    yield EngineOutput(text[sent:], len(prompt_ids), seen)
+                    sent = len(text)
         finally:
             if not finished:
                 manager.cancel_request(request_id)  # frees the slot and its KV blocks
