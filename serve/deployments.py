@@ -23,6 +23,7 @@ from gateway.auth import KeyVerifier
 from gateway.runtime import GatewayRuntime
 from serve.handles import HandleProviderClient
 from serve.models.adapters import AdapterCache
+from serve.models.engine import EngineStats
 from serve.providers.base import Endpoint, ProviderReply, StreamItem
 from serve.providers.registry import make_provider
 from serve.router import ProviderClient, Router
@@ -137,6 +138,10 @@ class ModelServerDeployment:
 
     async def ping(self) -> bool:
         return await self.provider.ping()
+
+    def stats(self) -> EngineStats:
+        """This replica's engine: requests running and queued, adapters loaded."""
+        return self.provider.stats()
 
     async def check_health(self) -> None:
         """Serve's periodic check: a dead engine fails it and Serve replaces the replica.

@@ -177,15 +177,7 @@ class TransformersEngine(TokenizerEncoding):
         finished = False
         try:
             while True:
-                try:
-                    result = await asyncio.wait_for(results.get(), HEALTH_POLL_S)
-                except TimeoutError:
-                    if not manager.is_running():  # never wait on a dead loop: 503, no hang
-                        raise ServiceUnavailable(
-                            "The model engine stopped; its replica is being replaced.",
-                            retry_after=5,
-                        ) from None
-                    continue
+                result = await _next_result(results, manager)
                 if result.error:
                     raise ServiceUnavailable(f"The engine failed: {result.error}", retry_after=1)
                 tokens = result.generated_tokens
@@ -214,3 +206,18 @@ class TransformersEngine(TokenizerEncoding):
         managers, self._managers = list(self._managers.values()), {}
         for manager in managers:
             await asyncio.to_thread(manager.stop, True)
+
+
+async def _next_result(results: asyncio.Queue[Any], manager: Any) -> Any:
+    """The request's next result; a 503 rather than waiting forever on a batch loop that
+    died (crash, out of memory). ``wait_for`` costs a task per call: only when idle."""
+    if not results.empty():
+        return results.get_nowait()
+    while True:
+        try:
+            return await asyncio.wait_for(results.get(), HEALTH_POLL_S)
+        except TimeoutError:
+            if not manager.is_running():
+                raise ServiceUnavailable(
+                    "The model engine stopped; its replica is being replaced.", retry_after=5
+                ) from None

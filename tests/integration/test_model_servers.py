@@ -54,6 +54,31 @@ def test_adapters_through_model_multiplexing_and_status(platform, adapter_dirs):
     assert local["replicas"] == 1 and local["waiting"] >= 0
 
 
+def test_a_client_leaving_mid_stream_frees_its_slot(platform):
+    from ray import serve
+
+    replica = serve.get_deployment_handle("provider-local", app_name=APP_NAME)
+    body = {
+        "model": "tiny-llama",
+        "messages": PROMPT,
+        "max_tokens": 1500,
+        "temperature": 0,
+        "stream": True,
+    }
+    headers = {"authorization": f"Bearer {platform.user_key}"}
+    with (
+        httpx2.Client(timeout=60) as http,
+        http.stream("POST", platform.url + "/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        lines = r.iter_lines()
+        assert [next(lines) for _ in range(4)]
+        assert replica.stats.remote().result().running == 1
+    deadline = time.monotonic() + 15
+    while replica.stats.remote().result().running and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert replica.stats.remote().result().running == 0
+
+
 def _model_replica() -> ray.actor.ActorHandle:
     for actor in ray.util.list_named_actors(all_namespaces=True):
         if "provider-local#" in actor["name"] and actor["name"].startswith("SERVE_REPLICA"):
@@ -62,7 +87,6 @@ def _model_replica() -> ray.actor.ActorHandle:
 
 
 def test_a_crashed_model_replica_fails_its_requests_and_is_replaced(platform):
-    assert APP_NAME
     outcome: dict[str, object] = {}
 
     def long_request() -> None:
