@@ -21,7 +21,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from serve.models.engine import Engine, SamplingParams
-from serve.models.tiny import build_tiny_model, is_built
+from serve.models.tiny import TinyModelSpec, build_tiny_model, is_built
+
+SHAPES = {
+    "tiny": TinyModelSpec(),  # 2 layers, hidden 256: ~1M parameters
+    # 4 layers, hidden 768, GQA: ~30M parameters, still seconds to build
+    "small": TinyModelSpec(hidden_size=768, layers=4, heads=12, kv_heads=4, intermediate_size=2048),
+}
 
 
 def tree_rss_mb(root: int | None = None) -> float:
@@ -113,10 +119,18 @@ async def main() -> None:
     ap.add_argument("--model")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--engine", choices=["transformers", "vllm"], default="transformers")
+    ap.add_argument(
+        "--shape",
+        choices=sorted(SHAPES),
+        default="tiny",
+        help="built model when no --model: the embedded default, or a small one whose "
+        "forward is not all framework overhead",
+    )
     args = ap.parse_args()
-    path = args.model or os.path.join(tempfile.gettempdir(), "forge-bench-tiny")
+    path = args.model or os.path.join(tempfile.gettempdir(), f"forge-bench-{args.shape}")
     if not args.model and not is_built(path):
-        build_tiny_model(path)
+        build_tiny_model(path, SHAPES[args.shape])
+    print(f"model: {path}")
     engine = make_engine(args.engine, path)
     await engine.start()
     engine_rss = tree_rss_mb()
