@@ -54,7 +54,7 @@ def tree_rss_mb(root: int | None = None) -> float:
     return total / 2**20
 
 
-def make_engine(kind: str, path: str) -> Engine:
+def make_engine(kind: str, path: str, batching: str = "auto") -> Engine:
     if kind == "vllm":
         from serve.models.vllm_engine import VllmEngine
 
@@ -67,7 +67,7 @@ def make_engine(kind: str, path: str) -> Engine:
         )
     from serve.models.transformers_engine import TransformersEngine
 
-    return TransformersEngine(path, num_blocks=512, page_size=32, max_batch_tokens=2048)
+    return TransformersEngine(path, batching=batching)
 
 
 def baseline(path: str, prompts: list[list[int]], tokens: int) -> tuple[float, float]:
@@ -120,6 +120,12 @@ async def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--engine", choices=["transformers", "vllm"], default="transformers")
     ap.add_argument(
+        "--batching",
+        choices=["auto", "padded", "continuous"],
+        default="auto",
+        help="transformers engine: our padded batch (auto on CPU) or transformers' own",
+    )
+    ap.add_argument(
         "--shape",
         choices=sorted(SHAPES),
         default="tiny",
@@ -131,7 +137,7 @@ async def main() -> None:
     if not args.model and not is_built(path):
         build_tiny_model(path, SHAPES[args.shape])
     print(f"model: {path}")
-    engine = make_engine(args.engine, path)
+    engine = make_engine(args.engine, path, args.batching)
     await engine.start()
     engine_rss = tree_rss_mb()
     prompts = [
@@ -154,7 +160,8 @@ async def main() -> None:
         # the median of three runs (this 2-core machine is noisy).
         runs = [await engine_run(engine, prompts[: max(16, 4 * c)], args.tokens, c) for _ in "abc"]
         tps, ttft = sorted(runs)[1]
-        print(f"| {args.engine} engine | {c} | {tps:.0f} | {ttft:.0f} | {tps / base_tps:.1f} |")
+        label = args.engine if args.engine == "vllm" else f"transformers ({args.batching})"
+        print(f"| {label} engine | {c} | {tps:.0f} | {ttft:.0f} | {tps / base_tps:.1f} |")
     print(f"\nRSS with the engine loaded (process tree, before the baseline): {engine_rss:.0f} MiB")
     print(f"RSS at the end (after the runs): {tree_rss_mb():.0f} MiB")
     await engine.stop()

@@ -34,6 +34,7 @@ GENERATIVE_TYPES = {"transformers", "vllm"}
 # What `engine_args` may hold for the transformers engine: its device and dtype, and
 # transformers' ContinuousBatchingConfig fields worth setting.
 TRANSFORMERS_ENGINE_ARGS = {
+    "batching",
     "device",
     "dtype",
     "num_blocks",

@@ -22,7 +22,7 @@ import copy
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from forge.errors import ServiceUnavailable
 from serve.models.engine import (
@@ -34,6 +34,7 @@ from serve.models.engine import (
     check_fits,
     first_stop,
 )
+from serve.models.padded_batching import PaddedBatcher
 from serve.models.sampling import add_request_sampling
 
 GREEDY_TEMPERATURE = 1e-5  # temperature 0 as a vanishing temperature: argmax in practice
@@ -50,14 +51,19 @@ class TransformersEngine(TokenizerEncoding):
         *,
         device: str | None = None,
         dtype: str | None = None,
-        **batching: Any,
+        batching: Literal["auto", "continuous", "padded"] = "auto",
+        **continuous: Any,
     ) -> None:
-        """``batching``: ContinuousBatchingConfig fields (num_blocks, page_size,
-        max_batch_tokens, use_cuda_graph, ...); on the CPU the cache is sized by
-        ``CPU_BATCHING`` unless they say otherwise (transformers' own sizing needs psutil
-        and the GPU's memory)."""
+        """``batching``: transformers' continuous batching, or our padded batch
+        (``serve.models.padded_batching``); ``auto`` picks padded on the CPU, where it
+        measured faster, continuous on CUDA. ``continuous``: ContinuousBatchingConfig
+        fields (num_blocks, page_size, max_batch_tokens, use_cuda_graph, ...); on the CPU
+        its cache is sized by ``CPU_BATCHING`` unless they say otherwise (transformers'
+        own sizing needs psutil)."""
         self.model_path = str(model)
-        self._batching = batching
+        self._mode = batching
+        self._padded = batching == "padded"
+        self._batching = continuous
         self._device = device
         self._dtype = dtype
         self._model: Any = None
@@ -74,6 +80,7 @@ class TransformersEngine(TokenizerEncoding):
         import transformers
 
         device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._padded = self._mode == "padded" or (self._mode == "auto" and device == "cpu")
         if device == "cpu":
             self._batching = {**CPU_BATCHING, **self._batching}
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_path)
@@ -87,6 +94,13 @@ class TransformersEngine(TokenizerEncoding):
         self._managers[None] = self._start_batching(model)
 
     def _start_batching(self, model: Any) -> Any:
+        if self._padded:
+            batcher = PaddedBatcher(model, eos_token_id=self.tokenizer.eos_token_id)
+            batcher.start()
+            return batcher
+        return self._start_continuous_batching(model)
+
+    def _start_continuous_batching(self, model: Any) -> Any:
         import transformers
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
@@ -137,6 +151,10 @@ class TransformersEngine(TokenizerEncoding):
     def stats(self) -> EngineStats:
         running = waiting = 0
         for manager in self._managers.values():
+            if isinstance(manager, PaddedBatcher):
+                running += manager.running
+                waiting += manager.waiting
+                continue
             scheduler = getattr(getattr(manager, "batch_processor", None), "scheduler", None)
             running += len(getattr(scheduler, "active_requests", ()))
             waiting += len(getattr(scheduler, "waiting_requests", ()))
@@ -160,18 +178,7 @@ class TransformersEngine(TokenizerEncoding):
             )
         check_fits(len(prompt_ids), params, self.context_window)
         results: asyncio.Queue[Any] = asyncio.Queue()
-        seeded = {} if params.seed is None else {"seed": params.seed}
-        request_id = manager.add_request(
-            list(prompt_ids),
-            max_new_tokens=params.max_tokens,
-            streaming=True,
-            temperature=max(params.temperature, GREEDY_TEMPERATURE),
-            top_p=params.top_p,
-            **seeded,
-        )
-        if request_id is None:
-            raise ServiceUnavailable("The engine is not accepting requests.", retry_after=1)
-        manager.register_result_handler(request_id, results.put_nowait)
+        request_id = _submit(manager, prompt_ids, params, results.put_nowait)
         decoder = IncrementalDecoder(self.tokenizer)
         text, sent, seen = "", 0, 0
         finished = False
@@ -221,3 +228,22 @@ async def _next_result(results: asyncio.Queue[Any], manager: Any) -> Any:
                 raise ServiceUnavailable(
                     "The model engine stopped; its replica is being replaced.", retry_after=5
                 ) from None
+
+
+def _submit(manager: Any, prompt_ids: list[int], params: SamplingParams, handler: Any) -> str:
+    """Queue a request on either batcher; ``handler`` gets each step's result."""
+    if isinstance(manager, PaddedBatcher):
+        return manager.submit(prompt_ids, params, handler)
+    seeded = {} if params.seed is None else {"seed": params.seed}
+    request_id = manager.add_request(
+        list(prompt_ids),
+        max_new_tokens=params.max_tokens,
+        streaming=True,
+        temperature=max(params.temperature, GREEDY_TEMPERATURE),
+        top_p=params.top_p,
+        **seeded,
+    )
+    if request_id is None:
+        raise ServiceUnavailable("The engine is not accepting requests.", retry_after=1)
+    manager.register_result_handler(request_id, handler)
+    return request_id

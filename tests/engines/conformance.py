@@ -157,3 +157,35 @@ class SeedConformance:
             *(run(engine, p, max_tokens=12, temperature=1.2) for p in others),
         )
         assert together[0][0] == alone
+
+
+class JoinConformance:
+    """Requests of different lengths joining and leaving a running batch."""
+
+    async def test_requests_joining_a_running_batch_answer_as_alone(self, engine):
+        prompts = [
+            chat(engine, "def f(x):"),
+            chat(engine, "x"),
+            chat(engine, "class Parser:\n    def __init__(self, text):\n" * 6),
+        ]
+        alone = [(await run(engine, p, max_tokens=16))[0] for p in prompts]
+
+        async def staggered(i: int) -> str:
+            await asyncio.sleep(0.05 * i)  # the first is decoding when the others join
+            return (await run(engine, prompts[i], max_tokens=16))[0]
+
+        assert await asyncio.gather(*(staggered(i) for i in range(3))) == alone
+
+    async def test_a_request_leaving_mid_batch_does_not_disturb_the_rest(self, engine):
+        prompts = [chat(engine, f"value_{i} = ") for i in range(3)]
+        alone = [(await run(engine, p, max_tokens=16))[0] for p in prompts]
+        leaving = engine.generate(prompts[1], SamplingParams(max_tokens=500, temperature=0))
+        await anext(leaving)
+        stay = asyncio.gather(
+            run(engine, prompts[0], max_tokens=16), run(engine, prompts[2], max_tokens=16)
+        )
+        await asyncio.sleep(0.05)
+        await leaving.aclose()
+        results = await stay
+        assert [results[0][0], results[1][0]] == [alone[0], alone[2]]
+        assert await settled(engine)

@@ -8,30 +8,38 @@ import pytest
 
 from forge.errors import ServiceUnavailable
 from serve.models.tiny import TinyModelSpec, build_tiny_model
-from tests.engines.conformance import EngineConformance, SeedConformance, chat, run
+from tests.engines.conformance import (
+    EngineConformance,
+    JoinConformance,
+    SeedConformance,
+    chat,
+    run,
+)
 
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module")
-async def engine(tiny_model):
+@pytest.fixture(scope="module", params=["padded", "continuous"])
+async def engine(request, tiny_model):
+    """Both batching loops: our padded batch (the CPU default) and transformers' own."""
     from serve.models.transformers_engine import TransformersEngine
 
-    eng = TransformersEngine(tiny_model, num_blocks=128, page_size=32, max_batch_tokens=512)
+    eng = TransformersEngine(tiny_model, batching=request.param)
     await eng.start()
     yield eng
     await eng.stop()
 
 
-class TestTransformersEngine(EngineConformance, SeedConformance):
+class TestTransformersEngine(EngineConformance, SeedConformance, JoinConformance):
     pass
 
 
-async def test_a_dead_engine_fails_requests_with_503_instead_of_hanging(tmp_path):
+@pytest.mark.parametrize("batching", ["padded", "continuous"])
+async def test_a_dead_engine_fails_requests_with_503_instead_of_hanging(tmp_path, batching):
     from serve.models.transformers_engine import TransformersEngine
 
     path = build_tiny_model(tmp_path / "tiny", TinyModelSpec(corpus_files=10))
-    eng = TransformersEngine(path, num_blocks=32, page_size=32, max_batch_tokens=256)
+    eng = TransformersEngine(path, batching=batching, num_blocks=32, max_batch_tokens=256)
     await eng.start()
     assert eng.healthy()
     eng._managers[None].stop(block=True)  # what a crash or OOM leaves: no loop running

