@@ -58,6 +58,9 @@ def test_a_client_leaving_mid_stream_frees_its_slot(platform):
     from ray import serve
 
     replica = serve.get_deployment_handle("provider-local", app_name=APP_NAME)
+    # Serve's fast data plane runs a handle's router on the caller's event loop; from a
+    # plain test (no loop) it needs a loop of its own.
+    replica._init(_run_router_in_separate_loop=True)
     body = {
         "model": "tiny-llama",
         "messages": PROMPT,
