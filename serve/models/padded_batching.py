@@ -5,12 +5,13 @@ bookkeeping (~1.9 ms) costs more than the tiny model's whole forward, and it cap
 gain at concurrency 8 at 2.4-2.9 times one-at-a-time ``generate``. A padded batch over one
 ``DynamicCache`` costs one forward per decode step for every stream (tiny model: 3.0 ms
 for 8 streams vs 3.1 ms for one): 4.5-4.8 times at 8, about 9 at 32 (bench/README.md).
-The price: a new request's prefill runs alone between two decode steps, so time to first
-token under load is higher than with continuous batching (16-28 vs 9 ms at 8).
+The price: prefills run between decode steps, not inside them, so time to first token
+under load is higher than with continuous batching.
 
-New requests are prefilled alone and spliced in, left-padded to the batch's length (or
-padding the batch to theirs); finished and cancelled rows are cut out, and columns that
-are padding for every row trimmed. Each row samples with its own temperature, top_p and
+Requests that arrived since the last step are prefilled together (left-padded to the
+longest) and spliced in, left-padded to the batch's length (or padding the batch to
+theirs); finished and cancelled rows are cut out, and columns that are padding for every
+row trimmed. Each row samples with its own temperature, top_p and
 seed (a generator of its own), so a seeded request repeats whatever else is in the batch.
 """
 
@@ -138,47 +139,64 @@ class PaddedBatcher:
                 self._deliver(row, StepResult(list(row.generated), True, self.error))
 
     def _admit(self) -> None:
-        while len(self._rows) < self.max_batch:
+        """Prefill what waits (as many as fit), together, and splice it into the batch."""
+        arrivals: list[_Request] = []
+        while len(self._rows) + len(arrivals) < self.max_batch:
             try:
                 request = self._pending.get_nowait()
             except queue.Empty:
-                return
+                break
             if request.request_id in self._cancelled:
                 self._cancelled.discard(request.request_id)
                 continue
-            self._prefill(request)
+            arrivals.append(request)
+        if arrivals:
+            self._prefill(arrivals)
 
-    def _prefill(self, request: _Request) -> None:
+    def _prefill(self, arrivals: list[_Request]) -> None:
+        """One forward over the new prompts, left-padded to the longest."""
         from transformers import DynamicCache
 
+        device = self.model.device
+        width = max(len(r.prompt) for r in arrivals)
+        ids = torch.zeros(len(arrivals), width, dtype=torch.long, device=device)
+        mask = torch.zeros(len(arrivals), width, dtype=torch.long, device=device)
+        for i, r in enumerate(arrivals):
+            ids[i, width - len(r.prompt) :] = torch.tensor(r.prompt, device=device)
+            mask[i, width - len(r.prompt) :] = 1
+            r.length = len(r.prompt)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        ids = torch.tensor([request.prompt], device=self.model.device)
-        logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True).logits
-        request.length = len(request.prompt)
-        self._splice(cache, request.length)
-        self._rows.append(request)
-        self._advance([request], self._sample(logits[:, -1, :], [request]))
+        logits = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        ).logits
+        self._splice(cache, mask)
+        self._rows.extend(arrivals)
+        self._advance(arrivals, self._sample(logits[:, -1, :], arrivals))
 
-    def _splice(self, cache: Any, length: int) -> None:
-        """Add a one-row cache to the batch, left-padding whichever side is shorter."""
-        row_mask = torch.ones(1, length, dtype=torch.long, device=self.model.device)
+    def _splice(self, cache: Any, mask: torch.Tensor) -> None:
+        """Add the new rows' cache to the batch, left-padding whichever side is shorter."""
         if self._cache is None or not self._rows:
-            self._cache, self._mask = cache, row_mask
+            self._cache, self._mask = cache, mask
             return
         assert self._mask is not None
-        width = self._mask.shape[1]
-        pad_row, pad_batch = max(width - length, 0), max(length - width, 0)
-        for batch_layer, row_layer in zip(self._cache.layers, cache.layers, strict=True):
+        width, length = self._mask.shape[1], mask.shape[1]
+        pad_new, pad_batch = max(width - length, 0), max(length - width, 0)
+        for batch_layer, new_layer in zip(self._cache.layers, cache.layers, strict=True):
             batch_layer.keys = torch.cat(
-                [_left_pad(batch_layer.keys, pad_batch), _left_pad(row_layer.keys, pad_row)]
+                [_left_pad(batch_layer.keys, pad_batch), _left_pad(new_layer.keys, pad_new)]
             )
             batch_layer.values = torch.cat(
-                [_left_pad(batch_layer.values, pad_batch), _left_pad(row_layer.values, pad_row)]
+                [_left_pad(batch_layer.values, pad_batch), _left_pad(new_layer.values, pad_new)]
             )
         self._mask = torch.cat(
             [
                 torch.nn.functional.pad(self._mask, (pad_batch, 0)),
-                torch.nn.functional.pad(row_mask, (pad_row, 0)),
+                torch.nn.functional.pad(mask, (pad_new, 0)),
             ]
         )
 
