@@ -6,8 +6,8 @@
 Runs without Ray (the lent GPU machine has torch, transformers and peft only; pydantic
 comes from wheels carried along, see bench/README.md). Same run, same model:
 - baseline: ``model.generate`` with static batches of 1 and 128 prompts;
-- the transformers engine (continuous batching) at concurrency 1, 8, 32, 128, once with
-  transformers' defaults and once with CUDA graphs;
+- the transformers engine at concurrency 1, 8, 32, 128: transformers' continuous
+  batching (with and without CUDA graphs) and our padded batch;
 and each figure as a share of the weight+KV bandwidth roofline of the GPU.
 """
 
@@ -207,9 +207,15 @@ async def main() -> None:
             batch,
             hf_generate(path, prompts[:n], args.new, batch, args.device),
         )
-    variants = {"transformers engine": {}}
+    variants: dict[str, dict[str, Any]] = {
+        "engine, continuous batching": {"batching": "continuous"},
+        "engine, padded batch": {"batching": "padded"},
+    }
     if args.device == "cuda":
-        variants["transformers engine + CUDA graphs"] = {"use_cuda_graph": True}
+        variants["engine, continuous batching + CUDA graphs"] = {
+            "batching": "continuous",
+            "use_cuda_graph": True,
+        }
     for label, batching in variants.items():
         try:
             results = await engine_tps(path, prompts, args.new, levels, args.device, **batching)
