@@ -87,7 +87,7 @@ class Router:
         chain = self._chains.get(name)
         if chain is not None:
             return chain
-        base_name, sep, adapter = name.partition(":")
+        base_name, sep, adapter = name.rpartition(":")  # adapter names hold no ':'
         if not sep:
             base_name, adapter = "", name
         elif base_name not in self._models:

@@ -10,11 +10,13 @@ model multiplexing routes a request to a replica that already holds its adapter 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
 import shutil
 import struct
+import tempfile
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -48,16 +50,18 @@ def fetch_adapter(source: str, cache_dir: Path) -> Path:
     else:
         local = cache_dir / hashlib.sha256(source.encode()).hexdigest()[:20]
         if not (local / ADAPTER_CONFIG).exists():
-            partial = local.with_name(local.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            partial = Path(tempfile.mkdtemp(prefix=local.name + ".", dir=cache_dir))
+            try:  # a download of its own, renamed into place: concurrent fetches are safe
                 fs.get(root + "/", str(partial) + "/", recursive=True)
+                with contextlib.suppress(OSError):  # another fetch got there first
+                    partial.rename(local)
             except (FileNotFoundError, OSError) as exc:
                 raise InvalidRequest(
                     f"Cannot fetch adapter from {source!r}: {exc}", param="source"
                 ) from None
-            shutil.rmtree(local, ignore_errors=True)
-            partial.rename(local)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
     if not (local / ADAPTER_CONFIG).is_file() or not (local / ADAPTER_WEIGHTS).is_file():
         raise InvalidRequest(
             f"{source!r} is not a PEFT LoRA adapter (needs {ADAPTER_CONFIG} and "
@@ -139,6 +143,7 @@ def check_adapter(path: Path, base_config: dict[str, Any], max_rank: int) -> Ada
 
 @dataclass(slots=True)
 class _Entry:
+    source: str = ""
     leases: int = 0
     evicted: bool = False
 
@@ -170,9 +175,8 @@ class AdapterCache:
     @asynccontextmanager
     async def lease(self, name: str) -> AsyncIterator[None]:
         """Hold ``name`` loaded while the block runs (loading it first when needed)."""
-        await self.ensure(name)
-        entry = self._entries[name]
-        entry.leases += 1
+        await self.ensure(name, lease=True)
+        entry = self._entries[name]  # ensure returned right after taking the lease
         try:
             yield
         finally:
@@ -182,35 +186,45 @@ class AdapterCache:
             else:
                 await self._trim()
 
-    async def ensure(self, name: str, spec: AdapterSpec | None = None) -> None:
-        """Load ``name`` unless it is loaded; 404 for an adapter nobody registered."""
+    async def ensure(
+        self, name: str, spec: AdapterSpec | None = None, *, lease: bool = False
+    ) -> None:
+        """Load ``name`` unless it is loaded (``spec``: from this source, reloading if it
+        changed); 404 for an adapter nobody registered. With ``lease``, the lease is taken
+        before returning, with no await in between, so no trim can drop it first."""
         while True:
             entry = self._entries.get(name)
+            if entry is not None and spec is not None and entry.source != spec.source:
+                await self._drop(name)  # re-registered from elsewhere: load the new one
+                entry = None
             if entry is not None:  # loaded, or evicted but still draining: keep it
                 entry.evicted = False
                 self._entries.move_to_end(name)
+                if lease:
+                    entry.leases += 1
                 return
-            pending = self._loading.get(name)
-            if pending is None:
-                break
-            await asyncio.shield(pending)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._loading[name] = future
-        try:
-            spec = spec or await self._resolve(name)
-            if spec is None:
-                raise AdapterNotFound(f"The adapter {name!r} does not exist.", param="model")
-            path = await self._prepare(spec)
-            await self._load(name, path)
-            self._entries[name] = _Entry()
-            await self._trim(keep=name)
-            future.set_result(None)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else has to
-            raise
-        finally:
-            del self._loading[name]
+            task = self._loading.get(name)
+            if task is None:
+                # Its own task: a caller that leaves (client gone) must not cancel the
+                # load that other requests wait on.
+                task = asyncio.ensure_future(self._load_new(name, spec))
+                self._loading[name] = task
+                task.add_done_callback(lambda t, n=name: self._loaded(n, t))
+            await asyncio.shield(task)  # then loop: take it, or load again if dropped
+
+    async def _load_new(self, name: str, spec: AdapterSpec | None) -> None:
+        spec = spec or await self._resolve(name)
+        if spec is None:
+            raise AdapterNotFound(f"The adapter {name!r} does not exist.", param="model")
+        path = await self._prepare(spec)
+        await self._load(name, path)
+        self._entries[name] = _Entry(source=spec.source)
+        await self._trim(keep=name)
+
+    def _loaded(self, name: str, task: asyncio.Task[None]) -> None:
+        self._loading.pop(name, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: waiters re-raise it, nobody else has to
 
     async def evict(self, name: str) -> None:
         """Drop ``name`` now, or when its last running request ends."""
@@ -223,10 +237,14 @@ class AdapterCache:
 
     async def _trim(self, keep: str | None = None) -> None:
         """Unload idle adapters, least recently used first, down to capacity; never
-        ``keep`` (just loaded for a request about to lease it)."""
-        idle = [n for n, e in self._entries.items() if e.leases == 0 and n != keep]
-        while len(self._entries) > self.capacity and idle:
-            await self._drop(idle.pop(0))
+        ``keep`` (just loaded for a request about to lease it). Re-reads the entries
+        after every unload: other requests run meanwhile."""
+        while len(self._entries) > self.capacity:
+            idle = (n for n, e in self._entries.items() if e.leases == 0 and n != keep)
+            victim = next(idle, None)
+            if victim is None:
+                return
+            await self._drop(victim)
 
     async def _drop(self, name: str) -> None:
         if self._entries.pop(name, None) is not None:

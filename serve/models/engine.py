@@ -133,10 +133,24 @@ def first_stop(text: str, stops: list[str], searched_up_to: int) -> int | None:
     return best
 
 
-def check_fits(prompt_len: int, params: SamplingParams, context_window: int) -> None:
-    """400 before any work when the prompt, or prompt plus max_tokens, cannot fit."""
-    from forge.errors import ContextLengthExceeded
+def stop_prefix_len(text: str, stops: list[str]) -> int:
+    """How much of the end of ``text`` could be the start of a stop string: held back
+    from the stream until the next tokens tell, so no part of a stop reaches the client."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
 
+
+def check_fits(prompt_len: int, params: SamplingParams, context_window: int) -> None:
+    """400 before any work when the prompt is empty, or it (plus max_tokens) cannot fit."""
+    from forge.errors import ContextLengthExceeded, InvalidRequest
+
+    if prompt_len == 0:
+        raise InvalidRequest("The prompt is empty.", param="prompt")
     if prompt_len >= context_window:
         raise ContextLengthExceeded(
             f"The prompt has {prompt_len} tokens; this model's context window is {context_window}.",

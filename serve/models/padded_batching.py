@@ -59,9 +59,10 @@ class _Request:
 
 
 class PaddedBatcher:
-    def __init__(self, model: Any, *, eos_token_id: int | None, max_batch: int = 64) -> None:
+    def __init__(self, model: Any, *, eos_token_ids: list[int], max_batch: int = 64) -> None:
         self.model = model
-        self.eos_token_id = eos_token_id
+        self.eos_token_ids = set(eos_token_ids)
+        self._live: set[str] = set()  # submitted, not finished: what a cancel can hit
         self.max_batch = max_batch
         self._pending: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._cancelled: set[str] = set()
@@ -90,6 +91,7 @@ class PaddedBatcher:
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.model.device).manual_seed(params.seed)
+        self._live.add(request_id)
         self._pending.put(
             _Request(
                 request_id,
@@ -104,8 +106,10 @@ class PaddedBatcher:
         return request_id
 
     def cancel_request(self, request_id: str) -> None:
-        self._cancelled.add(request_id)
-        self._wake.set()
+        """Stop a request; a no-op for one that has already finished."""
+        if request_id in self._live:
+            self._cancelled.add(request_id)
+            self._wake.set()
 
     @property
     def running(self) -> int:
@@ -148,6 +152,7 @@ class PaddedBatcher:
                 break
             if request.request_id in self._cancelled:
                 self._cancelled.discard(request.request_id)
+                self._live.discard(request.request_id)
                 continue
             arrivals.append(request)
         if arrivals:
@@ -238,7 +243,7 @@ class PaddedBatcher:
         done: set[str] = set()
         for row, token in zip(rows, tokens, strict=True):
             row.generated.append(token)
-            finished = token == self.eos_token_id or len(row.generated) >= row.params.max_tokens
+            finished = token in self.eos_token_ids or len(row.generated) >= row.params.max_tokens
             self._deliver(row, StepResult(list(row.generated), finished))
             if finished:
                 done.add(row.request_id)
@@ -250,7 +255,9 @@ class PaddedBatcher:
             return
         keep = [i for i, r in enumerate(self._rows) if r.request_id not in request_ids]
         if len(keep) < len(self._rows):
-            self._cancelled -= {r.request_id for r in self._rows} & request_ids
+            gone = {r.request_id for r in self._rows} & request_ids
+            self._cancelled -= gone
+            self._live -= gone
             self._rows = [self._rows[i] for i in keep]
             if not self._rows:
                 self._cache = self._mask = None

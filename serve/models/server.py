@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from forge.adapters import AdapterLookup, AdapterSpec
 from forge.config import ProviderConfig
-from forge.errors import ForgeError, UpstreamError
+from forge.errors import ForgeError, InvalidRequest, UpstreamError
 from forge.settings import Settings
 from serve.models.adapters import AdapterCache, check_adapter, fetch_adapter
 from serve.models.engine import Engine, EngineOutput, EngineStats, SamplingParams
@@ -137,15 +138,7 @@ class ModelServerProvider:
             if not isinstance(prompt, str):
                 raise unsupported("transformers", "prompt", "a single string only")
             ids = self.engine.encode_text(prompt)
-        stop = body.get("stop") or []
-        params = SamplingParams(
-            max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 256,
-            stop=[stop] if isinstance(stop, str) else list(stop),
-            temperature=1.0 if body.get("temperature") is None else body["temperature"],
-            top_p=1.0 if body.get("top_p") is None else body["top_p"],
-            seed=body.get("seed"),
-        )
-        return list(ids), params
+        return list(ids), _sampling(body)
 
     def _chunk(
         self, endpoint: Endpoint, cid: str, public_model: str, out: EngineOutput, first: bool
@@ -292,6 +285,27 @@ class ModelServerProvider:
     async def close(self) -> None:
         if self._started:
             await self.engine.stop()
+
+
+def _sampling(body: dict[str, Any]) -> SamplingParams:
+    """The request's sampling parameters; values the engines cannot take are a 400."""
+    stop = body.get("stop") or []
+    top_p = 1.0 if body.get("top_p") is None else body["top_p"]
+    temperature = 1.0 if body.get("temperature") is None else body["temperature"]
+    if top_p == 0:  # OpenAI allows it: keep only the likeliest token, i.e. greedy
+        top_p, temperature = 1.0, 0.0
+    try:
+        return SamplingParams(
+            max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 256,
+            stop=[stop] if isinstance(stop, str) else list(stop),
+            temperature=temperature,
+            top_p=top_p,
+            seed=body.get("seed"),
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else None
+        raise InvalidRequest(f"Invalid {field}: {error['msg']}", param=field) from None
 
 
 class AdapterView:

@@ -33,6 +33,7 @@ from serve.models.engine import (
     TokenizerEncoding,
     check_fits,
     first_stop,
+    stop_prefix_len,
 )
 from serve.models.padded_batching import PaddedBatcher
 from serve.models.sampling import add_request_sampling
@@ -93,9 +94,17 @@ class TransformersEngine(TokenizerEncoding):
         self.context_window = int(model.config.max_position_embeddings)
         self._managers[None] = self._start_batching(model)
 
+    def _eos_ids(self, model: Any) -> list[int]:
+        """Every id that ends a turn: the generation config may list several (Llama 3's
+        <|eot_id|>, Gemma's <end_of_turn>), besides the tokenizer's own."""
+        configured = getattr(model.generation_config, "eos_token_id", None)
+        ids = configured if isinstance(configured, list) else [configured]
+        ids = [*ids, self.tokenizer.eos_token_id]
+        return sorted({int(i) for i in ids if i is not None})
+
     def _start_batching(self, model: Any) -> Any:
         if self._padded:
-            batcher = PaddedBatcher(model, eos_token_id=self.tokenizer.eos_token_id)
+            batcher = PaddedBatcher(model, eos_token_ids=self._eos_ids(model))
             batcher.start()
             return batcher
         return self._start_continuous_batching(model)
@@ -111,7 +120,7 @@ class TransformersEngine(TokenizerEncoding):
             temperature=0.7,
             top_p=None,
             top_k=None,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=self._eos_ids(model),
             pad_token_id=self.tokenizer.pad_token_id,
         )
         manager = model.init_continuous_batching(
@@ -181,7 +190,7 @@ class TransformersEngine(TokenizerEncoding):
         request_id = _submit(manager, prompt_ids, params, results.put_nowait)
         decoder = IncrementalDecoder(self.tokenizer)
         text, sent, seen = "", 0, 0
-        finished = False
+        finished = False  # by the engine; a stop string ends it here and cancels it there
         try:
             while True:
                 result = await _next_result(results, manager)
@@ -191,20 +200,21 @@ class TransformersEngine(TokenizerEncoding):
                 text += decoder.push(list(tokens[seen:]))
                 seen = len(tokens)
                 done = result.is_finished()
+                if done:
+                    text += decoder.flush()
                 stop_at = first_stop(text, params.stop, sent)
                 if stop_at is not None:
-                    finished = True
                     yield EngineOutput(text[sent:stop_at], len(prompt_ids), seen, "stop")
                     return
                 if done:
                     finished = True
-                    text += decoder.flush()
                     reason = "length" if seen >= params.max_tokens else "stop"
                     yield EngineOutput(text[sent:], len(prompt_ids), seen, reason)
                     return
-                if len(text) > sent:
-                    yield EngineOutput(text[sent:], len(prompt_ids), seen)
-                    sent = len(text)
+                ready = len(text) - stop_prefix_len(text, params.stop)  # maybe a stop's start
+                if ready > sent:
+                    yield EngineOutput(text[sent:ready], len(prompt_ids), seen)
+                    sent = ready
         finally:
             if not finished:
                 manager.cancel_request(request_id)  # frees the slot and its KV blocks

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from forge.errors import ContextLengthExceeded, ServiceUnavailable
+from forge.errors import ContextLengthExceeded, InvalidRequest, ServiceUnavailable
 from serve.models.engine import EngineOutput, SamplingParams
 
 
@@ -60,7 +60,22 @@ class EngineConformance:
         stop = full[len(full) // 2 : len(full) // 2 + 2]
         text, outs = await run(engine, prompt, max_tokens=24, stop=[stop])
         assert outs[-1].finish_reason == "stop"
-        assert stop not in text and full.startswith(text)
+        assert text == full[: full.index(stop)]  # not a character of the stop string sent
+
+    async def test_a_stop_string_frees_the_slot(self, engine):
+        prompt = chat(engine, "import sys")
+        full, _ = await run(engine, prompt, max_tokens=12)
+        if len(full) < 4:
+            pytest.skip("the random model ended too early to pick a stop string")
+        _, outs = await run(engine, prompt, max_tokens=1500, stop=[full[2:4]])
+        assert outs[-1].finish_reason == "stop"
+        assert await settled(engine)  # not still decoding towards 1500 tokens
+
+    async def test_an_empty_prompt_is_refused(self, engine):
+        with pytest.raises(InvalidRequest):
+            await anext(engine.generate([], SamplingParams(max_tokens=4)))
+        _, outs = await run(engine, chat(engine, "ok"), max_tokens=2)  # still serving
+        assert outs[-1].completion_tokens >= 1
 
     async def test_concurrent_requests_match_single_ones(self, engine):
         prompts = [chat(engine, f"x = {i}") for i in range(8)]

@@ -130,3 +130,38 @@ async def test_unknown_adapters_are_404_for_every_waiter():
     )
     assert all(isinstance(r, AdapterNotFound) and r.status_code == 404 for r in results)
     assert side.loads == [] and cache.loaded() == []
+
+
+async def test_a_caller_leaving_does_not_fail_the_others_waiting_on_its_load():
+    side = FakeEngineSide({"a"})
+    cache = side.cache(2)
+    first = asyncio.create_task(cache.ensure("a"))
+    second = asyncio.create_task(cache.ensure("a"))
+    await asyncio.sleep(0)
+    first.cancel()  # its client went away while the adapter downloaded
+    await second
+    assert side.loads == ["a"] and cache.loaded() == ["a"]
+
+
+async def test_concurrent_loads_over_capacity_all_get_their_adapter():
+    side = FakeEngineSide({"a", "b", "c"})
+    cache = side.cache(1)
+    await cache.ensure("a")
+
+    async def use(name: str) -> str:
+        async with cache.lease(name):
+            assert name in side.loaded
+            await asyncio.sleep(0.01)
+            return name
+
+    assert await asyncio.gather(use("b"), use("c")) == ["b", "c"]
+    assert len(cache.loaded()) == 1
+
+
+async def test_a_re_registered_source_is_loaded_again():
+    side = FakeEngineSide({"a"})
+    cache = side.cache(2)
+    await cache.ensure("a", AdapterSpec(name="a", base_model="m", source="/v1"))
+    await cache.ensure("a", AdapterSpec(name="a", base_model="m", source="/v1"))
+    await cache.ensure("a", AdapterSpec(name="a", base_model="m", source="/v2"))
+    assert side.loads == ["a", "a"] and side.unloads == ["a"]

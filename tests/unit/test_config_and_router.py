@@ -123,3 +123,26 @@ def test_tensor_parallel_replicas_get_a_packed_placement_group():
 def test_bad_placement_settings_are_refused_at_load(extra, message):
     with pytest.raises(ValueError, match=message):
         _provider(**extra)
+
+
+async def test_adapter_names_split_at_the_last_colon():
+    from forge.adapters import AdapterSpec
+
+    class Server:
+        def with_adapter(self, adapter):
+            return ("view", adapter)
+
+    cfg = PlatformConfig.model_validate(
+        {
+            "providers": [{"name": "local", "type": "transformers", "model_path": "/m"}],
+            "models": [{"name": "qwen:0.5b", "provider": "local"}],
+        }
+    )
+
+    async def lookup(name):
+        return AdapterSpec(name=name, base_model="qwen:0.5b", source="/a") if name == "x" else None
+
+    router = Router(cfg.models, {"local": Server()}, lookup)
+    (target,) = await router.resolve("qwen:0.5b:x")
+    assert target.client == ("view", "x") and target.model.name == "qwen:0.5b:x"
+    assert (await router.resolve("qwen:0.5b"))[0].client.__class__ is Server

@@ -75,3 +75,13 @@ async def test_what_it_cannot_do_is_400(gw, extra, param):
             model="tiny-llama", messages=[{"role": "user", "content": "hi"}], **extra
         )
     assert err.value.body["param"] == param
+
+
+async def test_an_empty_prompt_is_400_and_top_p_0_is_greedy(gw):
+    with pytest.raises(openai.BadRequestError) as err:
+        await gw.sdk().completions.create(model="tiny-llama", prompt="", max_tokens=4)
+    assert err.value.body["param"] == "prompt"
+    ask = {"model": "tiny-llama", "max_tokens": 6, "messages": [{"role": "user", "content": "a"}]}
+    greedy = await gw.sdk().chat.completions.create(temperature=0, **ask)
+    top_p_0 = await gw.sdk().chat.completions.create(temperature=1.5, top_p=0, **ask)
+    assert top_p_0.choices[0].message.content == greedy.choices[0].message.content
