@@ -6,6 +6,7 @@ name); replicas load what they are asked for into their own LRU (serve.models.ad
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -45,6 +46,23 @@ class AdapterSpec(BaseModel):
         if "://" in source and (urlsplit(source).password or urlsplit(source).username):
             raise ValueError("put credentials in the environment, not in the adapter URL")
         return source
+
+
+def source_digest(source: str) -> str:
+    """Short digest of an adapter's source: part of its reference, so that a name
+    registered again from elsewhere is a different model to Serve's multiplexing."""
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def adapter_ref(spec: AdapterSpec) -> str:
+    """``name@digest``: what the gateway asks a model replica for."""
+    return f"{spec.name}@{source_digest(spec.source)}"
+
+
+def parse_adapter_ref(ref: str) -> tuple[str, str | None]:
+    """(name, source digest or None) from ``adapter_ref`` or a bare name."""
+    name, _, digest = ref.partition("@")
+    return name, digest or None
 
 
 class AdapterInfo(AdapterSpec):

@@ -15,7 +15,13 @@ from ray.serve.handle import DeploymentHandle
 from actors.directory import DirectoryActor
 from actors.usage_recorder import UsageRecorderActor
 from actors.usage_shipper import UsageShipper
-from forge.adapters import AdapterInfo, AdapterSpec, CachedAdapterLookup
+from forge.adapters import (
+    AdapterInfo,
+    AdapterSpec,
+    CachedAdapterLookup,
+    adapter_ref,
+    parse_adapter_ref,
+)
 from forge.config import PlatformConfig, ProviderConfig
 from forge.keys import KeyInfo
 from gateway.app import build_app
@@ -83,9 +89,9 @@ class _HeldAdapter:
     """What Serve's multiplexer holds per adapter. Serve awaits ``__del__`` when it drops
     the adapter from its LRU; set on the instance, so garbage collection never calls it."""
 
-    def __init__(self, adapters: AdapterCache, name: str) -> None:
+    def __init__(self, adapters: AdapterCache, ref: str) -> None:
         async def evict() -> None:
-            await adapters.evict(name)
+            await adapters.evict(*parse_adapter_ref(ref))  # that copy only
 
         self.__del__ = evict
 
@@ -103,9 +109,10 @@ class ModelServerDeployment:
         self._replica = serve.get_replica_context().replica_id.unique_id
         adapters = self.provider.adapters
 
-        async def hold(adapter: str) -> _HeldAdapter:
-            await adapters.ensure(adapter)
-            return _HeldAdapter(adapters, adapter)
+        async def hold(ref: str) -> _HeldAdapter:  # ref: name@digest of its source
+            name, version = parse_adapter_ref(ref)
+            await adapters.ensure(name, version=version)
+            return _HeldAdapter(adapters, ref)
 
         # A plain function: Serve keeps its multiplexer as an attribute of what it wraps.
         self._hold = serve.multiplexed(max_num_models_per_replica=max(cfg.max_adapters, 1))(hold)
@@ -133,7 +140,7 @@ class ModelServerDeployment:
 
     async def load_adapter(self, spec: AdapterSpec) -> list[str]:
         await self.provider.load_adapter(spec)
-        await self._hold(spec.name)  # so that Serve routes this adapter's requests here
+        await self._hold(adapter_ref(spec))  # so that Serve routes its requests here
         return self.provider.adapters.loaded()
 
     async def ping(self) -> bool:

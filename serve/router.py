@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from forge.adapters import AdapterLookup, AdapterMismatch, AdapterNotFound
+from forge.adapters import AdapterLookup, AdapterMismatch, AdapterNotFound, adapter_ref
 from forge.config import ModelConfig
 from forge.errors import InvalidRequest, ModelNotFound
 from serve.providers.base import Endpoint, ProviderReply, StreamItem
@@ -111,4 +111,4 @@ class Router:
         if with_adapter is None:
             raise InvalidRequest(f"The model {base.name!r} serves no adapters.", param="model")
         model = base.model_copy(update={"name": name, "fallbacks": []})
-        return (Target(model, with_adapter(adapter)),)
+        return (Target(model, with_adapter(adapter_ref(spec))),)

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from forge.adapters import AdapterInfo, AdapterSpec
+from forge.adapters import AdapterInfo, AdapterSpec, adapter_ref
 from forge.config import GENERATIVE_TYPES
 from forge.errors import Conflict, InvalidRequest
 from forge.keys import CreatedKey, KeyInfo
@@ -90,7 +90,8 @@ async def load_adapter(
         )
     client = rt.router.clients[base.provider]
     try:
-        loaded = await client.with_adapter(spec.name).load_adapter(spec)  # type: ignore[attr-defined]
+        view = client.with_adapter(adapter_ref(spec))  # type: ignore[attr-defined]
+        loaded = await view.load_adapter(spec)
     except Exception as exc:
         raise as_forge_error(exc) from None
     info = await rt.directory.register_adapter(spec)

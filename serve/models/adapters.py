@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forge.adapters import AdapterMismatch, AdapterNotFound, AdapterSpec
+from forge.adapters import AdapterMismatch, AdapterNotFound, AdapterSpec, source_digest
 from forge.errors import InvalidRequest
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -173,9 +173,9 @@ class AdapterCache:
         return list(self._entries)
 
     @asynccontextmanager
-    async def lease(self, name: str) -> AsyncIterator[None]:
+    async def lease(self, name: str, version: str | None = None) -> AsyncIterator[None]:
         """Hold ``name`` loaded while the block runs (loading it first when needed)."""
-        await self.ensure(name, lease=True)
+        await self.ensure(name, version=version, lease=True)
         entry = self._entries[name]  # ensure returned right after taking the lease
         try:
             yield
@@ -187,16 +187,28 @@ class AdapterCache:
                 await self._trim()
 
     async def ensure(
-        self, name: str, spec: AdapterSpec | None = None, *, lease: bool = False
+        self,
+        name: str,
+        spec: AdapterSpec | None = None,
+        *,
+        version: str | None = None,
+        lease: bool = False,
     ) -> None:
-        """Load ``name`` unless it is loaded (``spec``: from this source, reloading if it
-        changed); 404 for an adapter nobody registered. With ``lease``, the lease is taken
-        before returning, with no await in between, so no trim can drop it first."""
+        """Load ``name`` unless it is loaded from the same source (``spec``'s, or the one
+        whose digest is ``version``), reloading if it changed; 404 for an adapter nobody
+        registered. With ``lease``, the lease is taken before returning, with no await in
+        between, so no trim can drop it first."""
         while True:
             entry = self._entries.get(name)
-            if entry is not None and spec is not None and entry.source != spec.source:
-                await self._drop(name)  # re-registered from elsewhere: load the new one
-                entry = None
+            if entry is not None and (
+                (spec is not None and entry.source != spec.source)
+                or (version is not None and source_digest(entry.source) != version)
+            ):
+                if entry.leases == 0:
+                    await self._drop(name)  # registered again from elsewhere: reload
+                    continue
+                entry.evicted = True  # in use: the old one drains, then this reloads
+                return await self._when_drained(name, spec, version, lease)
             if entry is not None:  # loaded, or evicted but still draining: keep it
                 entry.evicted = False
                 self._entries.move_to_end(name)
@@ -226,10 +238,18 @@ class AdapterCache:
         if not task.cancelled():
             task.exception()  # retrieved: waiters re-raise it, nobody else has to
 
-    async def evict(self, name: str) -> None:
-        """Drop ``name`` now, or when its last running request ends."""
+    async def _when_drained(
+        self, name: str, spec: AdapterSpec | None, version: str | None, lease: bool
+    ) -> None:
+        while name in self._entries:
+            await asyncio.sleep(0.05)
+        await self.ensure(name, spec, version=version, lease=lease)
+
+    async def evict(self, name: str, version: str | None = None) -> None:
+        """Drop ``name`` now, or when its last running request ends (only the copy from
+        the source ``version`` names, when given)."""
         entry = self._entries.get(name)
-        if entry is None:
+        if entry is None or (version is not None and source_digest(entry.source) != version):
             return
         entry.evicted = True
         if entry.leases == 0:

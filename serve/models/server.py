@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from forge.adapters import AdapterLookup, AdapterSpec
+from forge.adapters import AdapterLookup, AdapterSpec, parse_adapter_ref
 from forge.config import ProviderConfig
 from forge.errors import ForgeError, InvalidRequest, UpstreamError
 from forge.settings import Settings
@@ -109,6 +109,8 @@ class ModelServerProvider:
         return self.adapters.loaded()
 
     def with_adapter(self, adapter: str) -> AdapterView:
+        """This server seen through one adapter; ``adapter`` is its reference
+        (``forge.adapters.adapter_ref``: name@digest of its source)."""
         return AdapterView(self, adapter)
 
     def stats(self) -> EngineStats:
@@ -178,8 +180,9 @@ class ModelServerProvider:
     ) -> AsyncIterator[StreamItem]:
         engine = await self._ready()
         ids, params = self._prompt(endpoint, body)
-        if adapter is not None:
-            await self.adapters.ensure(adapter)
+        name, version = parse_adapter_ref(adapter) if adapter else (None, None)
+        if name is not None:
+            await self.adapters.ensure(name, version=version)  # a 404 before the stream
         t0 = time.perf_counter()
         cid = ("chatcmpl-" if endpoint == "chat/completions" else "cmpl-") + uuid.uuid4().hex[:24]
 
@@ -187,7 +190,7 @@ class ModelServerProvider:
             last: EngineOutput | None = None
             first = True
             async with self._holding(adapter):
-                async for out in engine.generate(ids, params, adapter):
+                async for out in engine.generate(ids, params, name):
                     last = out
                     yield self._chunk(endpoint, cid, public_model, out, first)
                     first = False
@@ -216,7 +219,10 @@ class ModelServerProvider:
             await source.aclose()  # cancels the engine request when the client left
 
     def _holding(self, adapter: str | None) -> AbstractAsyncContextManager[None]:
-        return nullcontext() if adapter is None else self.adapters.lease(adapter)
+        """A lease on the adapter that ``adapter`` (a reference, name@digest) names."""
+        if adapter is None:
+            return nullcontext()
+        return self.adapters.lease(*parse_adapter_ref(adapter))
 
     async def complete(
         self,
@@ -229,8 +235,9 @@ class ModelServerProvider:
         ids, params = self._prompt(endpoint, body)
         t0 = time.perf_counter()
         text, last = [], None
+        name = parse_adapter_ref(adapter)[0] if adapter else None
         async with self._holding(adapter):
-            async for out in engine.generate(ids, params, adapter):
+            async for out in engine.generate(ids, params, name):
                 text.append(out.text)
                 last = out
         assert last is not None

@@ -127,3 +127,16 @@ async def test_a_deleted_adapter_is_404(gw, adapter_dirs):
     assert r.status_code == 204
     with pytest.raises(openai.NotFoundError):
         await answer(gw, "tiny-llama:support")
+
+
+async def test_a_name_registered_again_from_another_source_serves_the_new_weights(gw, adapter_dirs):
+    assert (await register(gw, "legal", adapter_dirs["legal"])).status_code == 201
+    legal = await answer(gw, "legal")
+    assert (await register(gw, "support", adapter_dirs["support"])).status_code == 201
+    support = await answer(gw, "support")
+    assert support != legal
+    admin = {"authorization": f"Bearer {gw.admin_key}"}
+    assert (await gw.http.delete("/admin/adapters/support", headers=admin)).status_code == 204
+    assert (await gw.http.delete("/admin/adapters/legal", headers=admin)).status_code == 204
+    assert (await register(gw, "support", adapter_dirs["legal"])).status_code == 201
+    assert await answer(gw, "support") == legal

@@ -165,3 +165,17 @@ async def test_a_re_registered_source_is_loaded_again():
     await cache.ensure("a", AdapterSpec(name="a", base_model="m", source="/v1"))
     await cache.ensure("a", AdapterSpec(name="a", base_model="m", source="/v2"))
     assert side.loads == ["a", "a"] and side.unloads == ["a"]
+
+
+async def test_a_request_for_another_source_version_reloads_and_serve_evicts_only_its_copy():
+    from forge.adapters import source_digest
+
+    side = FakeEngineSide({"a"})
+    cache = side.cache(2)
+    await cache.ensure("a", AdapterSpec(name="a", base_model="m", source="/v1"))
+    await cache.ensure("a", version=source_digest("/v1"))
+    assert side.loads == ["a"]
+    await cache.evict("a", version=source_digest("/elsewhere"))  # a stale copy's eviction
+    assert cache.loaded() == ["a"]
+    await cache.ensure("a", version=source_digest("/adapters/a"))  # the registry's source now
+    assert side.loads == ["a", "a"] and side.unloads == ["a"]

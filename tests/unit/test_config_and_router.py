@@ -126,7 +126,7 @@ def test_bad_placement_settings_are_refused_at_load(extra, message):
 
 
 async def test_adapter_names_split_at_the_last_colon():
-    from forge.adapters import AdapterSpec
+    from forge.adapters import AdapterSpec, adapter_ref
 
     class Server:
         def with_adapter(self, adapter):
@@ -144,5 +144,6 @@ async def test_adapter_names_split_at_the_last_colon():
 
     router = Router(cfg.models, {"local": Server()}, lookup)
     (target,) = await router.resolve("qwen:0.5b:x")
-    assert target.client == ("view", "x") and target.model.name == "qwen:0.5b:x"
+    assert target.model.name == "qwen:0.5b:x"
+    assert target.client == ("view", adapter_ref(AdapterSpec(name="x", base_model="", source="/a")))
     assert (await router.resolve("qwen:0.5b"))[0].client.__class__ is Server
