@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import struct
 import time
@@ -13,6 +12,7 @@ import orjson
 
 from forge.config import ProviderConfig
 from serve.models.embedding_engine import EmbeddingEngine, resolve_embedding_path
+from serve.models.engine import StartOnce
 from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
 from serve.providers.sdk_base import ms_since
 from serve.translate.common import unsupported
@@ -23,15 +23,7 @@ class EmbeddingServerProvider:
         self.name = cfg.name
         self.cfg = cfg
         self.engine = engine or EmbeddingEngine(resolve_embedding_path(cfg.model_path or ""))
-        self._started = False
-        self._lock = asyncio.Lock()
-
-    async def _ready(self) -> EmbeddingEngine:
-        async with self._lock:
-            if not self._started:
-                await self.engine.start()
-                self._started = True
-        return self.engine
+        self._ready = StartOnce(self.engine)
 
     async def complete(
         self, endpoint: Endpoint, body: dict[str, Any], public_model: str

@@ -7,14 +7,16 @@ adapter cache (``serve.models.adapters``) decides which LoRA adapters an engine 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 FinishReason = Literal["stop", "length"]
+E = TypeVar("E")
 
 
 class SamplingParams(BaseModel):
@@ -76,6 +78,24 @@ class Engine(Protocol):
     def stats(self) -> EngineStats: ...
 
     async def stop(self) -> None: ...
+
+
+class StartOnce(Generic[E]):
+    """Starts an engine on first use, once, however many requests arrive together; after
+    that a request pays one attribute check, no lock."""
+
+    def __init__(self, engine: E) -> None:
+        self.engine = engine
+        self.started = False
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> E:
+        if not self.started:
+            async with self._lock:
+                if not self.started:
+                    await self.engine.start()
+                    self.started = True
+        return self.engine
 
 
 class TokenizerEncoding:

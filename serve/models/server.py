@@ -23,7 +23,7 @@ from forge.config import ProviderConfig
 from forge.errors import ForgeError, InvalidRequest, UpstreamError
 from forge.settings import Settings
 from serve.models.adapters import AdapterCache, check_adapter, fetch_adapter
-from serve.models.engine import Engine, EngineOutput, EngineStats, SamplingParams
+from serve.models.engine import Engine, EngineOutput, EngineStats, SamplingParams, StartOnce
 from serve.models.tiny import build_tiny_model, is_built
 from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
 from serve.providers.sdk_base import ms_since, openai_stream
@@ -86,15 +86,7 @@ class ModelServerProvider:
             load=self.engine.load_adapter,
             unload=self.engine.unload_adapter,
         )
-        self._started = False
-        self._lock = asyncio.Lock()
-
-    async def _ready(self) -> Engine:
-        async with self._lock:
-            if not self._started:
-                await self.engine.start()
-                self._started = True
-        return self.engine
+        self._ready = StartOnce(self.engine)
 
     async def _prepare(self, spec: AdapterSpec) -> Path:
         """Fetch the adapter and check it fits this model: 400 before the engine sees it."""
@@ -114,7 +106,7 @@ class ModelServerProvider:
         return AdapterView(self, adapter)
 
     def stats(self) -> EngineStats:
-        if not self._started:
+        if not self._ready.started:
             return EngineStats(engine=self.engine.kind, running=0, waiting=0)
         return self.engine.stats()
 
@@ -282,15 +274,15 @@ class ModelServerProvider:
         )
 
     async def ping(self) -> bool:
-        return not self._started or self.engine.healthy()
+        return not self._ready.started or self.engine.healthy()
 
     def healthy(self) -> bool:
         """False once the engine's loop has died; the deployment then fails Serve's health
         check and Serve replaces the replica."""
-        return not self._started or self.engine.healthy()
+        return not self._ready.started or self.engine.healthy()
 
     async def close(self) -> None:
-        if self._started:
+        if self._ready.started:
             await self.engine.stop()
 
 
