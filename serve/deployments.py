@@ -40,6 +40,7 @@ ACTOR_NAMESPACE = "promptforge"
 DIRECTORY_ACTOR = "forge-directory"
 USAGE_ACTOR = "forge-usage-recorder"
 READY_TIMEOUT_S = 3.0
+PRUNE_TIMEOUT_S = 30.0  # a slow directory must not pile up prunes
 
 
 def serve_request_id() -> str | None:
@@ -116,6 +117,7 @@ class ModelServerDeployment:
 
         # A plain function: Serve keeps its multiplexer as an attribute of what it wraps.
         self._hold = serve.multiplexed(max_num_models_per_replica=max(cfg.max_adapters, 1))(hold)
+        self._pruning: asyncio.Task[None] | None = None
 
     async def _adapter(self) -> str | None:
         adapter = serve.get_multiplexed_model_id() or None
@@ -152,13 +154,26 @@ class ModelServerDeployment:
 
     async def check_health(self) -> None:
         """Serve's periodic check: a dead engine fails it and Serve replaces the replica.
-        Also reports this replica's stats for `forge status`."""
+        Also reports this replica's stats for `forge status` and, in the background (the
+        directory's speed must not decide this replica's health), unloads adapters that
+        were deleted from the registry."""
         stats = self.provider.stats()
         self._directory.report_replica.remote(
             self._replica, {"provider": self.provider.name, **stats.model_dump()}
         )
+        if stats.adapters and (self._pruning is None or self._pruning.done()):
+            self._pruning = asyncio.create_task(self._prune_adapters())
         if not self.provider.healthy():
             raise RuntimeError(f"model server {self.provider.name!r} is unhealthy")
+
+    async def _prune_adapters(self) -> None:
+        try:
+            stale = await asyncio.wait_for(self.provider.adapters.prune(), PRUNE_TIMEOUT_S)
+        except Exception as exc:  # the directory restarting: the next check tries again
+            log.warning("adapter prune failed: %s", type(exc).__name__)
+            return
+        if stale:
+            log.info("unloaded adapters deleted from the registry: %s", ", ".join(stale))
 
 
 class _ActorDirectory:

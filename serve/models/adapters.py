@@ -4,7 +4,8 @@
 ``capacity``, least recently used evicted first, but never one that a running request
 uses (eviction waits for its last lease). Loads of the same adapter coalesce. Serve's
 model multiplexing routes a request to a replica that already holds its adapter and calls
-``evict`` when it drops one, so the two agree on what is loaded where.
+``evict`` when it drops one, so the two agree on what is loaded where. ``prune`` (run by
+each replica at its health check) unloads what was deleted from the registry since.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import re
 import shutil
 import struct
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,10 @@ from forge.adapters import AdapterMismatch, AdapterNotFound, AdapterSpec, source
 from forge.errors import InvalidRequest
 
 ADAPTER_CONFIG = "adapter_config.json"
+# The admin route loads an adapter on a replica before it registers it: a prune in between
+# must not undo that load, so an adapter never yet seen registered is pruned only this
+# long after it loaded.
+PRUNE_SETTLE_S = 60.0
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
@@ -146,6 +152,8 @@ class _Entry:
     source: str = ""
     leases: int = 0
     evicted: bool = False
+    registered: bool = False  # seen in the registry with this source
+    loaded_at: float = field(default_factory=time.monotonic)
 
 
 class AdapterCache:
@@ -211,6 +219,7 @@ class AdapterCache:
                 return await self._when_drained(name, spec, version, lease)
             if entry is not None:  # loaded, or evicted but still draining: keep it
                 entry.evicted = False
+                entry.registered |= version is not None  # the gateway found it registered
                 self._entries.move_to_end(name)
                 if lease:
                     entry.leases += 1
@@ -225,12 +234,13 @@ class AdapterCache:
             await asyncio.shield(task)  # then loop: take it, or load again if dropped
 
     async def _load_new(self, name: str, spec: AdapterSpec | None) -> None:
+        registered = spec is None
         spec = spec or await self._resolve(name)
         if spec is None:
             raise AdapterNotFound(f"The adapter {name!r} does not exist.", param="model")
         path = await self._prepare(spec)
         await self._load(name, path)
-        self._entries[name] = _Entry(source=spec.source)
+        self._entries[name] = _Entry(source=spec.source, registered=registered)
         await self._trim(keep=name)
 
     def _loaded(self, name: str, task: asyncio.Task[None]) -> None:
@@ -254,6 +264,21 @@ class AdapterCache:
         entry.evicted = True
         if entry.leases == 0:
             await self._drop(name)
+
+    async def prune(self, settle_s: float = PRUNE_SETTLE_S) -> list[str]:
+        """Unload the adapters that the registry no longer names with the source they were
+        loaded from (deleted, or registered again elsewhere); returns their names. One
+        under a running request goes when that request ends; one never yet seen
+        registered (just loaded by the admin route) only ``settle_s`` after its load."""
+        stale: list[str] = []
+        for name, entry in list(self._entries.items()):
+            spec = await self._resolve(name)
+            if spec is not None and spec.source == entry.source:
+                entry.registered = True
+            elif entry.registered or time.monotonic() - entry.loaded_at >= settle_s:
+                await self.evict(name, version=source_digest(entry.source))  # that copy only
+                stale.append(name)
+        return stale
 
     async def _trim(self, keep: str | None = None) -> None:
         """Unload idle adapters, least recently used first, down to capacity; never

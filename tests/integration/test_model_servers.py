@@ -53,6 +53,18 @@ def test_adapters_through_model_multiplexing_and_status(platform, adapter_dirs):
     assert local and local["adapters"] == ["support"], local
     assert local["replicas"] == 1 and local["waiting"] >= 0
 
+    r = httpx2.delete(
+        platform.url + "/admin/adapters/support",
+        headers={"authorization": f"Bearer {platform.admin_key}"},
+        timeout=30,
+    )
+    assert r.status_code == 204, r.text
+    deadline = time.monotonic() + 30  # the replica prunes at its next health checks
+    while time.monotonic() < deadline and local["adapters"]:
+        time.sleep(0.5)
+        local = replica_stats().get("local") or local
+    assert local["adapters"] == [], local
+
 
 def test_a_client_leaving_mid_stream_frees_its_slot(platform):
     from ray import serve

@@ -9,7 +9,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from forge.adapters import AdapterMismatch, AdapterNotFound, AdapterSpec
+from forge.adapters import AdapterMismatch, AdapterNotFound, AdapterSpec, source_digest
 from forge.errors import InvalidRequest
 from serve.models.adapters import AdapterCache, check_adapter, fetch_adapter
 
@@ -168,8 +168,6 @@ async def test_a_re_registered_source_is_loaded_again():
 
 
 async def test_a_request_for_another_source_version_reloads_and_serve_evicts_only_its_copy():
-    from forge.adapters import source_digest
-
     side = FakeEngineSide({"a"})
     cache = side.cache(2)
     await cache.ensure("a", AdapterSpec(name="a", base_model="m", source="/v1"))
@@ -179,3 +177,38 @@ async def test_a_request_for_another_source_version_reloads_and_serve_evicts_onl
     assert cache.loaded() == ["a"]
     await cache.ensure("a", version=source_digest("/adapters/a"))  # the registry's source now
     assert side.loads == ["a", "a"] and side.unloads == ["a"]
+
+
+async def test_prune_unloads_what_the_registry_deleted_and_waits_for_running_requests():
+    side = FakeEngineSide({"a", "b", "c"})
+    cache = side.cache(3)
+    for name in ("a", "b", "c"):
+        await cache.ensure(name)  # found in the registry
+    side.known = {"b"}  # a and c deleted
+    async with cache.lease("c"):
+        assert await cache.prune() == ["a", "c"]
+        assert side.loaded == {"b", "c"}  # c's request still runs on it
+    assert side.loaded == {"b"} and cache.loaded() == ["b"]
+
+
+async def test_prune_unloads_an_adapter_registered_again_from_elsewhere():
+    side = FakeEngineSide({"a"})
+    cache = side.cache(2)
+    await cache.ensure("a", AdapterSpec(name="a", base_model="m", source="/old"))
+    await cache.ensure("a", version=source_digest("/old"))  # a request: it was registered
+    assert await cache.prune() == ["a"]  # the registry now says /adapters/a
+    assert side.unloads == ["a"] and cache.loaded() == []
+
+
+async def test_prune_spares_an_admin_load_not_yet_registered_until_it_settles():
+    side = FakeEngineSide(set())  # loaded by the admin route, registration on its way
+    cache = side.cache(2)
+    await cache.ensure("a", AdapterSpec(name="a", base_model="m", source="/adapters/a"))
+    assert await cache.prune() == [] and side.loaded == {"a"}
+    assert await cache.prune(settle_s=0) == ["a"]  # never registered: the load failed over
+
+    await cache.ensure("b", AdapterSpec(name="b", base_model="m", source="/adapters/b"))
+    side.known = {"b"}
+    assert await cache.prune() == []  # registered now: from here on, a deletion unloads it
+    side.known = set()
+    assert await cache.prune() == ["b"] and cache.loaded() == []
