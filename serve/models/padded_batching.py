@@ -13,24 +13,34 @@ longest) and spliced in, left-padded to the batch's length (or padding the batch
 theirs); finished and cancelled rows are cut out, and columns that are padding for every
 row trimmed. Each row samples with its own temperature, top_p and
 seed (a generator of its own), so a seeded request repeats whatever else is in the batch.
+Each row also runs through its own LoRA adapter, if any (``MultiLoraModel``): requests
+for different adapters and for the base model share one batch. Adapters are loaded and
+unloaded on the loop's thread between two steps (``call``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from serve.models.engine import SamplingParams
+from serve.models.multi_lora import MultiLoraModel
 
 GREEDY_BELOW = 1e-4  # temperatures under this are argmax
+T = TypeVar("T")
+
+
+class BatchLoopStopped(RuntimeError):
+    """The loop is gone (stopped, or crashed): what was asked of it will not happen."""
 
 
 @dataclass(slots=True)
@@ -53,6 +63,7 @@ class _Request:
     params: SamplingParams
     handler: Callable[[StepResult], None]
     loop: asyncio.AbstractEventLoop
+    adapter: str | None = None
     generator: torch.Generator | None = None
     generated: list[int] = field(default_factory=list)
     length: int = 0  # real tokens in the cache for this row = the next token's position
@@ -60,11 +71,14 @@ class _Request:
 
 class PaddedBatcher:
     def __init__(self, model: Any, *, eos_token_ids: list[int], max_batch: int = 64) -> None:
-        self.model = model
+        self.model = MultiLoraModel(model)
         self.eos_token_ids = set(eos_token_ids)
         self._live: set[str] = set()  # submitted, not finished: what a cancel can hit
         self.max_batch = max_batch
         self._pending: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future]] = (
+            queue.SimpleQueue()
+        )
         self._cancelled: set[str] = set()
         self._rows: list[_Request] = []
         self._cache: Any = None
@@ -84,9 +98,16 @@ class PaddedBatcher:
         return self._thread is not None and self._thread.is_alive() and self.error is None
 
     def submit(
-        self, prompt: list[int], params: SamplingParams, handler: Callable[[StepResult], None]
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        handler: Callable[[StepResult], None],
+        adapter: str | None = None,
     ) -> str:
-        """Queue a request; ``handler`` runs on the caller's event loop with each step."""
+        """Queue a request (through ``adapter``, which must be loaded); ``handler`` runs on
+        the caller's event loop with each step."""
+        if adapter is not None and adapter not in self.model.adapters:
+            raise KeyError(f"adapter {adapter!r} is not loaded")
         request_id = f"req-{next(self._ids)}"
         generator = None
         if params.seed is not None:
@@ -99,6 +120,7 @@ class PaddedBatcher:
                 params,
                 handler,
                 asyncio.get_running_loop(),
+                adapter,
                 generator,
             )
         )
@@ -110,6 +132,19 @@ class PaddedBatcher:
         if request_id in self._live:
             self._cancelled.add(request_id)
             self._wake.set()
+
+    def call(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``fn`` on the loop's thread between two steps, where it may change the
+        model (load or unload an adapter)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        if not self.is_running():
+            future.set_exception(BatchLoopStopped(f"the batch loop is not running: {self.error}"))
+            return future
+        self._calls.put((fn, future))
+        self._wake.set()
+        if not self.is_running():  # it died meanwhile, maybe after failing the queue
+            self._fail_calls(BatchLoopStopped(f"the batch loop stopped: {self.error}"))
+        return future
 
     @property
     def running(self) -> int:
@@ -130,6 +165,7 @@ class PaddedBatcher:
         try:
             with torch.inference_mode():
                 while not self._stopping:
+                    self._run_calls()
                     self._drop(self._cancelled)
                     self._admit()
                     if not self._rows:
@@ -141,6 +177,29 @@ class PaddedBatcher:
             self.error = f"{type(exc).__name__}: {exc}"
             for row in self._rows:
                 self._deliver(row, StepResult(list(row.generated), True, self.error))
+        finally:
+            self._fail_calls(BatchLoopStopped(f"the batch loop stopped: {self.error}"))
+
+    def _queued_calls(self) -> Iterator[tuple[Callable[[], Any], concurrent.futures.Future]]:
+        """Take the queued calls that nobody has cancelled, one at a time."""
+        while True:
+            try:
+                fn, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                yield fn, future
+
+    def _run_calls(self) -> None:
+        for fn, future in self._queued_calls():
+            try:
+                future.set_result(fn())
+            except Exception as exc:  # the caller's error (a bad adapter), not the loop's
+                future.set_exception(exc)
+
+    def _fail_calls(self, error: Exception) -> None:
+        for _, future in self._queued_calls():
+            future.set_exception(error)
 
     def _admit(self) -> None:
         """Prefill what waits (as many as fit), together, and splice it into the batch."""
@@ -173,6 +232,7 @@ class PaddedBatcher:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         logits = self.model(
+            [r.adapter for r in arrivals],
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
@@ -213,6 +273,7 @@ class PaddedBatcher:
         positions = torch.tensor([[r.length] for r in rows], device=device)
         self._mask = torch.nn.functional.pad(self._mask, (0, 1), value=1)
         logits = self.model(
+            [r.adapter for r in rows],
             input_ids=ids,
             attention_mask=self._mask,
             position_ids=positions,

@@ -8,11 +8,11 @@ vanishing temperature since one batch samples for everyone. A per-request seed i
 honoured by ``serve.models.sampling`` (Gumbel-max with noise seeded per request and
 position), which also applies top_p only to the rows that ask for it.
 
-LoRA adapters: transformers' batches cannot mix adapters (the batch is one packed
-sequence), so each loaded adapter gets a batch of its own over a copy of the model that
-shares every base weight tensor and adds only the adapter's (a few MB). Requests for
-the same adapter batch together; different adapters run side by side. vLLM mixes
-adapters inside one batch.
+LoRA adapters: the padded batch mixes them, each row through its own adapter
+(``serve.models.multi_lora``). transformers' continuous batching cannot (a step is one
+packed sequence through one set of weights), so there each loaded adapter gets a batch of
+its own over a copy of the model that shares every base weight tensor and adds only the
+adapter's (a few MB); different adapters run side by side.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from serve.models.engine import (
     first_stop,
     stop_prefix_len,
 )
-from serve.models.padded_batching import PaddedBatcher
+from serve.models.padded_batching import BatchLoopStopped, PaddedBatcher
 from serve.models.sampling import add_request_sampling
 
 GREEDY_TEMPERATURE = 1e-5  # temperature 0 as a vanishing temperature: argmax in practice
@@ -68,7 +68,9 @@ class TransformersEngine(TokenizerEncoding):
         self._device = device
         self._dtype = dtype
         self._model: Any = None
-        self._managers: dict[str | None, Any] = {}  # None: the base model's batch
+        # The batch each adapter's requests join (None: the base model's). The padded
+        # batch serves them all: every key maps to the same one.
+        self._managers: dict[str | None, Any] = {}
         self.tokenizer: Any = None
         self.context_window = 0
         self.config: dict[str, Any] = {}
@@ -136,6 +138,11 @@ class TransformersEngine(TokenizerEncoding):
     async def load_adapter(self, name: str, path: Path) -> None:
         if name in self._managers:
             return
+        if self._padded:
+            batcher = self._managers[None]
+            await _between_steps(batcher, lambda: batcher.model.add(name, path))
+            self._managers[name] = batcher
+            return
         self._managers[name] = await asyncio.to_thread(self._adapter_batching, path)
 
     def _adapter_batching(self, path: Path) -> Any:
@@ -150,16 +157,22 @@ class TransformersEngine(TokenizerEncoding):
 
     async def unload_adapter(self, name: str) -> None:
         manager = self._managers.pop(name, None)
-        if manager is not None:
+        if isinstance(manager, PaddedBatcher):
+            await _between_steps(manager, lambda: manager.model.remove(name))
+        elif manager is not None:
             await asyncio.to_thread(manager.stop, True)
+
+    def _loops(self) -> list[Any]:
+        """Each batching loop once."""
+        return list({id(m): m for m in self._managers.values()}.values())
 
     def healthy(self) -> bool:
         """Whether every batching loop runs (one dies on an engine crash or OOM)."""
-        return bool(self._managers) and all(m.is_running() for m in self._managers.values())
+        return bool(self._managers) and all(m.is_running() for m in self._loops())
 
     def stats(self) -> EngineStats:
         running = waiting = 0
-        for manager in self._managers.values():
+        for manager in self._loops():
             if isinstance(manager, PaddedBatcher):
                 running += manager.running
                 waiting += manager.waiting
@@ -187,7 +200,7 @@ class TransformersEngine(TokenizerEncoding):
             )
         check_fits(len(prompt_ids), params, self.context_window)
         results: asyncio.Queue[Any] = asyncio.Queue()
-        request_id = _submit(manager, prompt_ids, params, results.put_nowait)
+        request_id = _submit(manager, prompt_ids, params, results.put_nowait, adapter)
         decoder = IncrementalDecoder(self.tokenizer)
         text, sent, seen = "", 0, 0
         finished = False  # by the engine; a stop string ends it here and cancels it there
@@ -220,7 +233,7 @@ class TransformersEngine(TokenizerEncoding):
                 manager.cancel_request(request_id)  # frees the slot and its KV blocks
 
     async def stop(self) -> None:
-        managers, self._managers = list(self._managers.values()), {}
+        managers, self._managers = self._loops(), {}
         for manager in managers:
             await asyncio.to_thread(manager.stop, True)
 
@@ -240,10 +253,27 @@ async def _next_result(results: asyncio.Queue[Any], manager: Any) -> Any:
                 ) from None
 
 
-def _submit(manager: Any, prompt_ids: list[int], params: SamplingParams, handler: Any) -> str:
-    """Queue a request on either batcher; ``handler`` gets each step's result."""
+async def _between_steps(batcher: PaddedBatcher, change: Any) -> None:
+    """Change the padded batch's model on its loop's thread; 503 if that loop is gone."""
+    try:
+        await asyncio.wrap_future(batcher.call(change))
+    except BatchLoopStopped:
+        raise ServiceUnavailable(
+            "The model engine stopped; its replica is being replaced.", retry_after=5
+        ) from None
+
+
+def _submit(
+    manager: Any,
+    prompt_ids: list[int],
+    params: SamplingParams,
+    handler: Any,
+    adapter: str | None,
+) -> str:
+    """Queue a request on either batcher; ``handler`` gets each step's result. A
+    continuous batch is bound to its adapter already; the padded one picks per row."""
     if isinstance(manager, PaddedBatcher):
-        return manager.submit(prompt_ids, params, handler)
+        return manager.submit(prompt_ids, params, handler, adapter)
     seeded = {} if params.seed is None else {"seed": params.seed}
     request_id = manager.add_request(
         list(prompt_ids),

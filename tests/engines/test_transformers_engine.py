@@ -47,4 +47,51 @@ async def test_a_dead_engine_fails_requests_with_503_instead_of_hanging(tmp_path
     with pytest.raises(ServiceUnavailable) as err:
         await asyncio.wait_for(run(eng, chat(eng, "hi"), max_tokens=4), 15)
     assert err.value.status_code == 503
+    if batching == "padded":  # adapters load on the loop's thread: none to load them
+        with pytest.raises(ServiceUnavailable):
+            await asyncio.wait_for(eng.load_adapter("a", tmp_path), 15)
     await eng.stop()
+
+
+async def test_the_padded_batch_mixes_adapters_and_survives_their_unloading(
+    tiny_model, adapter_dirs
+):
+    """Base and adapter requests share one batch (each row through its own adapter),
+    and adapters come and go in any order without touching the others' answers."""
+    from serve.models.transformers_engine import TransformersEngine
+
+    eng = TransformersEngine(tiny_model, batching="padded")
+    await eng.start()
+    try:
+        prompt = chat(eng, "def handler(event):")
+        base = (await run(eng, prompt, max_tokens=10))[0]
+        await eng.load_adapter("support", adapter_dirs["support"])
+        await eng.load_adapter("legal", adapter_dirs["legal"])
+        legal = (await run(eng, prompt, "legal", max_tokens=10))[0]
+        batcher = eng._managers[None]
+        widest = 0
+
+        async def watch() -> None:
+            nonlocal widest
+            while True:
+                widest = max(widest, batcher.running)
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(watch())
+        together = await asyncio.gather(
+            *(run(eng, prompt, a, max_tokens=40) for a in (None, "support", "legal"))
+        )
+        watcher.cancel()
+        assert widest == 3  # one batch of three rows, not three batches
+        assert together[0][0].startswith(base) and together[2][0].startswith(legal)
+
+        await eng.unload_adapter("support")  # the first loaded: PEFT's active adapter
+        assert (await run(eng, prompt, "legal", max_tokens=10))[0] == legal
+        assert (await run(eng, prompt, max_tokens=10))[0] == base
+        await eng.unload_adapter("legal")  # the last: PEFT's wrappers go too
+        assert batcher.model.adapters == []
+        assert (await run(eng, prompt, max_tokens=10))[0] == base
+        await eng.load_adapter("legal", adapter_dirs["legal"])
+        assert (await run(eng, prompt, "legal", max_tokens=10))[0] == legal
+    finally:
+        await eng.stop()

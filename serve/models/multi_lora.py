@@ -1,0 +1,85 @@
+"""One base model, many LoRA adapters, one batch: each row runs through its own adapter.
+
+PEFT's mixed-batch forward (``adapter_names``, one name per row; ``__base__`` for none)
+computes the base layers once for the whole batch and each adapter's low-rank update on
+its rows only, so requests for different adapters share every decode step. Adapters are
+added and removed in place, over the same base tensors. With no adapter loaded the LoRA
+wrappers are taken out again (``unload``): on the tiny model they cost ~0.7 of a 1.5 ms
+step even when every row is ``__base__``.
+
+Not thread-safe: the batch loop owns it and changes it between two steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+class MultiLoraModel:
+    def __init__(self, model: Any) -> None:
+        self._base = model
+        self._peft: Any = None  # a PeftModel while at least one adapter is loaded
+
+    @property
+    def config(self) -> Any:
+        return self._base.config
+
+    @property
+    def device(self) -> Any:
+        return self._base.device
+
+    @property
+    def adapters(self) -> list[str]:
+        return [] if self._peft is None else list(self._peft.peft_config)
+
+    def __call__(self, adapters: Sequence[str | None], **inputs: Any) -> Any:
+        """The model's forward over ``inputs``, row i through ``adapters[i]``."""
+        if self._peft is None:
+            return self._base(**inputs)
+        return self._peft(**inputs, adapter_names=[a or BASE for a in adapters])
+
+    def add(self, name: str, path: Path) -> None:
+        """Load the PEFT LoRA adapter at ``path`` as ``name`` (a no-op if it is loaded)."""
+        from peft import PeftModel
+
+        if name in self.adapters:
+            return
+        try:
+            if self._peft is None:
+                peft = PeftModel.from_pretrained(
+                    self._base, str(path), adapter_name=name, is_trainable=False
+                )
+                self._peft = peft.eval()
+            else:
+                self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        except Exception:
+            self._discard(name)  # half-injected LoRA layers would change other rows
+            raise
+
+    def _discard(self, name: str) -> None:
+        if self._peft is not None:
+            if name in self._peft.peft_config:
+                self.remove(name)
+            return
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for parent in list(self._base.modules()):
+            for child_name, child in list(parent.named_children()):
+                if isinstance(child, BaseTunerLayer):
+                    setattr(parent, child_name, child.get_base_layer())
+        # PEFT also left its config on the model; the next load would find the ghost.
+        self._base.__dict__.pop("peft_config", None)
+
+    def remove(self, name: str) -> None:
+        """Drop ``name``; the last one out takes PEFT's wrappers with it."""
+        if name not in self.adapters:
+            return
+        if len(self.adapters) == 1:
+            self._base = self._peft.unload()  # the base modules back, unmerged
+            self._peft = None
+        else:
+            self._peft.delete_adapter(name)
