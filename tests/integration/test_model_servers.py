@@ -8,21 +8,14 @@ import time
 
 import httpx2
 import openai
-import pytest
 import ray
 
 from forge.cli import model_stats
 from serve.app import APP_NAME
 from serve.deployments import ACTOR_NAMESPACE, DIRECTORY_ACTOR
+from tests.live_platform import ask, check_adapter_serving
 
 PROMPT = [{"role": "user", "content": "def handler(event):"}]
-
-
-def ask(platform, model: str, **extra) -> str:
-    reply = platform.sdk().chat.completions.create(
-        model=model, messages=PROMPT, max_tokens=10, temperature=0, **extra
-    )
-    return reply.choices[0].message.content
 
 
 def replica_stats() -> dict:
@@ -31,18 +24,7 @@ def replica_stats() -> dict:
 
 
 def test_adapters_through_model_multiplexing_and_status(platform, adapter_dirs):
-    base = ask(platform, "tiny-llama")
-    r = httpx2.post(
-        platform.url + "/admin/adapters",
-        json={"name": "support", "model": "tiny-llama", "source": str(adapter_dirs["support"])},
-        headers={"authorization": f"Bearer {platform.admin_key}"},
-        timeout=60,
-    )
-    assert r.status_code == 201, r.text
-    tuned = ask(platform, "tiny-llama:support")
-    assert tuned != base and ask(platform, "support") == tuned
-    with pytest.raises(openai.NotFoundError):
-        ask(platform, "tiny-llama:ghost")
+    check_adapter_serving(platform, "tiny-llama", str(adapter_dirs["support"]))
 
     deadline = time.monotonic() + 30  # replicas report at each health check (5 s)
     while time.monotonic() < deadline:
