@@ -30,6 +30,10 @@ from forge.adapters import AdapterMismatch, AdapterNotFound, AdapterSpec, source
 from forge.errors import InvalidRequest
 
 ADAPTER_CONFIG = "adapter_config.json"
+# LoRA variants that need weights of their own beside A and B: PEFT's mixed-adapter batch
+# refuses DoRA, and whole-module copies (modules_to_save, trainable tokens) break the
+# other adapters' rows.
+UNSERVED_LORA_OPTIONS = ("use_dora", "modules_to_save", "trainable_token_indices")
 # The admin route loads an adapter on a replica before it registers it: a prune in between
 # must not undo that load, so an adapter never yet seen registered is pruned only this
 # long after it loaded.
@@ -117,6 +121,13 @@ def check_adapter(path: Path, base_config: dict[str, Any], max_rank: int) -> Ada
             f"Only LoRA adapters are served; this one is {cfg.get('peft_type')!r}.",
             param="source",
         )
+    extras = [key for key in UNSERVED_LORA_OPTIONS if cfg.get(key)]
+    if extras:
+        raise InvalidRequest(
+            f"Only plain LoRA adapters are served; this one uses {', '.join(extras)} "
+            "(neither vLLM nor a mixed-adapter batch can run them).",
+            param="source",
+        )
     rank = int(cfg.get("r", 0))
     if rank > max_rank:
         raise InvalidRequest(
@@ -181,9 +192,12 @@ class AdapterCache:
         return list(self._entries)
 
     @asynccontextmanager
-    async def lease(self, name: str, version: str | None = None) -> AsyncIterator[None]:
-        """Hold ``name`` loaded while the block runs (loading it first when needed)."""
-        await self.ensure(name, version=version, lease=True)
+    async def lease(
+        self, name: str, version: str | None = None, *, registered: bool = False
+    ) -> AsyncIterator[None]:
+        """Hold ``name`` loaded while the block runs (loading it first when needed).
+        ``registered``: the caller found this version in the registry (the gateway did)."""
+        await self.ensure(name, version=version, lease=True, registered=registered)
         entry = self._entries[name]  # ensure returned right after taking the lease
         try:
             yield
@@ -201,6 +215,7 @@ class AdapterCache:
         *,
         version: str | None = None,
         lease: bool = False,
+        registered: bool = False,
     ) -> None:
         """Load ``name`` unless it is loaded from the same source (``spec``'s, or the one
         whose digest is ``version``), reloading if it changed; 404 for an adapter nobody
@@ -216,10 +231,12 @@ class AdapterCache:
                     await self._drop(name)  # registered again from elsewhere: reload
                     continue
                 entry.evicted = True  # in use: the old one drains, then this reloads
-                return await self._when_drained(name, spec, version, lease)
+                return await self._when_drained(
+                    name, spec=spec, version=version, lease=lease, registered=registered
+                )
             if entry is not None:  # loaded, or evicted but still draining: keep it
                 entry.evicted = False
-                entry.registered |= version is not None  # the gateway found it registered
+                entry.registered |= registered
                 self._entries.move_to_end(name)
                 if lease:
                     entry.leases += 1
@@ -248,12 +265,11 @@ class AdapterCache:
         if not task.cancelled():
             task.exception()  # retrieved: waiters re-raise it, nobody else has to
 
-    async def _when_drained(
-        self, name: str, spec: AdapterSpec | None, version: str | None, lease: bool
-    ) -> None:
+    async def _when_drained(self, name: str, **ensure: Any) -> None:
+        """``ensure(name, **ensure)`` once the copy now loaded has been dropped."""
         while name in self._entries:
             await asyncio.sleep(0.05)
-        await self.ensure(name, spec, version=version, lease=lease)
+        await self.ensure(name, **ensure)
 
     async def evict(self, name: str, version: str | None = None) -> None:
         """Drop ``name`` now, or when its last running request ends (only the copy from
@@ -272,7 +288,10 @@ class AdapterCache:
         registered (just loaded by the admin route) only ``settle_s`` after its load."""
         stale: list[str] = []
         for name, entry in list(self._entries.items()):
-            spec = await self._resolve(name)
+            try:
+                spec = await self._resolve(name)
+            except Exception:  # this one next time; the others now
+                continue
             if spec is not None and spec.source == entry.source:
                 entry.registered = True
             elif entry.registered or time.monotonic() - entry.loaded_at >= settle_s:

@@ -12,6 +12,7 @@ Not thread-safe: the batch loop owns it and changes it between two steps.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ class MultiLoraModel:
     def __init__(self, model: Any) -> None:
         self._base = model
         self._peft: Any = None  # a PeftModel while at least one adapter is loaded
+        # Public name -> PEFT's name for it: PEFT refuses dots in adapter names and
+        # gives ``__base__`` its own meaning, and our names allow both.
+        self._names: dict[str, str] = {}
+        self._ids = itertools.count()
 
     @property
     def config(self) -> Any:
@@ -34,36 +39,54 @@ class MultiLoraModel:
 
     @property
     def adapters(self) -> list[str]:
-        return [] if self._peft is None else list(self._peft.peft_config)
+        return list(self._names)
 
     def __call__(self, adapters: Sequence[str | None], **inputs: Any) -> Any:
         """The model's forward over ``inputs``, row i through ``adapters[i]``."""
         if self._peft is None:
             return self._base(**inputs)
-        return self._peft(**inputs, adapter_names=[a or BASE for a in adapters])
+        names = [BASE if a is None else self._names[a] for a in adapters]
+        return self._peft(**inputs, adapter_names=names)
 
     def add(self, name: str, path: Path) -> None:
-        """Load the PEFT LoRA adapter at ``path`` as ``name`` (a no-op if it is loaded)."""
+        """Load the PEFT LoRA adapter at ``path`` as ``name``, replacing one of that name."""
         from peft import PeftModel
 
-        if name in self.adapters:
-            return
+        self.remove(name)
+        internal = f"adapter{next(self._ids)}"
         try:
             if self._peft is None:
                 peft = PeftModel.from_pretrained(
-                    self._base, str(path), adapter_name=name, is_trainable=False
+                    self._base, str(path), adapter_name=internal, is_trainable=False
                 )
                 self._peft = peft.eval()
             else:
-                self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+                self._peft.load_adapter(str(path), adapter_name=internal, is_trainable=False)
         except Exception:
-            self._discard(name)  # half-injected LoRA layers would change other rows
+            self._discard(internal)  # half-injected LoRA layers would change other rows
             raise
+        self._names[name] = internal
 
-    def _discard(self, name: str) -> None:
+    def remove(self, name: str) -> None:
+        """Drop ``name``; the last one out takes PEFT's wrappers with it."""
+        internal = self._names.pop(name, None)
+        if internal is not None:
+            self._delete(internal)
+
+    def _delete(self, internal: str) -> None:
+        if len(self._peft.peft_config) == 1:
+            self._base = self._peft.unload()  # the base modules back, unmerged
+            self._peft = None
+            return
+        self._peft.delete_adapter(internal)
+        # PEFT may leave the deleted adapter active (when the others target other
+        # modules), and every later forward would then fail on it.
+        self._peft.set_adapter(next(iter(self._peft.peft_config)), inference_mode=True)
+
+    def _discard(self, internal: str) -> None:
         if self._peft is not None:
-            if name in self._peft.peft_config:
-                self.remove(name)
+            if internal in self._peft.peft_config:
+                self._delete(internal)
             return
         from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -73,13 +96,3 @@ class MultiLoraModel:
                     setattr(parent, child_name, child.get_base_layer())
         # PEFT also left its config on the model; the next load would find the ghost.
         self._base.__dict__.pop("peft_config", None)
-
-    def remove(self, name: str) -> None:
-        """Drop ``name``; the last one out takes PEFT's wrappers with it."""
-        if name not in self.adapters:
-            return
-        if len(self.adapters) == 1:
-            self._base = self._peft.unload()  # the base modules back, unmerged
-            self._peft = None
-        else:
-            self._peft.delete_adapter(name)

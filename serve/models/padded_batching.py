@@ -79,6 +79,8 @@ class PaddedBatcher:
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future]] = (
             queue.SimpleQueue()
         )
+        self._calls_lock = threading.Lock()
+        self._calls_closed = False
         self._cancelled: set[str] = set()
         self._rows: list[_Request] = []
         self._cache: Any = None
@@ -137,14 +139,24 @@ class PaddedBatcher:
         """Run ``fn`` on the loop's thread between two steps, where it may change the
         model (load or unload an adapter)."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        if not self.is_running():
-            future.set_exception(BatchLoopStopped(f"the batch loop is not running: {self.error}"))
-            return future
-        self._calls.put((fn, future))
+        with self._calls_lock:  # no call queued after the loop's last drain
+            if self._calls_closed or not self.is_running():
+                error = BatchLoopStopped(f"the batch loop is not running: {self.error}")
+                future.set_exception(error)
+                return future
+            self._calls.put((fn, future))
         self._wake.set()
-        if not self.is_running():  # it died meanwhile, maybe after failing the queue
-            self._fail_calls(BatchLoopStopped(f"the batch loop stopped: {self.error}"))
         return future
+
+    def remove_adapter(self, name: str) -> None:
+        """Unload ``name``; call it through ``call``. A row still on it (its client's
+        lease ended before its cancel arrived) ends with an error instead of running on
+        through weights that are gone."""
+        orphans = [r for r in self._rows if r.adapter == name]
+        for row in orphans:
+            self._deliver(row, StepResult(list(row.generated), True, f"{name!r} was unloaded"))
+        self._drop({r.request_id for r in orphans})
+        self.model.remove(name)
 
     @property
     def running(self) -> int:
@@ -178,6 +190,8 @@ class PaddedBatcher:
             for row in self._rows:
                 self._deliver(row, StepResult(list(row.generated), True, self.error))
         finally:
+            with self._calls_lock:
+                self._calls_closed = True
             self._fail_calls(BatchLoopStopped(f"the batch loop stopped: {self.error}"))
 
     def _queued_calls(self) -> Iterator[tuple[Callable[[], Any], concurrent.futures.Future]]:
@@ -211,6 +225,11 @@ class PaddedBatcher:
                 break
             if request.request_id in self._cancelled:
                 self._cancelled.discard(request.request_id)
+                self._live.discard(request.request_id)
+                continue
+            if request.adapter is not None and request.adapter not in self.model.adapters:
+                error = f"{request.adapter!r} was unloaded"
+                self._deliver(request, StepResult([], True, error))
                 self._live.discard(request.request_id)
                 continue
             arrivals.append(request)

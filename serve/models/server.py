@@ -11,7 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -181,8 +181,10 @@ class ModelServerProvider:
         async def chunks() -> AsyncIterator[dict[str, Any]]:
             last: EngineOutput | None = None
             first = True
-            async with self._holding(adapter):
-                async for out in engine.generate(ids, params, name):
+            # Closed inside the lease: the engine request is cancelled before the adapter
+            # may be unloaded (a client that left must not leave a row on it).
+            async with self._holding(adapter), aclosing(engine.generate(ids, params, name)) as outs:
+                async for out in outs:
                     last = out
                     yield self._chunk(endpoint, cid, public_model, out, first)
                     first = False
@@ -214,7 +216,8 @@ class ModelServerProvider:
         """A lease on the adapter that ``adapter`` (a reference, name@digest) names."""
         if adapter is None:
             return nullcontext()
-        return self.adapters.lease(*parse_adapter_ref(adapter))
+        # The gateway resolved this reference in the registry: it is registered.
+        return self.adapters.lease(*parse_adapter_ref(adapter), registered=True)
 
     async def complete(
         self,
@@ -228,8 +231,8 @@ class ModelServerProvider:
         t0 = time.perf_counter()
         text, last = [], None
         name = parse_adapter_ref(adapter)[0] if adapter else None
-        async with self._holding(adapter):
-            async for out in engine.generate(ids, params, name):
+        async with self._holding(adapter), aclosing(engine.generate(ids, params, name)) as outs:
+            async for out in outs:
                 text.append(out.text)
                 last = out
         assert last is not None

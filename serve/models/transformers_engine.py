@@ -158,7 +158,7 @@ class TransformersEngine(TokenizerEncoding):
     async def unload_adapter(self, name: str) -> None:
         manager = self._managers.pop(name, None)
         if isinstance(manager, PaddedBatcher):
-            await _between_steps(manager, lambda: manager.model.remove(name))
+            await _between_steps(manager, lambda: manager.remove_adapter(name))
         elif manager is not None:
             await asyncio.to_thread(manager.stop, True)
 
@@ -254,9 +254,11 @@ async def _next_result(results: asyncio.Queue[Any], manager: Any) -> Any:
 
 
 async def _between_steps(batcher: PaddedBatcher, change: Any) -> None:
-    """Change the padded batch's model on its loop's thread; 503 if that loop is gone."""
+    """Change the padded batch's model on its loop's thread; 503 if that loop is gone.
+    Shielded: a caller cancelled meanwhile (a client leaving, a timed-out prune) must not
+    cancel the change itself, or an unload would be skipped and the old weights stay."""
     try:
-        await asyncio.wrap_future(batcher.call(change))
+        await asyncio.shield(asyncio.wrap_future(batcher.call(change)))
     except BatchLoopStopped:
         raise ServiceUnavailable(
             "The model engine stopped; its replica is being replaced.", retry_after=5

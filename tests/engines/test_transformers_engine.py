@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from forge.errors import ServiceUnavailable
+from serve.models.engine import SamplingParams
 from serve.models.tiny import TinyModelSpec, build_tiny_model
 from tests.engines.conformance import (
     EngineConformance,
@@ -93,5 +94,43 @@ async def test_the_padded_batch_mixes_adapters_and_survives_their_unloading(
         assert (await run(eng, prompt, max_tokens=10))[0] == base
         await eng.load_adapter("legal", adapter_dirs["legal"])
         assert (await run(eng, prompt, "legal", max_tokens=10))[0] == legal
+    finally:
+        await eng.stop()
+
+
+async def test_an_unload_survives_its_caller_leaving_and_ends_rows_left_on_it(
+    tiny_model, adapter_dirs
+):
+    """An unload whose caller is cancelled still happens (else the old weights would be
+    served on); a row still on the adapter ends with an error, the loop runs on."""
+    from serve.models.padded_batching import StepResult
+    from serve.models.transformers_engine import TransformersEngine
+
+    eng = TransformersEngine(tiny_model, batching="padded")
+    await eng.start()
+    try:
+        batcher = eng._managers[None]
+        await eng.load_adapter("support", adapter_dirs["support"])
+        unload = asyncio.create_task(eng.unload_adapter("support"))
+        await asyncio.sleep(0)
+        unload.cancel()
+        for _ in range(100):
+            if not batcher.model.adapters:
+                break
+            await asyncio.sleep(0.02)
+        assert batcher.model.adapters == [] and batcher.is_running()
+
+        await eng.load_adapter("support", adapter_dirs["support"])
+        results: asyncio.Queue[StepResult] = asyncio.Queue()
+        prompt = chat(eng, "def handler(event):")
+        batcher.submit(prompt, SamplingParams(max_tokens=2000), results.put_nowait, "support")
+        await results.get()  # it runs
+        await eng.unload_adapter("support")  # no lease here: nothing stops the unload
+        last = await results.get()
+        while not last.is_finished():
+            last = await results.get()
+        assert last.error and "unloaded" in last.error
+        assert batcher.is_running() and batcher.running == 0
+        assert (await run(eng, prompt, max_tokens=4))[0]
     finally:
         await eng.stop()

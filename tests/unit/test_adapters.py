@@ -46,6 +46,23 @@ def test_a_directory_that_is_not_an_adapter_is_400(tiny_model, tmp_path):
         fetch_adapter(str(tiny_model), tmp_path)
 
 
+@pytest.mark.parametrize(
+    "option",
+    [{"use_dora": True}, {"modules_to_save": ["lm_head"]}, {"trainable_token_indices": [3]}],
+)
+def test_lora_variants_with_weights_of_their_own_are_400(
+    tiny_model, adapter_dirs, tmp_path, option
+):
+    import shutil
+
+    path = shutil.copytree(adapter_dirs["support"], tmp_path / "variant")
+    config = json.loads((path / "adapter_config.json").read_text())
+    (path / "adapter_config.json").write_text(json.dumps({**config, **option}))
+    with pytest.raises(InvalidRequest, match="plain LoRA") as err:
+        check_adapter(path, base_config(tiny_model), max_rank=16)
+    assert err.value.status_code == 400 and err.value.param == "source"
+
+
 def test_shape_check_accepts_its_base_and_refuses_another(tiny_model, adapter_dirs):
     shape = check_adapter(adapter_dirs["support"], base_config(tiny_model), max_rank=16)
     assert shape.rank == 8 and shape.target_modules == ("o_proj", "q_proj", "v_proj")
@@ -195,7 +212,8 @@ async def test_prune_unloads_an_adapter_registered_again_from_elsewhere():
     side = FakeEngineSide({"a"})
     cache = side.cache(2)
     await cache.ensure("a", AdapterSpec(name="a", base_model="m", source="/old"))
-    await cache.ensure("a", version=source_digest("/old"))  # a request: it was registered
+    async with cache.lease("a", version=source_digest("/old"), registered=True):
+        pass  # a request the gateway routed: it was registered
     assert await cache.prune() == ["a"]  # the registry now says /adapters/a
     assert side.unloads == ["a"] and cache.loaded() == []
 
@@ -204,6 +222,7 @@ async def test_prune_spares_an_admin_load_not_yet_registered_until_it_settles():
     side = FakeEngineSide(set())  # loaded by the admin route, registration on its way
     cache = side.cache(2)
     await cache.ensure("a", AdapterSpec(name="a", base_model="m", source="/adapters/a"))
+    await cache.ensure("a", version=source_digest("/adapters/a"))  # Serve's multiplexer
     assert await cache.prune() == [] and side.loaded == {"a"}
     assert await cache.prune(settle_s=0) == ["a"]  # never registered: the load failed over
 

@@ -74,3 +74,39 @@ def test_a_failed_load_leaves_the_other_rows_as_they_were(
     model.add("legal", adapter_dirs["legal"])
     assert model.adapters == ["legal"]
     model.remove("legal")
+
+
+def test_removing_the_first_adapter_when_the_others_target_other_modules(
+    base, adapter_dirs, tmp_path, tiny_model
+):
+    """PEFT left the deleted adapter active when the remaining one wraps other modules,
+    and every forward then failed, base rows included."""
+    from serve.models.tiny import build_tiny_adapter
+
+    mlp = build_tiny_adapter(
+        tiny_model, tmp_path / "mlp", seed=5, target_modules=("gate_proj", "down_proj")
+    )
+    model = MultiLoraModel(base)
+    plain = logits(model, [None] * 3)
+    model.add("support", adapter_dirs["support"])  # q, v, o
+    model.add("mlp", mlp)
+    alone = logits(model, ["mlp"] * 3)[0]
+    model.remove("support")
+    mixed = logits(model, ["mlp", None, None])
+    torch.testing.assert_close(mixed[0], alone)
+    torch.testing.assert_close(mixed[1:], plain[1:])
+    model.remove("mlp")
+
+
+@pytest.mark.parametrize("name", ["support.v2", "__base__"])
+def test_any_registrable_name_is_an_adapter_of_its_own(base, adapter_dirs, name):
+    """PEFT refuses dots in names and reads ``__base__`` as no adapter: public names are
+    mapped to names of our own."""
+    model = MultiLoraModel(base)
+    plain = logits(model, [None] * 3)
+    model.add(name, adapter_dirs["support"])
+    out = logits(model, [name, None, None])
+    assert not torch.allclose(out[0], plain[0])
+    torch.testing.assert_close(out[1:], plain[1:])
+    model.remove(name)
+    assert model.adapters == []
