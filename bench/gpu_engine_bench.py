@@ -7,7 +7,8 @@ Runs without Ray (the lent GPU machine has torch, transformers and peft only; py
 comes from wheels carried along, see bench/README.md). Same run, same model:
 - baseline: ``model.generate`` with static batches of 1 and 128 prompts;
 - the transformers engine at concurrency 1, 8, 32, 128: transformers' continuous
-  batching (with and without CUDA graphs) and our padded batch;
+  batching (with and without CUDA graphs) and our padded batch, the latter also with the
+  streams spread over 8 random LoRA adapters in one mixed batch;
 and each figure as a share of the weight+KV bandwidth roofline of the GPU.
 """
 
@@ -78,6 +79,54 @@ def build_model(shape: str, out: Path, device: str) -> Path:
     return out
 
 
+def build_adapters(path: Path, count: int, rank: int = 16) -> dict[str, Path]:
+    """``count`` random LoRA adapters on q/k/v/o, written as PEFT saves them (no need to
+    load the 1B base model to make them)."""
+    import torch
+    from safetensors.torch import save_file
+
+    config = json.loads((path / "config.json").read_text())
+    hidden, head_dim = config["hidden_size"], config["head_dim"]
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    shapes = {  # (in, out) features; serve.models.adapters has these too, but it needs
+        # SQLAlchemy, which the GPU machine lacks
+        "q_proj": (hidden, heads * head_dim),
+        "k_proj": (hidden, kv_heads * head_dim),
+        "v_proj": (hidden, kv_heads * head_dim),
+        "o_proj": (heads * head_dim, hidden),
+    }
+    modules = tuple(shapes)
+    adapters: dict[str, Path] = {}
+    for index in range(count):
+        generator = torch.Generator().manual_seed(index)
+        tensors = {}
+        for layer in range(config["num_hidden_layers"]):
+            for module in modules:
+                features_in, features_out = shapes[module]
+                prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+                a = torch.randn(rank, features_in, generator=generator) / features_in**0.5
+                b = torch.randn(features_out, rank, generator=generator) / rank
+                tensors[f"{prefix}.lora_A.weight"] = a.to(torch.bfloat16)
+                tensors[f"{prefix}.lora_B.weight"] = b.to(torch.bfloat16)
+        out = path.parent / f"adapter{index}"
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(out / "adapter_model.safetensors"))
+        lora = {
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": str(path),
+            "r": rank,
+            "lora_alpha": 2 * rank,
+            "lora_dropout": 0.0,
+            "target_modules": list(modules),
+            "bias": "none",
+            "inference_mode": True,
+        }
+        (out / "adapter_config.json").write_text(json.dumps(lora))
+        adapters[f"adapter{index}"] = out
+    return adapters
+
+
 def roofline_tps(params: int, cfg: dict[str, Any], batch: int, context: int, bw: float) -> float:
     """Tokens/s if every decode step only had to read the weights and each stream's KV."""
     kv_per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * 2
@@ -112,21 +161,34 @@ def _sync(device: str) -> None:
 
 
 async def engine_tps(
-    path: Path, prompts: list[list[int]], new: int, levels: list[int], device: str, **batching: Any
+    path: Path,
+    prompts: list[list[int]],
+    new: int,
+    levels: list[int],
+    device: str,
+    adapters: dict[str, Path] | None = None,
+    **batching: Any,
 ) -> dict[int, dict[str, float]]:
+    """Tokens/s and TTFT per concurrency level; with ``adapters``, request i goes
+    through adapter i mod their number."""
     from serve.models.engine import SamplingParams
     from serve.models.transformers_engine import TransformersEngine
 
     dtype = "bfloat16" if device == "cuda" else None
     engine = TransformersEngine(path, device=device, dtype=dtype, **batching)
     await engine.start()
+    names = list(adapters or {})
+    for name in names:
+        await engine.load_adapter(name, (adapters or {})[name])
+    turn = iter(range(10**9))
     results: dict[int, dict[str, float]] = {}
     try:
         params = SamplingParams(max_tokens=new, temperature=0)
 
         async def one(ids: list[int], ttfts: list[float]) -> int:
             t0, last = time.perf_counter(), None
-            async for out in engine.generate(ids, params):
+            adapter = names[next(turn) % len(names)] if names else None
+            async for out in engine.generate(ids, params, adapter):
                 if last is None:
                     ttfts.append((time.perf_counter() - t0) * 1000)
                 last = out
@@ -216,6 +278,10 @@ async def main() -> None:
             "batching": "continuous",
             "use_cuda_graph": True,
         }
+    variants["engine, padded batch, 8 LoRA adapters mixed"] = {
+        "batching": "padded",
+        "adapters": build_adapters(path, 8),
+    }
     for label, batching in variants.items():
         try:
             results = await engine_tps(path, prompts, args.new, levels, args.device, **batching)
