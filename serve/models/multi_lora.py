@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+# Loads run on the batch loop's thread and pause every stream: skip PEFT's random init of
+# the new LoRA matrices that the saved weights overwrite anyway (a 13 MB rank-64 adapter
+# on the small model: 32-40 ms instead of 44-55 ms on this CPU).
+LOAD_OPTIONS = {"is_trainable": False, "low_cpu_mem_usage": True}
 
 
 class MultiLoraModel:
@@ -57,11 +61,11 @@ class MultiLoraModel:
         try:
             if self._peft is None:
                 peft = PeftModel.from_pretrained(
-                    self._base, str(path), adapter_name=internal, is_trainable=False
+                    self._base, str(path), adapter_name=internal, **LOAD_OPTIONS
                 )
                 self._peft = peft.eval()
             else:
-                self._peft.load_adapter(str(path), adapter_name=internal, is_trainable=False)
+                self._peft.load_adapter(str(path), adapter_name=internal, **LOAD_OPTIONS)
         except Exception:
             self._discard(internal)  # half-injected LoRA layers would change other rows
             raise
