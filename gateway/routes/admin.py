@@ -59,7 +59,9 @@ class LoadAdapterRequest(BaseModel):
 
 
 class AdapterLoaded(AdapterInfo):
-    loaded_on: list[str] = Field(description="What the replica that loaded it now holds.")
+    replica_adapters: list[str] = Field(
+        description="The adapters the replica that loaded this one now holds, it included."
+    )
 
 
 @router.post("/adapters", response_model=AdapterLoaded, status_code=201)
@@ -97,7 +99,7 @@ async def load_adapter(
     info = await rt.directory.register_adapter(spec)
     if rt.adapters is not None:
         rt.adapters.forget(spec.name)
-    return AdapterLoaded(**info.model_dump(), loaded_on=loaded)
+    return AdapterLoaded(**info.model_dump(), replica_adapters=loaded)
 
 
 @router.get("/adapters", response_model=list[AdapterInfo])

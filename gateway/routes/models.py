@@ -1,9 +1,13 @@
-"""`GET /v1/models` and `GET /v1/models/{id}`: the public model names this platform serves."""
+"""`GET /v1/models` and `GET /v1/models/{id}`: the public model names this platform serves,
+registered LoRA adapters included (a client can send either name as ``model``)."""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Depends
 
+from forge.adapters import AdapterInfo
 from forge.config import ModelConfig
 from forge.keys import KeyInfo
 from forge.protocol.openai import ModelCard, ModelList
@@ -11,6 +15,7 @@ from gateway.deps import caller, runtime
 from gateway.runtime import GatewayRuntime
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 CREATED = 1_767_225_600  # 2026-01-01: configured models have no creation time of their own
 
@@ -19,15 +24,31 @@ def _card(model: ModelConfig) -> ModelCard:
     return ModelCard(id=model.name, created=CREATED, owned_by=model.provider)
 
 
+def _adapter_card(adapter: AdapterInfo, base: ModelConfig) -> ModelCard:
+    created = int(adapter.created_at.timestamp())
+    return ModelCard(id=adapter.name, created=created, owned_by=base.provider)
+
+
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(
     _: KeyInfo = Depends(caller), rt: GatewayRuntime = Depends(runtime)
 ) -> ModelList:
-    return ModelList(data=[_card(m) for m in rt.router.models])
+    cards = [_card(m) for m in rt.router.models]
+    served = {m.name: m for m in rt.router.models}
+    try:
+        adapters = await rt.directory.list_adapters()
+    except Exception as exc:  # the directory restarting: the configured models still list
+        log.warning("listing adapters failed: %s", type(exc).__name__)
+        adapters = []
+    cards += [_adapter_card(a, served[a.base_model]) for a in adapters if a.base_model in served]
+    return ModelList(data=cards)
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
 async def get_model(
     model_id: str, _: KeyInfo = Depends(caller), rt: GatewayRuntime = Depends(runtime)
 ) -> ModelCard:
-    return _card(rt.router.model(model_id))
+    """A configured model, or an adapter by its own name or as ``<base>:<adapter>``
+    (404 for neither, as for a request naming it)."""
+    target = (await rt.router.resolve(model_id))[0]
+    return _card(target.model)

@@ -37,7 +37,7 @@ UNSERVED_LORA_OPTIONS = ("use_dora", "modules_to_save", "trainable_token_indices
 # The admin route loads an adapter on a replica before it registers it: a prune in between
 # must not undo that load, so an adapter never yet seen registered is pruned only this
 # long after it loaded.
-PRUNE_SETTLE_S = 60.0
+PRUNE_SETTLE_S = 10.0
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
@@ -127,6 +127,7 @@ def check_adapter(path: Path, base_config: dict[str, Any], max_rank: int) -> Ada
             f"Only plain LoRA adapters are served; this one uses {', '.join(extras)} "
             "(neither vLLM nor a mixed-adapter batch can run them).",
             param="source",
+            code="unsupported_adapter",
         )
     rank = int(cfg.get("r", 0))
     if rank > max_rank:
@@ -149,10 +150,10 @@ def check_adapter(path: Path, base_config: dict[str, Any], max_rank: int) -> Ada
             elif ".lora_B." in key:
                 fits = shape[0] == features_out
         if not fits:
-            base = cfg.get("base_model_name_or_path") or "another model"
+            base = cfg.get("base_model_name_or_path") or "unknown"
             raise AdapterMismatch(
-                f"The adapter was trained for {base!r}, whose shapes differ from this "
-                f"model's ({key}: {shape}).",
+                f"The adapter's weights do not fit this model: {key} has shape "
+                f"{list(shape)}. (Its config names {base!r} as its base.)",
                 param="source",
             )
     return AdapterShape(rank=rank, target_modules=tuple(sorted(modules)))

@@ -1,5 +1,6 @@
 """A local sentence-embedding engine: transformers' AutoModel with mean pooling and L2
-normalisation (what sentence-transformers does for all-MiniLM-L6-v2), batched per request."""
+normalisation (what sentence-transformers does for all-MiniLM-L6-v2), batched per request.
+An input longer than ``max_length`` tokens is a 400, not silently truncated."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from forge.errors import InvalidRequest
+from forge.errors import ContextLengthExceeded, InvalidRequest
 
 MAX_INPUTS = 2048
 
@@ -43,9 +44,8 @@ class EmbeddingEngine:
     def _embed(self, texts: list[str], dimensions: int | None) -> tuple[list[list[float]], int]:
         import torch
 
-        batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
+        self._check_lengths(texts)
+        batch = self.tokenizer(texts, padding=True, return_tensors="pt")
         with torch.inference_mode():
             hidden = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -54,6 +54,18 @@ class EmbeddingEngine:
             pooled = pooled[:, :dimensions]
         vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return vectors.tolist(), int(batch["attention_mask"].sum())
+
+    def _check_lengths(self, texts: list[str]) -> None:
+        """400 for an input over the model's window, as OpenAI answers: truncating it
+        silently would embed a text the caller did not send."""
+        ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        for index, tokens in enumerate(ids):
+            if len(tokens) > self.max_length:
+                raise ContextLengthExceeded(
+                    f"Input {index} has {len(tokens)} tokens; this embedding model's "
+                    f"maximum is {self.max_length}. Shorten or split it.",
+                    param="input",
+                )
 
     async def embed(
         self, texts: list[str], dimensions: int | None = None

@@ -58,7 +58,7 @@ async def test_an_adapter_loads_without_restart_and_answers_by_both_names(gw, ad
     base = await answer(gw, "tiny-llama")
     r = await register(gw, "support", adapter_dirs["support"])
     assert r.status_code == 201, r.text
-    assert r.json()["loaded_on"] == ["support"] and r.json()["base_model"] == "tiny-llama"
+    assert r.json()["replica_adapters"] == ["support"] and r.json()["base_model"] == "tiny-llama"
     by_base = await answer(gw, "tiny-llama:support")
     assert by_base != base
     assert await answer(gw, "support") == by_base  # the alias
@@ -140,3 +140,19 @@ async def test_a_name_registered_again_from_another_source_serves_the_new_weight
     assert (await gw.http.delete("/admin/adapters/legal", headers=admin)).status_code == 204
     assert (await register(gw, "support", adapter_dirs["legal"])).status_code == 201
     assert await answer(gw, "support") == legal
+
+
+async def test_registered_adapters_are_listed_and_retrievable_as_models(gw, adapter_dirs):
+    client = gw.sdk()
+    assert (await register(gw, "support", adapter_dirs["support"])).status_code == 201
+    cards = {m.id: m async for m in client.models.list()}
+    assert {"tiny-llama", "tiny-twin", "gpt-x", "support"} <= set(cards)
+    assert cards["support"].owned_by == "local" and cards["support"].created > 1_700_000_000
+    assert (await client.models.retrieve("support")).id == "support"
+    assert (await client.models.retrieve("tiny-llama:support")).id == "tiny-llama:support"
+    with pytest.raises(openai.NotFoundError):
+        await client.models.retrieve("tiny-llama:ghost")
+    await gw.http.delete(
+        "/admin/adapters/support", headers={"authorization": f"Bearer {gw.admin_key}"}
+    )
+    assert "support" not in {m.id async for m in client.models.list()}

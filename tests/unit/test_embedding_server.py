@@ -64,3 +64,15 @@ async def test_base64_dimensions_and_bad_input(gw):
         await client.chat.completions.create(
             model="all-minilm-l6-v2", messages=[{"role": "user", "content": "hi"}]
         )
+
+
+async def test_an_input_over_the_models_window_is_400_not_truncated(gw):
+    client = gw.sdk()
+    with pytest.raises(openai.BadRequestError) as err:
+        await client.embeddings.create(
+            model="all-minilm-l6-v2", input=["fine", "word " * 300], encoding_format="float"
+        )
+    assert err.value.code == "context_length_exceeded" and err.value.body["param"] == "input"
+    assert "Input 1" in err.value.message
+    near = await client.embeddings.create(model="all-minilm-l6-v2", input="word " * 200)
+    assert near.usage.prompt_tokens == 202  # [CLS] + 200 + [SEP]: fits, nothing cut
