@@ -24,6 +24,7 @@ from typing import Any
 
 from bench.engine_bench import SHAPES
 from serve.models.engine import SamplingParams
+from serve.models.multi_lora import read_adapter
 from serve.models.padded_batching import PaddedBatcher
 from serve.models.tiny import build_tiny_adapter, build_tiny_model, is_built
 
@@ -81,7 +82,7 @@ async def main() -> None:
     load = transformers.AutoModelForCausalLM.from_pretrained
     mixed = PaddedBatcher(load(path).eval(), eos_token_ids=[])
     for name, adapter_path in adapters.items():
-        mixed.model.add(name, adapter_path)
+        mixed.model.add(name, read_adapter(adapter_path))
     base_only = PaddedBatcher(load(path).eval(), eos_token_ids=[])
     separate = per_adapter_batchers(load(path).eval(), adapters)
     loops = [mixed, base_only, *separate.values()]

@@ -30,10 +30,20 @@ from forge.adapters import AdapterMismatch, AdapterNotFound, AdapterSpec, source
 from forge.errors import InvalidRequest
 
 ADAPTER_CONFIG = "adapter_config.json"
-# LoRA variants that need weights of their own beside A and B: PEFT's mixed-adapter batch
-# refuses DoRA, and whole-module copies (modules_to_save, trainable tokens) break the
-# other adapters' rows.
-UNSERVED_LORA_OPTIONS = ("use_dora", "modules_to_save", "trainable_token_indices")
+# The adapter_config.json fields an adapter may set: what plain LoRA inference reads, and
+# training-time options (initialisations, dropout, which layers) that leave it plain. Any
+# other field set (DoRA, modules_to_save, trainable tokens, LoRA biases, alpha patterns,
+# aLoRA, ... and whatever PEFT adds next) changes the forward: refused rather than served
+# wrong. `bias` must be "none".
+PLAIN_LORA_FIELDS = frozenset(
+    {
+        "peft_type", "peft_version", "task_type", "auto_mapping", "base_model_name_or_path",
+        "revision", "inference_mode", "r", "lora_alpha", "use_rslora", "rank_pattern",
+        "target_modules", "exclude_modules", "layers_to_transform", "layers_pattern",
+        "lora_dropout", "init_lora_weights", "loftq_config", "eva_config", "corda_config",
+        "lora_ga_config", "qalora_group_size", "megatron_core", "ensure_weight_tying", "bias",
+    }
+)  # fmt: skip
 # The admin route loads an adapter on a replica before it registers it: a prune in between
 # must not undo that load, so an adapter never yet seen registered is pruned only this
 # long after it loaded.
@@ -121,7 +131,9 @@ def check_adapter(path: Path, base_config: dict[str, Any], max_rank: int) -> Ada
             f"Only LoRA adapters are served; this one is {cfg.get('peft_type')!r}.",
             param="source",
         )
-    extras = [key for key in UNSERVED_LORA_OPTIONS if cfg.get(key)]
+    extras = sorted(k for k, v in cfg.items() if v and k not in PLAIN_LORA_FIELDS)
+    if cfg.get("bias", "none") != "none":
+        extras.append(f"bias={cfg['bias']!r}")
     if extras:
         raise InvalidRequest(
             f"Only plain LoRA adapters are served; this one uses {', '.join(extras)} "

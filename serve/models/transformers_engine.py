@@ -9,10 +9,11 @@ honoured by ``serve.models.sampling`` (Gumbel-max with noise seeded per request 
 position), which also applies top_p only to the rows that ask for it.
 
 LoRA adapters: the padded batch mixes them, each row through its own adapter
-(``serve.models.multi_lora``). transformers' continuous batching cannot (a step is one
-packed sequence through one set of weights), so there each loaded adapter gets a batch of
-its own over a copy of the model that shares every base weight tensor and adds only the
-adapter's (a few MB); different adapters run side by side.
+(``serve.models.multi_lora``: gathered batched matmuls; the weights are read off the
+loop's thread, only their install pauses it). transformers' continuous batching cannot
+(a step is one packed sequence through one set of weights), so there each loaded adapter
+gets a batch of its own over a copy of the model that shares every base weight tensor
+and adds only the adapter's (a few MB); different adapters run side by side.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from serve.models.engine import (
     first_stop,
     stop_prefix_len,
 )
+from serve.models.multi_lora import read_adapter
 from serve.models.padded_batching import BatchLoopStopped, PaddedBatcher
 from serve.models.sampling import add_request_sampling
 
@@ -140,7 +142,8 @@ class TransformersEngine(TokenizerEncoding):
             return
         if self._padded:
             batcher = self._managers[None]
-            await _between_steps(batcher, lambda: batcher.model.add(name, path))
+            weights = await asyncio.to_thread(read_adapter, path)  # streams run on meanwhile
+            await _between_steps(batcher, lambda: batcher.model.add(name, weights))
             self._managers[name] = batcher
             return
         self._managers[name] = await asyncio.to_thread(self._adapter_batching, path)

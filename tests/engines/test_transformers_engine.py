@@ -36,7 +36,9 @@ class TestTransformersEngine(EngineConformance, SeedConformance, JoinConformance
 
 
 @pytest.mark.parametrize("batching", ["padded", "continuous"])
-async def test_a_dead_engine_fails_requests_with_503_instead_of_hanging(tmp_path, batching):
+async def test_a_dead_engine_fails_requests_with_503_instead_of_hanging(
+    tmp_path, batching, adapter_dirs
+):
     from serve.models.transformers_engine import TransformersEngine
 
     path = build_tiny_model(tmp_path / "tiny", TinyModelSpec(corpus_files=10))
@@ -50,7 +52,7 @@ async def test_a_dead_engine_fails_requests_with_503_instead_of_hanging(tmp_path
     assert err.value.status_code == 503
     if batching == "padded":  # adapters load on the loop's thread: none to load them
         with pytest.raises(ServiceUnavailable):
-            await asyncio.wait_for(eng.load_adapter("a", tmp_path), 15)
+            await asyncio.wait_for(eng.load_adapter("a", adapter_dirs["support"]), 15)
     await eng.stop()
 
 

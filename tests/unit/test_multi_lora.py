@@ -1,5 +1,5 @@
-"""MultiLoraModel: each row of a batch through its own adapter, adapters in and out in
-place, and a failed load leaving no trace in the other rows."""
+"""MultiLoraModel: each row of a batch through its own adapter (checked against PEFT's own
+forward), adapters in and out in place, and bad adapters refused before anything changes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from serve.models.multi_lora import MultiLoraModel
+from forge.errors import InvalidRequest
+from serve.models.multi_lora import GatheredLoraLinear, MultiLoraModel, read_adapter
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +36,26 @@ def logits(model, adapters):
         return model(adapters, input_ids=IDS).logits
 
 
+def unwrapped(model) -> bool:
+    return not any(isinstance(m, GatheredLoraLinear) for m in model.modules())
+
+
+def peft_logits(base_path, path):
+    """The reference: PEFT's own forward over a fresh copy of the base model."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    fresh = AutoModelForCausalLM.from_pretrained(base_path)
+    reference = PeftModel.from_pretrained(fresh, str(path)).eval()
+    with torch.inference_mode():
+        return reference(input_ids=IDS).logits
+
+
 def test_rows_run_through_their_own_adapters_and_the_last_one_out_unwraps(base, adapter_dirs):
     model = MultiLoraModel(base)
     plain = logits(model, [None] * 3)
-    model.add("support", adapter_dirs["support"])
-    model.add("legal", adapter_dirs["legal"])
+    model.add("support", read_adapter(adapter_dirs["support"]))
+    model.add("legal", read_adapter(adapter_dirs["legal"]))
     alone = {a: logits(model, [a] * 3)[0] for a in ("support", "legal")}
     mixed = logits(model, ["support", None, "legal"])
     torch.testing.assert_close(mixed[0], alone["support"])
@@ -50,37 +66,41 @@ def test_rows_run_through_their_own_adapters_and_the_last_one_out_unwraps(base, 
     model.remove("support")  # the first: PEFT's active adapter
     torch.testing.assert_close(logits(model, ["legal", None, None])[0], alone["legal"])
     model.remove("legal")
-    assert model.adapters == [] and model._peft is None
-    assert not any("lora" in n for n, _ in base.named_modules())  # wrappers gone
+    assert model.adapters == [] and unwrapped(base)  # the plain model again
     torch.testing.assert_close(logits(model, [None] * 3), plain)
 
 
 @pytest.mark.parametrize("loaded_first", [[], ["legal"]])
-def test_a_failed_load_leaves_the_other_rows_as_they_were(
+def test_a_bad_adapter_is_refused_before_the_model_changes(
     base, adapter_dirs, broken_adapter, loaded_first
 ):
+    from serve.models.multi_lora import LoraWeights
+
     model = MultiLoraModel(base)
     for name in loaded_first:
-        model.add(name, adapter_dirs[name])
+        model.add(name, read_adapter(adapter_dirs[name]))
     before = logits(model, [None, *loaded_first, None][:3])
     with pytest.raises(Exception):  # noqa: B017 - whatever safetensors raises
-        model.add("broken", broken_adapter)
-    assert "broken" not in model.adapters
+        read_adapter(broken_adapter)
+    good = read_adapter(adapter_dirs["support"]).pairs
+    first, *_ = good
+    a, b = good[first]
+    wrong = LoraWeights({**good, "model.layers.1.mlp.down_proj": (a, b)})  # 256 wide, not 512
+    with pytest.raises(InvalidRequest) as err:
+        model.add("support", wrong)
+    assert err.value.code == "adapter_base_mismatch"
+    assert model.adapters == loaded_first
     torch.testing.assert_close(logits(model, [None, *loaded_first, None][:3]), before)
     for name in loaded_first:
         model.remove(name)
-    assert not any("lora" in n for n, _ in base.named_modules())
-    assert not hasattr(base, "peft_config")  # no ghost of "broken" for the next load
-    model.add("legal", adapter_dirs["legal"])
-    assert model.adapters == ["legal"]
-    model.remove("legal")
+    assert unwrapped(base)
 
 
 def test_removing_the_first_adapter_when_the_others_target_other_modules(
     base, adapter_dirs, tmp_path, tiny_model
 ):
-    """PEFT left the deleted adapter active when the remaining one wraps other modules,
-    and every forward then failed, base rows included."""
+    """Adapters wrapping different layers: each layer holds a slot for every adapter
+    (zeros for those that leave it alone), whichever goes first."""
     from serve.models.tiny import build_tiny_adapter
 
     mlp = build_tiny_adapter(
@@ -88,9 +108,12 @@ def test_removing_the_first_adapter_when_the_others_target_other_modules(
     )
     model = MultiLoraModel(base)
     plain = logits(model, [None] * 3)
-    model.add("support", adapter_dirs["support"])  # q, v, o
-    model.add("mlp", mlp)
+    model.add("support", read_adapter(adapter_dirs["support"]))  # q, v, o
+    model.add("mlp", read_adapter(mlp))
     alone = logits(model, ["mlp"] * 3)[0]
+    torch.testing.assert_close(alone, peft_logits(tiny_model, mlp)[0], rtol=1e-4, atol=1e-4)
+    mixed = logits(model, ["support", "mlp", None])
+    torch.testing.assert_close(mixed[1], alone)
     model.remove("support")
     mixed = logits(model, ["mlp", None, None])
     torch.testing.assert_close(mixed[0], alone)
@@ -100,13 +123,56 @@ def test_removing_the_first_adapter_when_the_others_target_other_modules(
 
 @pytest.mark.parametrize("name", ["support.v2", "__base__"])
 def test_any_registrable_name_is_an_adapter_of_its_own(base, adapter_dirs, name):
-    """PEFT refuses dots in names and reads ``__base__`` as no adapter: public names are
-    mapped to names of our own."""
+    """PEFT refuses dots in names and reads ``__base__`` as no adapter; here a name is
+    only a key."""
     model = MultiLoraModel(base)
     plain = logits(model, [None] * 3)
-    model.add(name, adapter_dirs["support"])
+    model.add(name, read_adapter(adapter_dirs["support"]))
     out = logits(model, [name, None, None])
     assert not torch.allclose(out[0], plain[0])
     torch.testing.assert_close(out[1:], plain[1:])
     model.remove(name)
     assert model.adapters == []
+
+
+def test_each_row_matches_peft_on_its_own_adapter(base, adapter_dirs, tmp_path, tiny_model):
+    """Against PEFT's forward: ranks 8 and 4, and an rsLoRA adapter with per-module ranks."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(3)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        use_rslora=True,
+        rank_pattern={"v_proj": 2},
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        init_lora_weights=False,
+    )
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_model)
+    get_peft_model(fresh, config).save_pretrained(tmp_path / "rs")
+    paths = {**{n: adapter_dirs[n] for n in ("support", "legal")}, "rs": tmp_path / "rs"}
+    model = MultiLoraModel(base)
+    for name, path in paths.items():
+        model.add(name, read_adapter(path))
+    mixed = logits(model, ["rs", "support", "legal"])
+    for row, name in enumerate(["rs", "support", "legal"]):
+        reference = peft_logits(tiny_model, paths[name])[row]
+        torch.testing.assert_close(mixed[row], reference, rtol=1e-4, atol=1e-4)
+    for name in paths:
+        model.remove(name)
+    assert unwrapped(base)
+
+
+def test_an_adapter_on_an_embedding_is_400_and_changes_nothing(base, tmp_path, tiny_model):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_model)
+    config = LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"], init_lora_weights=False)
+    get_peft_model(fresh, config).save_pretrained(tmp_path / "emb")
+    model = MultiLoraModel(base)
+    with pytest.raises(InvalidRequest) as err:
+        model.add("emb", read_adapter(tmp_path / "emb"))
+    assert err.value.status_code == 400 and err.value.code == "unsupported_adapter"
+    assert model.adapters == [] and unwrapped(base)
