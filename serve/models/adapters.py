@@ -44,6 +44,10 @@ PLAIN_LORA_FIELDS = frozenset(
         "lora_ga_config", "qalora_group_size", "megatron_core", "ensure_weight_tying", "bias",
     }
 )  # fmt: skip
+# Initialisations after which the saved A and B are the whole story. PiSSA, OLoRA, CorDA
+# and LoftQ rewrite the base weights when PEFT loads an unconverted adapter (a converted
+# one is saved with `true`): served over the untouched base they would answer wrong.
+PLAIN_LORA_INITS = (True, False, "gaussian", "orthogonal", "eva", "mica")
 # The admin route loads an adapter on a replica before it registers it: a prune in between
 # must not undo that load, so an adapter never yet seen registered is pruned only this
 # long after it loaded.
@@ -134,6 +138,8 @@ def check_adapter(path: Path, base_config: dict[str, Any], max_rank: int) -> Ada
     extras = sorted(k for k, v in cfg.items() if v and k not in PLAIN_LORA_FIELDS)
     if cfg.get("bias", "none") != "none":
         extras.append(f"bias={cfg['bias']!r}")
+    if cfg.get("init_lora_weights", True) not in PLAIN_LORA_INITS:
+        extras.append(f"init_lora_weights={cfg['init_lora_weights']!r}")
     if extras:
         raise InvalidRequest(
             f"Only plain LoRA adapters are served; this one uses {', '.join(extras)} "
@@ -141,7 +147,7 @@ def check_adapter(path: Path, base_config: dict[str, Any], max_rank: int) -> Ada
             param="source",
             code="unsupported_adapter",
         )
-    rank = int(cfg.get("r", 0))
+    rank = max([int(cfg.get("r", 0)), *map(int, (cfg.get("rank_pattern") or {}).values())])
     if rank > max_rank:
         raise InvalidRequest(
             f"The adapter's rank {rank} exceeds this model's max_lora_rank {max_rank}.",

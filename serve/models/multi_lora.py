@@ -51,7 +51,7 @@ def read_adapter(path: Path) -> LoraWeights:
     from safetensors.torch import load_file
 
     config = json.loads((path / "adapter_config.json").read_text())
-    alpha = float(config.get("lora_alpha") or config.get("r") or 1)
+    alpha = float(config.get("lora_alpha", 8))  # PEFT's default when unset
     pairs = {}
     for module, (a, b) in _pairs(load_file(str(path / "adapter_model.safetensors"))).items():
         rank = a.shape[0]  # per module: rank_pattern's ranks too
@@ -84,7 +84,9 @@ class GatheredLoraLinear(torch.nn.Module):
             return y
         a = self.a.index_select(0, slots)  # each row's A: [batch, rank, in]
         b = self.b.index_select(0, slots)
-        flat = x.reshape(x.shape[0], -1, x.shape[-1]).to(a.dtype)
+        # [rows, tokens, in]; also for a layer that sees them flattened, row-major
+        # ([rows * tokens, in], like Qwen2-MoE's shared expert).
+        flat = x.reshape(slots.shape[0], -1, x.shape[-1]).to(a.dtype)
         update = torch.bmm(torch.bmm(flat, a.transpose(1, 2)), b.transpose(1, 2))
         return y + update.reshape(y.shape).to(y.dtype)
 
@@ -157,11 +159,20 @@ class MultiLoraModel:
                 )
         self.remove(name)
         slot = min(set(range(1, len(self._slots) + 2)) - set(self._slots.values()))
-        for module, (a, b) in adapter.pairs.items():
-            self._wrap(module, targets[module]).put(slot, a, b)
+        before = set(self._wrapped)
+        try:
+            for module, (a, b) in adapter.pairs.items():
+                self._wrap(module, targets[module]).put(slot, a, b)
+            for wrapper in self._wrapped.values():
+                wrapper.reserve(max([slot, *self._slots.values()]) + 1)
+        except BaseException:  # out of memory, say: no trace of it for the slot's next user
+            for module, wrapper in list(self._wrapped.items()):
+                wrapper.clear(slot)
+                if module not in before:
+                    self._replace(module, wrapper.base)
+                    del self._wrapped[module]
+            raise
         self._slots[name] = slot
-        for wrapper in self._wrapped.values():
-            wrapper.reserve(max(self._slots.values()) + 1)
 
     def remove(self, name: str) -> None:
         """Drop ``name``; the last one out takes the wrappers with it."""
@@ -176,6 +187,9 @@ class MultiLoraModel:
             self._wrapped.clear()
 
     def _linear(self, module: str) -> torch.nn.Linear:
+        """The plain linear layer at ``module``; a 400 for anything else, a layer inside
+        one of our wrappers, a quantised linear (a subclass) or an MoE expert (it sees a
+        routed subset of the tokens, not the batch's rows)."""
         wrapper = self._wrapped.get(module)
         if wrapper is not None:
             return wrapper.base
@@ -183,9 +197,11 @@ class MultiLoraModel:
             found = self._base.get_submodule(module)
         except AttributeError:
             found = None
-        if not isinstance(found, torch.nn.Linear):
+        inside = any(module.startswith(w + ".") for w in self._wrapped)
+        if type(found) is not torch.nn.Linear or inside or ".experts." in f".{module}.":
             raise UnsupportedAdapter(
-                f"The adapter targets {module!r}, which is not a linear layer of this model.",
+                f"The adapter targets {module!r}, which is not a plain linear layer of "
+                "this model that every row passes through.",
                 param="source",
             )
         return found

@@ -48,17 +48,23 @@ def test_a_directory_that_is_not_an_adapter_is_400(tiny_model, tmp_path):
 
 @pytest.mark.parametrize(
     "option",
-    [{"use_dora": True}, {"modules_to_save": ["lm_head"]}, {"trainable_token_indices": [3]}],
+    [
+        {"use_dora": True},
+        {"modules_to_save": ["lm_head"]},
+        {"trainable_token_indices": [3]},
+        {"init_lora_weights": "pissa"},  # rewrites the base weights when PEFT loads it
+        {"alpha_pattern": {"q_proj": 4}},
+        {"bias": "lora_only"},
+        {"rank_pattern": {"q_proj": 64}},  # over max_lora_rank
+    ],
 )
-def test_lora_variants_with_weights_of_their_own_are_400(
-    tiny_model, adapter_dirs, tmp_path, option
-):
+def test_lora_variants_that_change_the_forward_are_400(tiny_model, adapter_dirs, tmp_path, option):
     import shutil
 
     path = shutil.copytree(adapter_dirs["support"], tmp_path / "variant")
     config = json.loads((path / "adapter_config.json").read_text())
     (path / "adapter_config.json").write_text(json.dumps({**config, **option}))
-    with pytest.raises(InvalidRequest, match="plain LoRA") as err:
+    with pytest.raises(InvalidRequest, match=r"plain LoRA|max_lora_rank") as err:
         check_adapter(path, base_config(tiny_model), max_rank=16)
     assert err.value.status_code == 400 and err.value.param == "source"
 

@@ -3,6 +3,7 @@ forward), adapters in and out in place, and bad adapters refused before anything
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -176,3 +177,75 @@ def test_an_adapter_on_an_embedding_is_400_and_changes_nothing(base, tmp_path, t
         model.add("emb", read_adapter(tmp_path / "emb"))
     assert err.value.status_code == 400 and err.value.code == "unsupported_adapter"
     assert model.adapters == [] and unwrapped(base)
+
+
+@pytest.mark.parametrize("alpha", [None, 0])
+def test_lora_alpha_unset_or_zero_scales_as_peft_does(
+    base, adapter_dirs, tmp_path, tiny_model, alpha
+):
+    path = shutil.copytree(adapter_dirs["legal"], tmp_path / "alpha")  # rank 4
+    config = json.loads((path / "adapter_config.json").read_text())
+    config.pop("lora_alpha")
+    if alpha is not None:
+        config["lora_alpha"] = alpha
+    (path / "adapter_config.json").write_text(json.dumps(config))
+    model = MultiLoraModel(base)
+    model.add("a", read_adapter(path))
+    out = logits(model, ["a"] * 3)
+    model.remove("a")
+    torch.testing.assert_close(out, peft_logits(tiny_model, path), rtol=1e-4, atol=1e-4)
+
+
+def test_a_failed_install_leaves_nothing_for_the_slots_next_adapter(
+    base, adapter_dirs, tiny_model, monkeypatch
+):
+    model = MultiLoraModel(base)
+    plain = logits(model, [None] * 3)
+    calls = 0
+    real_put = GatheredLoraLinear.put
+
+    def failing_put(self, slot, a, b):
+        nonlocal calls
+        calls += 1
+        if calls == 4:
+            raise torch.OutOfMemoryError("simulated")
+        real_put(self, slot, a, b)
+
+    monkeypatch.setattr(GatheredLoraLinear, "put", failing_put)
+    with pytest.raises(torch.OutOfMemoryError):
+        model.add("support", read_adapter(adapter_dirs["support"]))
+    monkeypatch.undo()
+    assert model.adapters == [] and unwrapped(base)
+    torch.testing.assert_close(logits(model, [None] * 3), plain)
+    model.add("legal", read_adapter(adapter_dirs["legal"]))  # the same slot
+    reference = peft_logits(tiny_model, adapter_dirs["legal"])
+    torch.testing.assert_close(logits(model, ["legal"] * 3), reference, rtol=1e-4, atol=1e-4)
+    model.remove("legal")
+
+
+def test_a_path_into_a_wrapper_is_400_and_leaves_the_layer_usable(base, adapter_dirs):
+    from serve.models.multi_lora import LoraWeights
+
+    model = MultiLoraModel(base)
+    support = read_adapter(adapter_dirs["support"])
+    model.add("support", support)
+    module, (a, b) = next(iter(support.pairs.items()))
+    with pytest.raises(InvalidRequest):
+        model.add("sneaky", LoraWeights({module + ".base": (a, b)}))
+    model.remove("support")
+    assert unwrapped(base)
+    model.add("support", support)  # the layer is still a plain linear to wrap
+    model.remove("support")
+
+
+def test_a_layer_that_sees_the_rows_flattened_gets_each_rows_update():
+    from serve.models.multi_lora import LoraRows
+
+    torch.manual_seed(0)
+    rows = LoraRows()
+    layer = GatheredLoraLinear(torch.nn.Linear(8, 6), rows)
+    layer.put(1, torch.randn(2, 8), torch.randn(6, 2))
+    rows.slots = torch.tensor([1, 0, 1])
+    x = torch.randn(3, 5, 8)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x.reshape(15, 8)), layer(x).reshape(15, 6))
