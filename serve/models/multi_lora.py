@@ -144,6 +144,7 @@ class MultiLoraModel:
         finally:
             self._rows.slots = None
 
+    @torch.inference_mode()  # the stacks are inference tensors, wherever this is called
     def add(self, name: str, adapter: LoraWeights) -> None:
         """Install ``adapter`` as ``name``, replacing one of that name. Everything is
         checked against the model before it changes."""
@@ -174,6 +175,7 @@ class MultiLoraModel:
             raise
         self._slots[name] = slot
 
+    @torch.inference_mode()
     def remove(self, name: str) -> None:
         """Drop ``name``; the last one out takes the wrappers with it."""
         slot = self._slots.pop(name, None)
