@@ -1,7 +1,7 @@
 """Multi-LoRA throughput: streams spread over several adapters in one mixed padded batch
 (each row through its own adapter) against one padded batch per adapter (each over a
-copy of the model sharing the base tensors: what the transformers engine did before, and
-still does on continuous batching), same run, same model. The base model alone, all
+copy of the model sharing the base tensors, with PEFT's wrappers: what the transformers
+engine did before), same run, same model. The base model alone, all
 streams in one batch, is the ceiling.
 
     .venv/bin/python -m bench.lora_bench [--adapters 4] [--tokens 64] [--shape small]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +61,13 @@ def read_adapter(path: Path) -> LoraWeights:
     return LoraWeights(pairs)
 
 
-class LoraRows:
+class LoraRows(threading.local):
     """Each row's adapter slot for the current step, shared by every wrapped layer; None
-    while no row uses an adapter (the wrapped layers then cost one attribute read)."""
+    while no row uses an adapter (the wrapped layers then cost one attribute read). Per
+    thread: another batch loop running the same model (transformers' continuous batch
+    beside the padded one) sees None, and so the base model."""
 
-    def __init__(self) -> None:
-        self.slots: torch.Tensor | None = None
+    slots: torch.Tensor | None = None
 
 
 class GatheredLoraLinear(torch.nn.Module):

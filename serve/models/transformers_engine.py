@@ -8,19 +8,15 @@ vanishing temperature since one batch samples for everyone. A per-request seed i
 honoured by ``serve.models.sampling`` (Gumbel-max with noise seeded per request and
 position), which also applies top_p only to the rows that ask for it.
 
-LoRA adapters: the padded batch mixes them, each row through its own adapter
-(``serve.models.multi_lora``: gathered batched matmuls; the weights are read off the
-loop's thread, only their install pauses it). transformers' continuous batching cannot
-(a step is one packed sequence through one set of weights), so there each loaded adapter
-gets a batch of its own over a copy of the model that shares every base weight tensor
-and adds only the adapter's (a few MB); different adapters run side by side.
+LoRA adapters: one padded batch mixes them, each row through its own adapter
+(``serve.models.multi_lora``: gathered batched matmuls; weights are read off the loop's
+thread, only their install pauses it). With continuous batching for the base model,
+adapter requests go to a padded batch beside it over the same model and weights.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
@@ -70,9 +66,10 @@ class TransformersEngine(TokenizerEncoding):
         self._device = device
         self._dtype = dtype
         self._model: Any = None
-        # The batch each adapter's requests join (None: the base model's). The padded
-        # batch serves them all: every key maps to the same one.
+        # The batch each adapter's requests join (None: the base model's). Every adapter
+        # maps to the one padded batch (``_adapter_batch``).
         self._managers: dict[str | None, Any] = {}
+        self._adapters_batch: PaddedBatcher | None = None  # beside a continuous batch
         self.tokenizer: Any = None
         self.context_window = 0
         self.config: dict[str, Any] = {}
@@ -140,34 +137,36 @@ class TransformersEngine(TokenizerEncoding):
     async def load_adapter(self, name: str, path: Path) -> None:
         if name in self._managers:
             return
-        if self._padded:
-            batcher = self._managers[None]
-            weights = await asyncio.to_thread(read_adapter, path)  # streams run on meanwhile
-            await _between_steps(batcher, lambda: batcher.model.add(name, weights))
-            self._managers[name] = batcher
-            return
-        self._managers[name] = await asyncio.to_thread(self._adapter_batching, path)
+        batcher = self._adapter_batch()
+        weights = await asyncio.to_thread(read_adapter, path)  # streams run on meanwhile
+        await _between_steps(batcher, lambda: batcher.model.add(name, weights))
+        self._managers[name] = batcher
 
-    def _adapter_batching(self, path: Path) -> Any:
-        from peft import PeftModel
-
-        base = self._model
-        shared = {id(t): t for t in itertools.chain(base.parameters(), base.buffers())}
-        clone = copy.deepcopy(base, shared)  # new modules, the same weight tensors
-        model = PeftModel.from_pretrained(clone, str(path), is_trainable=False)
-        model.eval()
-        return self._start_batching(model.base_model.model)
+    def _adapter_batch(self) -> PaddedBatcher:
+        """The padded batch that adapter requests join: the base batch itself when it is
+        padded; beside transformers' continuous batch (which cannot mix adapters: a step
+        is one packed sequence) a padded one over the same model, started on first use.
+        Its LoRA wrappers act only on its own thread's rows, so the continuous batch's
+        forwards through the shared layers stay the base model's."""
+        base = self._managers.get(None)
+        if isinstance(base, PaddedBatcher):
+            return base
+        if self._adapters_batch is None:
+            self._adapters_batch = PaddedBatcher(
+                self._model, eos_token_ids=self._eos_ids(self._model)
+            )
+            self._adapters_batch.start()
+        return self._adapters_batch
 
     async def unload_adapter(self, name: str) -> None:
-        manager = self._managers.pop(name, None)
-        if isinstance(manager, PaddedBatcher):
-            await _between_steps(manager, lambda: manager.remove_adapter(name))
-        elif manager is not None:
-            await asyncio.to_thread(manager.stop, True)
+        batcher = self._managers.pop(name, None)
+        if batcher is not None:
+            await _between_steps(batcher, lambda: batcher.remove_adapter(name))
 
     def _loops(self) -> list[Any]:
         """Each batching loop once."""
-        return list({id(m): m for m in self._managers.values()}.values())
+        loops = [*self._managers.values(), self._adapters_batch]
+        return list({id(m): m for m in loops if m is not None}.values())
 
     def healthy(self) -> bool:
         """Whether every batching loop runs (one dies on an engine crash or OOM)."""
@@ -237,6 +236,7 @@ class TransformersEngine(TokenizerEncoding):
 
     async def stop(self) -> None:
         managers, self._managers = self._loops(), {}
+        self._adapters_batch = None
         for manager in managers:
             await asyncio.to_thread(manager.stop, True)
 

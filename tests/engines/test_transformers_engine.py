@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -18,6 +19,23 @@ from tests.engines.conformance import (
 )
 
 pytest.importorskip("transformers")
+
+
+@contextlib.asynccontextmanager
+async def two_adapters(model, adapter_dirs, batching: str):
+    """An engine with adapters `support` and `legal` loaded: it, a prompt, the base answer."""
+    from serve.models.transformers_engine import TransformersEngine
+
+    eng = TransformersEngine(model, batching=batching)
+    await eng.start()
+    try:
+        prompt = chat(eng, "def handler(event):")
+        base = (await run(eng, prompt, max_tokens=10))[0]
+        await eng.load_adapter("support", adapter_dirs["support"])
+        await eng.load_adapter("legal", adapter_dirs["legal"])
+        yield eng, prompt, base
+    finally:
+        await eng.stop()
 
 
 @pytest.fixture(scope="module", params=["padded", "continuous"])
@@ -61,15 +79,7 @@ async def test_the_padded_batch_mixes_adapters_and_survives_their_unloading(
 ):
     """Base and adapter requests share one batch (each row through its own adapter),
     and adapters come and go in any order without touching the others' answers."""
-    from serve.models.transformers_engine import TransformersEngine
-
-    eng = TransformersEngine(tiny_model, batching="padded")
-    await eng.start()
-    try:
-        prompt = chat(eng, "def handler(event):")
-        base = (await run(eng, prompt, max_tokens=10))[0]
-        await eng.load_adapter("support", adapter_dirs["support"])
-        await eng.load_adapter("legal", adapter_dirs["legal"])
+    async with two_adapters(tiny_model, adapter_dirs, "padded") as (eng, prompt, base):
         legal = (await run(eng, prompt, "legal", max_tokens=10))[0]
         batcher = eng._managers[None]
         widest = 0
@@ -88,16 +98,14 @@ async def test_the_padded_batch_mixes_adapters_and_survives_their_unloading(
         assert widest == 3  # one batch of three rows, not three batches
         assert together[0][0].startswith(base) and together[2][0].startswith(legal)
 
-        await eng.unload_adapter("support")  # the first loaded: PEFT's active adapter
+        await eng.unload_adapter("support")  # the first loaded
         assert (await run(eng, prompt, "legal", max_tokens=10))[0] == legal
         assert (await run(eng, prompt, max_tokens=10))[0] == base
-        await eng.unload_adapter("legal")  # the last: PEFT's wrappers go too
+        await eng.unload_adapter("legal")  # the last: the wrappers go too
         assert batcher.model.adapters == []
         assert (await run(eng, prompt, max_tokens=10))[0] == base
         await eng.load_adapter("legal", adapter_dirs["legal"])
         assert (await run(eng, prompt, "legal", max_tokens=10))[0] == legal
-    finally:
-        await eng.stop()
 
 
 async def test_an_unload_survives_its_caller_leaving_and_ends_rows_left_on_it(
@@ -136,3 +144,23 @@ async def test_an_unload_survives_its_caller_leaving_and_ends_rows_left_on_it(
         assert (await run(eng, prompt, max_tokens=4))[0]
     finally:
         await eng.stop()
+
+
+async def test_beside_continuous_batching_adapters_share_one_padded_batch(tiny_model, adapter_dirs):
+    """Continuous batching cannot mix adapters: their requests go to one padded batch over
+    the same model (no copies, no second KV cache sized to the device's free memory)."""
+    from serve.models.padded_batching import PaddedBatcher
+
+    async with two_adapters(tiny_model, adapter_dirs, "continuous") as (eng, prompt, base):
+        shared = eng._managers["support"]
+        assert isinstance(shared, PaddedBatcher) and eng._managers["legal"] is shared
+        assert not isinstance(eng._managers[None], PaddedBatcher)
+        assert shared.model._base is eng._model  # the same weights, wrapped in place
+        together = await asyncio.gather(
+            *(run(eng, prompt, a, max_tokens=10) for a in (None, "support", "legal"))
+        )
+        assert together[0][0] == base and len({t for t, _ in together}) == 3
+        await eng.unload_adapter("support")
+        await eng.unload_adapter("legal")
+        assert (await run(eng, prompt, max_tokens=10))[0] == base
+        assert eng.stats().adapters == [] and eng.healthy()

@@ -249,3 +249,19 @@ def test_a_layer_that_sees_the_rows_flattened_gets_each_rows_update():
     x = torch.randn(3, 5, 8)
     with torch.inference_mode():
         torch.testing.assert_close(layer(x.reshape(15, 8)), layer(x).reshape(15, 6))
+
+
+def test_row_slots_belong_to_the_thread_that_set_them():
+    """transformers' continuous batch runs the same wrapped layers on its own thread: it
+    must see no slots (the base model) while the padded batch's step has them set."""
+    import threading
+
+    from serve.models.multi_lora import LoraRows
+
+    rows = LoraRows()
+    rows.slots = torch.tensor([1, 0])
+    seen = []
+    other = threading.Thread(target=lambda: seen.append(rows.slots))
+    other.start()
+    other.join()
+    assert seen == [None] and rows.slots is not None
