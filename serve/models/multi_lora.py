@@ -158,7 +158,8 @@ class MultiLoraModel:
                     f"The adapter's {module!r} is {b.shape[0]}x{a.shape[1]}; this model's "
                     f"is {linear.out_features}x{linear.in_features}.",
                     param="source",
-                    code="adapter_base_mismatch",
+                    code="adapter_base_mismatch",  # forge.adapters.AdapterMismatch's code;
+                    # that module needs SQLAlchemy, which the GPU bench machine lacks
                 )
         self.remove(name)
         slot = min(set(range(1, len(self._slots) + 2)) - set(self._slots.values()))

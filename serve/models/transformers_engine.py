@@ -66,10 +66,9 @@ class TransformersEngine(TokenizerEncoding):
         self._device = device
         self._dtype = dtype
         self._model: Any = None
-        # The batch each adapter's requests join (None: the base model's). Every adapter
-        # maps to the one padded batch (``_adapter_batch``).
-        self._managers: dict[str | None, Any] = {}
-        self._adapters_batch: PaddedBatcher | None = None  # beside a continuous batch
+        self._batch: Any = None  # the base model's: padded, or transformers' continuous
+        self._adapters_batch: PaddedBatcher | None = None  # adapter rows' (``_adapter_batch``)
+        self._adapters: set[str] = set()  # installed in it
         self.tokenizer: Any = None
         self.context_window = 0
         self.config: dict[str, Any] = {}
@@ -93,7 +92,7 @@ class TransformersEngine(TokenizerEncoding):
         self._model = model
         self.config = model.config.to_dict()
         self.context_window = int(model.config.max_position_embeddings)
-        self._managers[None] = self._start_batching(model)
+        self._batch = self._start_batching(model)
 
     def _eos_ids(self, model: Any) -> list[int]:
         """Every id that ends a turn: the generation config may list several (Llama 3's
@@ -135,12 +134,12 @@ class TransformersEngine(TokenizerEncoding):
         return manager
 
     async def load_adapter(self, name: str, path: Path) -> None:
-        if name in self._managers:
+        if name in self._adapters:
             return
         batcher = self._adapter_batch()
         weights = await asyncio.to_thread(read_adapter, path)  # streams run on meanwhile
         await _between_steps(batcher, lambda: batcher.model.add(name, weights))
-        self._managers[name] = batcher
+        self._adapters.add(name)
 
     def _adapter_batch(self) -> PaddedBatcher:
         """The padded batch that adapter requests join: the base batch itself when it is
@@ -148,29 +147,30 @@ class TransformersEngine(TokenizerEncoding):
         is one packed sequence) a padded one over the same model, started on first use.
         Its LoRA wrappers act only on its own thread's rows, so the continuous batch's
         forwards through the shared layers stay the base model's."""
-        base = self._managers.get(None)
-        if isinstance(base, PaddedBatcher):
-            return base
         if self._adapters_batch is None:
-            self._adapters_batch = PaddedBatcher(
-                self._model, eos_token_ids=self._eos_ids(self._model)
-            )
-            self._adapters_batch.start()
+            if isinstance(self._batch, PaddedBatcher):
+                self._adapters_batch = self._batch
+            else:
+                self._adapters_batch = PaddedBatcher(
+                    self._model, eos_token_ids=self._eos_ids(self._model)
+                )
+                self._adapters_batch.start()
         return self._adapters_batch
 
     async def unload_adapter(self, name: str) -> None:
-        batcher = self._managers.pop(name, None)
-        if batcher is not None:
+        batcher = self._adapters_batch
+        if name in self._adapters and batcher is not None:
+            self._adapters.discard(name)
             await _between_steps(batcher, lambda: batcher.remove_adapter(name))
 
     def _loops(self) -> list[Any]:
         """Each batching loop once."""
-        loops = [*self._managers.values(), self._adapters_batch]
+        loops = [self._batch, self._adapters_batch]
         return list({id(m): m for m in loops if m is not None}.values())
 
     def healthy(self) -> bool:
         """Whether every batching loop runs (one dies on an engine crash or OOM)."""
-        return bool(self._managers) and all(m.is_running() for m in self._loops())
+        return self._batch is not None and all(m.is_running() for m in self._loops())
 
     def stats(self) -> EngineStats:
         running = waiting = 0
@@ -187,15 +187,15 @@ class TransformersEngine(TokenizerEncoding):
             engine=self.kind,
             running=running,
             waiting=waiting,
-            adapters=[n for n in self._managers if n is not None],
+            adapters=sorted(self._adapters),
             healthy=self.healthy(),
         )
 
     async def generate(
         self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
     ) -> AsyncIterator[EngineOutput]:
-        manager = self._managers.get(adapter)
-        if manager is None:
+        manager = self._batch if adapter is None else self._adapters_batch
+        if manager is None or (adapter is not None and adapter not in self._adapters):
             raise ServiceUnavailable(
                 "The engine is not started." if adapter is None else f"{adapter!r} is not loaded.",
                 retry_after=1,
@@ -235,8 +235,9 @@ class TransformersEngine(TokenizerEncoding):
                 manager.cancel_request(request_id)  # frees the slot and its KV blocks
 
     async def stop(self) -> None:
-        managers, self._managers = self._loops(), {}
-        self._adapters_batch = None
+        managers = self._loops()
+        self._batch = self._adapters_batch = None
+        self._adapters.clear()
         for manager in managers:
             await asyncio.to_thread(manager.stop, True)
 
@@ -275,8 +276,8 @@ def _submit(
     handler: Any,
     adapter: str | None,
 ) -> str:
-    """Queue a request on either batcher; ``handler`` gets each step's result. A
-    continuous batch is bound to its adapter already; the padded one picks per row."""
+    """Queue a request on either batcher; ``handler`` gets each step's result. Only the
+    padded one takes an adapter (per row); a continuous batch serves the base model."""
     if isinstance(manager, PaddedBatcher):
         return manager.submit(prompt_ids, params, handler, adapter)
     seeded = {} if params.seed is None else {"seed": params.seed}

@@ -63,7 +63,7 @@ async def test_a_dead_engine_fails_requests_with_503_instead_of_hanging(
     eng = TransformersEngine(path, batching=batching, num_blocks=32, max_batch_tokens=256)
     await eng.start()
     assert eng.healthy()
-    eng._managers[None].stop(block=True)  # what a crash or OOM leaves: no loop running
+    eng._batch.stop(block=True)  # what a crash or OOM leaves: no loop running
     assert not eng.healthy() and not eng.stats().healthy
     with pytest.raises(ServiceUnavailable) as err:
         await asyncio.wait_for(run(eng, chat(eng, "hi"), max_tokens=4), 15)
@@ -81,7 +81,7 @@ async def test_the_padded_batch_mixes_adapters_and_survives_their_unloading(
     and adapters come and go in any order without touching the others' answers."""
     async with two_adapters(tiny_model, adapter_dirs, "padded") as (eng, prompt, base):
         legal = (await run(eng, prompt, "legal", max_tokens=10))[0]
-        batcher = eng._managers[None]
+        batcher = eng._batch
         widest = 0
 
         async def watch() -> None:
@@ -119,7 +119,7 @@ async def test_an_unload_survives_its_caller_leaving_and_ends_rows_left_on_it(
     eng = TransformersEngine(tiny_model, batching="padded")
     await eng.start()
     try:
-        batcher = eng._managers[None]
+        batcher = eng._batch
         await eng.load_adapter("support", adapter_dirs["support"])
         unload = asyncio.create_task(eng.unload_adapter("support"))
         await asyncio.sleep(0)
@@ -152,9 +152,9 @@ async def test_beside_continuous_batching_adapters_share_one_padded_batch(tiny_m
     from serve.models.padded_batching import PaddedBatcher
 
     async with two_adapters(tiny_model, adapter_dirs, "continuous") as (eng, prompt, base):
-        shared = eng._managers["support"]
-        assert isinstance(shared, PaddedBatcher) and eng._managers["legal"] is shared
-        assert not isinstance(eng._managers[None], PaddedBatcher)
+        shared = eng._adapters_batch  # where both adapters' rows go
+        assert isinstance(shared, PaddedBatcher) and shared.model.adapters == ["support", "legal"]
+        assert not isinstance(eng._batch, PaddedBatcher)
         assert shared.model._base is eng._model  # the same weights, wrapped in place
         together = await asyncio.gather(
             *(run(eng, prompt, a, max_tokens=10) for a in (None, "support", "legal"))
