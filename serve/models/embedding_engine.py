@@ -44,8 +44,9 @@ class EmbeddingEngine:
     def _embed(self, texts: list[str], dimensions: int | None) -> tuple[list[list[float]], int]:
         import torch
 
-        self._check_lengths(texts)
-        batch = self.tokenizer(texts, padding=True, return_tensors="pt")
+        encoded = self.tokenizer(texts)  # unpadded: a huge input is refused before padding
+        self._check_lengths(encoded["input_ids"])
+        batch = self.tokenizer.pad(encoded, return_tensors="pt")
         with torch.inference_mode():
             hidden = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -55,10 +56,9 @@ class EmbeddingEngine:
         vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return vectors.tolist(), int(batch["attention_mask"].sum())
 
-    def _check_lengths(self, texts: list[str]) -> None:
+    def _check_lengths(self, ids: list[list[int]]) -> None:
         """400 for an input over the model's window, as OpenAI answers: truncating it
         silently would embed a text the caller did not send."""
-        ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
         for index, tokens in enumerate(ids):
             if len(tokens) > self.max_length:
                 raise ContextLengthExceeded(
