@@ -121,9 +121,9 @@ async def main() -> None:
     ap.add_argument("--engine", choices=["transformers", "vllm"], default="transformers")
     ap.add_argument(
         "--batching",
-        choices=["auto", "padded", "continuous"],
         default="auto",
-        help="transformers engine: our padded batch (auto on CPU) or transformers' own",
+        help="transformers engine, comma-separated to compare in one run: auto, slots "
+        "(auto for Llama-family models), padded, continuous",
     )
     ap.add_argument(
         "--shape",
@@ -137,14 +137,14 @@ async def main() -> None:
     if not args.model and not is_built(path):
         build_tiny_model(path, SHAPES[args.shape])
     print(f"model: {path}")
-    engine = make_engine(args.engine, path, args.batching)
+    batchings = args.batching.split(",") if args.engine == "transformers" else ["auto"]
+    engine = make_engine(args.engine, path, batchings[0])
     await engine.start()
-    engine_rss = tree_rss_mb()
     prompts = [
         engine.encode_chat([{"role": "user", "content": f"def f{i}(x): return x * {i}"}])
         for i in range(128)
     ]
-    await engine_run(engine, prompts[:8], 8, 8)  # warm-up
+    await engine.stop()
     # The baseline runs in its own process: two torch thread pools in one process (the
     # baseline's and the engine's loop thread) fight over the cores and slowed the engine
     # by half when the baseline had run in-process first.
@@ -155,16 +155,22 @@ async def main() -> None:
     print("| path | concurrency | tokens/s | TTFT p50 ms | vs one-at-a-time |")
     print("| --- | --- | --- | --- | --- |")
     print(f"| model.generate, one at a time | 1 | {base_tps:.0f} | {base_ttft:.0f} | 1.0 |")
-    for c in (1, 8, 32):
-        # Four waves of requests per concurrency, so that ramp-up and drain do not dominate;
-        # the median of three runs (this 2-core machine is noisy).
-        runs = [await engine_run(engine, prompts[: max(16, 4 * c)], args.tokens, c) for _ in "abc"]
-        tps, ttft = sorted(runs)[1]
-        label = args.engine if args.engine == "vllm" else f"transformers ({args.batching})"
-        print(f"| {label} engine | {c} | {tps:.0f} | {ttft:.0f} | {tps / base_tps:.1f} |")
-    print(f"\nRSS with the engine loaded (process tree, before the baseline): {engine_rss:.0f} MiB")
-    print(f"RSS at the end (after the runs): {tree_rss_mb():.0f} MiB")
-    await engine.stop()
+    for batching in batchings:
+        engine = make_engine(args.engine, path, batching)
+        await engine.start()
+        engine_rss = tree_rss_mb()
+        await engine_run(engine, prompts[:8], 8, 8)  # warm-up
+        label = args.engine if args.engine == "vllm" else f"transformers ({batching})"
+        for c in (1, 8, 32):
+            # Four waves of requests per concurrency, so that ramp-up and drain do not
+            # dominate; the median of three runs (this 2-core machine is noisy).
+            runs = [
+                await engine_run(engine, prompts[: max(16, 4 * c)], args.tokens, c) for _ in "abc"
+            ]
+            tps, ttft = sorted(runs)[1]
+            print(f"| {label} engine | {c} | {tps:.0f} | {ttft:.0f} | {tps / base_tps:.1f} |")
+        print(f"| {label}: RSS with the engine loaded (process tree): {engine_rss:.0f} MiB |")
+        await engine.stop()
 
 
 if __name__ == "__main__":  # vLLM spawns processes: the guard is required

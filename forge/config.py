@@ -31,12 +31,14 @@ ProviderType = Literal[
 SELF_HOSTED_TYPES = {"transformers", "vllm", "transformers_embedding"}
 # Self-hosted types that generate text (and so can serve LoRA adapters).
 GENERATIVE_TYPES = {"transformers", "vllm"}
-# What `engine_args` may hold for the transformers engine: its device and dtype, and
-# transformers' ContinuousBatchingConfig fields worth setting.
+# What `engine_args` may hold for the transformers engine: its device, dtype, batching
+# (serve.models.transformers_engine), and transformers' ContinuousBatchingConfig fields.
 TRANSFORMERS_ENGINE_ARGS = {
     "batching",
     "device",
     "dtype",
+    "max_batch",
+    "max_model_len",
     "num_blocks",
     "page_size",
     "max_batch_tokens",
@@ -169,8 +171,8 @@ class ProviderConfig(StrictModel):
     engine_args: dict[str, Any] = Field(
         default_factory=dict,
         description="Self-hosted: extra engine options (vLLM's engine arguments such as "
-        "max_model_len or gpu_memory_utilization; for transformers num_blocks, page_size, "
-        "max_batch_tokens).",
+        "max_model_len or gpu_memory_utilization; for transformers batching, max_batch, "
+        "max_model_len, and continuous batching's num_blocks, page_size, max_batch_tokens).",
     )
 
     @model_validator(mode="after")

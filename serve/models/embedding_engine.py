@@ -5,6 +5,7 @@ An input longer than ``max_length`` tokens is a 400, not silently truncated."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,12 @@ class EmbeddingEngine:
         self.model: Any = None
         self.dimensions = 0
         self._lock = asyncio.Lock()  # one forward pass at a time per replica
+        # All its torch work on one thread: a forward on each of the default executor's
+        # workers would give each an OpenMP team (serve.models.torch_threads).
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="embedding")
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._load)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._load)
 
     def _load(self) -> None:
         import transformers
@@ -82,4 +86,6 @@ class EmbeddingEngine:
                 param="dimensions",
             )
         async with self._lock:
-            return await asyncio.to_thread(self._embed, texts, dimensions)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._thread, self._embed, texts, dimensions
+            )

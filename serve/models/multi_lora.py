@@ -19,10 +19,11 @@ the batch loop owns it and changes it between two steps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,10 +140,17 @@ class MultiLoraModel:
 
     def __call__(self, adapters: Sequence[str | None], **inputs: Any) -> Any:
         """The model's forward over ``inputs``, row i through ``adapters[i]``."""
+        with self.routing(adapters):
+            return self._base(**inputs)
+
+    @contextlib.contextmanager
+    def routing(self, adapters: Sequence[str | None]) -> Iterator[None]:
+        """Within it, on this thread, row i of any forward through the model's wrapped
+        layers runs through ``adapters[i]`` (None: the base model)."""
         slots = [0 if a is None else self._slots[a] for a in adapters]
         self._rows.slots = torch.tensor(slots, device=self._base.device) if any(slots) else None
         try:
-            return self._base(**inputs)
+            yield
         finally:
             self._rows.slots = None
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from forge.errors import ServiceUnavailable
+from serve.models.batch_loop import BatchLoop, BatchLoopStopped
 from serve.models.engine import (
     EngineOutput,
     EngineStats,
@@ -33,8 +34,11 @@ from serve.models.engine import (
     stop_prefix_len,
 )
 from serve.models.multi_lora import read_adapter
-from serve.models.padded_batching import BatchLoopStopped, PaddedBatcher
+from serve.models.padded_batching import PaddedBatcher
 from serve.models.sampling import add_request_sampling
+from serve.models.slot_batching import SlotBatcher
+from serve.models.slot_decoder import unsupported_reason
+from serve.models.torch_threads import run_in_own_thread
 
 GREEDY_TEMPERATURE = 1e-5  # temperature 0 as a vanishing temperature: argmax in practice
 HEALTH_POLL_S = 1.0  # how often a waiting request checks that the batch loop still runs
@@ -50,38 +54,43 @@ class TransformersEngine(TokenizerEncoding):
         *,
         device: str | None = None,
         dtype: str | None = None,
-        batching: Literal["auto", "continuous", "padded"] = "auto",
+        batching: Literal["auto", "slots", "padded", "continuous"] = "auto",
+        max_batch: int = 64,
+        max_model_len: int | None = None,
         **continuous: Any,
     ) -> None:
-        """``batching``: transformers' continuous batching, or our padded batch
-        (``serve.models.padded_batching``); ``auto`` picks padded on the CPU, where it
-        measured faster, continuous on CUDA. ``continuous``: ContinuousBatchingConfig
-        fields (num_blocks, page_size, max_batch_tokens, use_cuda_graph, ...); on the CPU
-        its cache is sized by ``CPU_BATCHING`` unless they say otherwise (transformers'
-        own sizing needs psutil)."""
+        """``batching``: our slot batch (``serve.models.slot_batching``: fixed shapes,
+        CUDA graphs on CUDA; Llama-family models), our padded batch (any model), or
+        transformers' continuous batching. ``auto``: slots where the model allows, else
+        padded on the CPU and continuous on CUDA. ``max_batch``: rows of our batches;
+        ``max_model_len``: a context window below the model's (smaller KV slots).
+        ``continuous``: ContinuousBatchingConfig fields (num_blocks, page_size,
+        max_batch_tokens, use_cuda_graph, ...); on the CPU its cache is sized by
+        ``CPU_BATCHING`` unless they say otherwise (transformers' own sizing needs
+        psutil)."""
         self.model_path = str(model)
         self._mode = batching
-        self._padded = batching == "padded"
+        self._max_batch = max_batch
+        self._max_model_len = max_model_len
         self._batching = continuous
         self._device = device
         self._dtype = dtype
         self._model: Any = None
         self._batch: Any = None  # the base model's: padded, or transformers' continuous
-        self._adapters_batch: PaddedBatcher | None = None  # adapter rows' (``_adapter_batch``)
+        self._adapters_batch: BatchLoop | None = None  # adapter rows' (``_adapter_batch``)
         self._adapters: set[str] = set()  # installed in it
         self.tokenizer: Any = None
         self.context_window = 0
         self.config: dict[str, Any] = {}
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._load)
+        await run_in_own_thread(self._load)  # its OpenMP team ends with it
 
     def _load(self) -> None:
         import torch
         import transformers
 
         device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._padded = self._mode == "padded" or (self._mode == "auto" and device == "cpu")
         if device == "cpu":
             self._batching = {**CPU_BATCHING, **self._batching}
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_path)
@@ -92,7 +101,9 @@ class TransformersEngine(TokenizerEncoding):
         self._model = model
         self.config = model.config.to_dict()
         self.context_window = int(model.config.max_position_embeddings)
-        self._batch = self._start_batching(model)
+        if self._max_model_len:
+            self.context_window = min(self.context_window, self._max_model_len)
+        self._batch = self._start_batching(model, self._choose_batching(model, device))
 
     def _eos_ids(self, model: Any) -> list[int]:
         """Every id that ends a turn: the generation config may list several (Llama 3's
@@ -102,12 +113,28 @@ class TransformersEngine(TokenizerEncoding):
         ids = [*ids, self.tokenizer.eos_token_id]
         return sorted({int(i) for i in ids if i is not None})
 
-    def _start_batching(self, model: Any) -> Any:
-        if self._padded:
-            batcher = PaddedBatcher(model, eos_token_ids=self._eos_ids(model))
-            batcher.start()
-            return batcher
-        return self._start_continuous_batching(model)
+    def _choose_batching(self, model: Any, device: str) -> str:
+        if self._mode != "auto":
+            if self._mode == "slots" and (reason := unsupported_reason(model)):
+                raise ValueError(f"batching 'slots' cannot run this model: {reason}")
+            return self._mode
+        if unsupported_reason(model) is None:
+            return "slots"
+        return "padded" if device == "cpu" else "continuous"
+
+    def _start_batching(self, model: Any, batching: str) -> Any:
+        eos = self._eos_ids(model)
+        batcher: BatchLoop
+        if batching == "slots":
+            batcher = SlotBatcher(
+                model, eos_token_ids=eos, max_len=self.context_window, max_batch=self._max_batch
+            )
+        elif batching == "padded":
+            batcher = PaddedBatcher(model, eos_token_ids=eos, max_batch=self._max_batch)
+        else:
+            return self._start_continuous_batching(model)
+        batcher.start()
+        return batcher
 
     def _start_continuous_batching(self, model: Any) -> Any:
         import transformers
@@ -137,18 +164,18 @@ class TransformersEngine(TokenizerEncoding):
         if name in self._adapters:
             return
         batcher = self._adapter_batch()
-        weights = await asyncio.to_thread(read_adapter, path)  # streams run on meanwhile
+        weights = await run_in_own_thread(read_adapter, path)  # streams run on meanwhile
         await _between_steps(batcher, lambda: batcher.model.add(name, weights))
         self._adapters.add(name)
 
-    def _adapter_batch(self) -> PaddedBatcher:
-        """The padded batch that adapter requests join: the base batch itself when it is
-        padded; beside transformers' continuous batch (which cannot mix adapters: a step
-        is one packed sequence) a padded one over the same model, started on first use.
-        Its LoRA wrappers act only on its own thread's rows, so the continuous batch's
+    def _adapter_batch(self) -> BatchLoop:
+        """The batch that adapter requests join: the base batch itself when it is ours;
+        beside transformers' continuous batch (which cannot mix adapters: a step is one
+        packed sequence) a padded one over the same model, started on first use. Its
+        LoRA wrappers act only on its own thread's rows, so the continuous batch's
         forwards through the shared layers stay the base model's."""
         if self._adapters_batch is None:
-            if isinstance(self._batch, PaddedBatcher):
+            if isinstance(self._batch, BatchLoop):
                 self._adapters_batch = self._batch
             else:
                 self._adapters_batch = PaddedBatcher(
@@ -175,7 +202,7 @@ class TransformersEngine(TokenizerEncoding):
     def stats(self) -> EngineStats:
         running = waiting = 0
         for manager in self._loops():
-            if isinstance(manager, PaddedBatcher):
+            if isinstance(manager, BatchLoop):
                 running += manager.running
                 waiting += manager.waiting
                 continue
@@ -257,8 +284,8 @@ async def _next_result(results: asyncio.Queue[Any], manager: Any) -> Any:
                 ) from None
 
 
-async def _between_steps(batcher: PaddedBatcher, change: Any) -> None:
-    """Change the padded batch's model on its loop's thread; 503 if that loop is gone.
+async def _between_steps(batcher: BatchLoop, change: Any) -> None:
+    """Change our batch's model on its loop's thread; 503 if that loop is gone.
     Shielded: a caller cancelled meanwhile (a client leaving, a timed-out prune) must not
     cancel the change itself, or an unload would be skipped and the old weights stay."""
     try:
@@ -276,9 +303,9 @@ def _submit(
     handler: Any,
     adapter: str | None,
 ) -> str:
-    """Queue a request on either batcher; ``handler`` gets each step's result. Only the
-    padded one takes an adapter (per row); a continuous batch serves the base model."""
-    if isinstance(manager, PaddedBatcher):
+    """Queue a request on any batch; ``handler`` gets each step's result. Only ours take
+    an adapter (per row); a continuous batch serves the base model."""
+    if isinstance(manager, BatchLoop):
         return manager.submit(prompt_ids, params, handler, adapter)
     seeded = {} if params.seed is None else {"seed": params.seed}
     request_id = manager.add_request(

@@ -38,9 +38,10 @@ async def two_adapters(model, adapter_dirs, batching: str):
         await eng.stop()
 
 
-@pytest.fixture(scope="module", params=["padded", "continuous"])
+@pytest.fixture(scope="module", params=["slots", "padded", "continuous"])
 async def engine(request, tiny_model):
-    """Both batching loops: our padded batch (the CPU default) and transformers' own."""
+    """Every batching loop: our slot batch (the default for Llama-family models), our
+    padded batch (any model) and transformers' own."""
     from serve.models.transformers_engine import TransformersEngine
 
     eng = TransformersEngine(tiny_model, batching=request.param)
@@ -113,7 +114,7 @@ async def test_an_unload_survives_its_caller_leaving_and_ends_rows_left_on_it(
 ):
     """An unload whose caller is cancelled still happens (else the old weights would be
     served on); a row still on the adapter ends with an error, the loop runs on."""
-    from serve.models.padded_batching import StepResult
+    from serve.models.batch_loop import StepResult
     from serve.models.transformers_engine import TransformersEngine
 
     eng = TransformersEngine(tiny_model, batching="padded")
