@@ -6,9 +6,11 @@
 Runs without Ray (the lent GPU machine has torch, transformers and peft only; pydantic
 comes from wheels carried along, see bench/README.md). Same run, same model:
 - baseline: ``model.generate`` with static batches of 1 and 128 prompts;
-- the transformers engine at concurrency 1, 8, 32, 128: transformers' continuous
-  batching (with and without CUDA graphs) and our padded batch, the latter also with the
-  streams spread over 8 random LoRA adapters in one mixed batch;
+- the transformers engine at concurrency 1, 8, 32, 128: our slot batch with CUDA graphs
+  (the default for this model), the same eagerly, our padded batch, transformers'
+  continuous batching (with and without its CUDA graphs), and the slot batch with the
+  streams spread over 8 random LoRA adapters in one mixed batch; then whether the slot
+  batch's greedy answers with graphs equal its eager ones;
 and each figure as a share of the weight+KV bandwidth roofline of the GPU.
 """
 
@@ -168,7 +170,7 @@ async def engine_tps(
     device: str,
     adapters: dict[str, Path] | None = None,
     **batching: Any,
-) -> dict[int, dict[str, float]]:
+) -> dict[Any, dict[str, Any]]:
     """Tokens/s and TTFT per concurrency level; with ``adapters``, request i goes
     through adapter i mod their number."""
     from serve.models.engine import SamplingParams
@@ -181,7 +183,7 @@ async def engine_tps(
     for name in names:
         await engine.load_adapter(name, (adapters or {})[name])
     turn = iter(range(10**9))
-    results: dict[int, dict[str, float]] = {}
+    results: dict[Any, dict[str, Any]] = {}
     try:
         params = SamplingParams(max_tokens=new, temperature=0)
 
@@ -206,9 +208,39 @@ async def engine_tps(
                 "tokens_per_s": produced / (time.perf_counter() - t0),
                 "ttft_p50_ms": statistics.median(ttfts),
             }
+        graphs = getattr(engine._batch, "graphs", None)
+        if graphs is not None:  # the slot batch: how its CUDA graphs fared
+            results["graphs"] = {"captured": graphs.captured, "disabled": graphs.disabled}
     finally:
         await engine.stop()
     return results
+
+
+async def graphs_agree(path: Path, prompts: list[list[int]], device: str) -> str:
+    """Whether the slot batch answers the same greedy text with its CUDA graphs as
+    without (a graph attends over a power-of-two bucket of columns, masked: in bf16 a
+    long answer may drift by a rounding; the first 32 tokens should agree)."""
+    from serve.models.engine import SamplingParams
+    from serve.models.transformers_engine import TransformersEngine
+
+    dtype = "bfloat16" if device == "cuda" else None
+    texts = []
+    for graphs in (True, False):
+        engine = TransformersEngine(
+            path, device=device, dtype=dtype, batching="slots", cuda_graphs=graphs
+        )
+        await engine.start()
+        try:
+            params = SamplingParams(max_tokens=32, temperature=0)
+
+            async def answer(ids: list[int], engine: Any = engine, params: Any = params) -> str:
+                return "".join([o.text async for o in engine.generate(ids, params)])
+
+            texts.append(await asyncio.gather(*(answer(p) for p in prompts)))
+        finally:
+            await engine.stop()
+    same = sum(a == b for a, b in zip(*texts, strict=True))
+    return f"{same} of {len(prompts)} answers identical"
 
 
 async def main() -> None:
@@ -269,17 +301,21 @@ async def main() -> None:
             batch,
             hf_generate(path, prompts[:n], args.new, batch, args.device),
         )
+    rows = max(levels)
+    slots = {"batching": "slots", "max_batch": rows}
     variants: dict[str, dict[str, Any]] = {
+        "engine, slot batch + CUDA graphs (default)": slots,
+        "engine, slot batch, eager": {**slots, "cuda_graphs": False},
+        "engine, padded batch": {"batching": "padded", "max_batch": rows},
         "engine, continuous batching": {"batching": "continuous"},
-        "engine, padded batch": {"batching": "padded"},
     }
     if args.device == "cuda":
         variants["engine, continuous batching + CUDA graphs"] = {
             "batching": "continuous",
             "use_cuda_graph": True,
         }
-    variants["engine, padded batch, 8 LoRA adapters mixed"] = {
-        "batching": "padded",
+    variants["engine, slot batch, 8 LoRA adapters mixed (eager steps)"] = {
+        **slots,
         "adapters": build_adapters(path, 8),
     }
     for label, batching in variants.items():
@@ -289,7 +325,16 @@ async def main() -> None:
             print(f"| {label} | failed: {type(exc).__name__}: {str(exc)[:120]} | | | |")
             continue
         for c, r in results.items():
+            if c == "graphs":
+                report.setdefault("graphs", {})[label] = r
+                continue
             row(label, c, r["tokens_per_s"], r["ttft_p50_ms"])
+    try:
+        report["graphs_agree"] = await graphs_agree(path, prompts[:8], args.device)
+    except Exception as exc:
+        report["graphs_agree"] = f"failed: {type(exc).__name__}: {exc}"
+    print(f"\nCUDA graphs: {report.get('graphs')}")
+    print(f"greedy answers, slot batch with graphs vs eager: {report['graphs_agree']}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "gpu_engine_bench.json").write_text(json.dumps(report, indent=2))
 

@@ -57,13 +57,15 @@ class TransformersEngine(TokenizerEncoding):
         batching: Literal["auto", "slots", "padded", "continuous"] = "auto",
         max_batch: int = 64,
         max_model_len: int | None = None,
+        cuda_graphs: bool | None = None,
         **continuous: Any,
     ) -> None:
         """``batching``: our slot batch (``serve.models.slot_batching``: fixed shapes,
         CUDA graphs on CUDA; Llama-family models), our padded batch (any model), or
         transformers' continuous batching. ``auto``: slots where the model allows, else
         padded on the CPU and continuous on CUDA. ``max_batch``: rows of our batches;
-        ``max_model_len``: a context window below the model's (smaller KV slots).
+        ``max_model_len``: a context window below the model's (smaller KV slots);
+        ``cuda_graphs``: the slot batch's, default on CUDA.
         ``continuous``: ContinuousBatchingConfig fields (num_blocks, page_size,
         max_batch_tokens, use_cuda_graph, ...); on the CPU its cache is sized by
         ``CPU_BATCHING`` unless they say otherwise (transformers' own sizing needs
@@ -72,6 +74,7 @@ class TransformersEngine(TokenizerEncoding):
         self._mode = batching
         self._max_batch = max_batch
         self._max_model_len = max_model_len
+        self._cuda_graphs = cuda_graphs
         self._batching = continuous
         self._device = device
         self._dtype = dtype
@@ -127,7 +130,11 @@ class TransformersEngine(TokenizerEncoding):
         batcher: BatchLoop
         if batching == "slots":
             batcher = SlotBatcher(
-                model, eos_token_ids=eos, max_len=self.context_window, max_batch=self._max_batch
+                model,
+                eos_token_ids=eos,
+                max_len=self.context_window,
+                max_batch=self._max_batch,
+                graphs=self._cuda_graphs,
             )
         elif batching == "padded":
             batcher = PaddedBatcher(model, eos_token_ids=eos, max_batch=self._max_batch)
