@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import itertools
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -28,6 +30,7 @@ import torch
 from serve.models.engine import SamplingParams
 from serve.models.multi_lora import MultiLoraModel
 
+log = logging.getLogger(__name__)
 GREEDY_BELOW = 1e-4  # temperatures under this are argmax
 T = TypeVar("T")
 
@@ -70,6 +73,10 @@ class BatchLoop:
 
     def __init__(self, model: Any, *, eos_token_ids: list[int], max_batch: int = 64) -> None:
         self.model = MultiLoraModel(model)
+        # Prefill needs the last position's logits only: [rows, prompt, vocab] of them
+        # would be GiBs for a batch of long prompts over a 128k vocabulary.
+        keeps = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._last_logits_only = {"logits_to_keep": 1} if keeps else {}
         self.eos_token_ids = set(eos_token_ids)
         self.max_batch = max_batch
         self._live: set[str] = set()  # submitted, not finished: what a cancel can hit
@@ -81,6 +88,7 @@ class BatchLoop:
         self._calls_closed = False
         self._cancelled: set[str] = set()
         self._rows: list[Request] = []
+        self._arriving: list[Request] = []  # being prefilled
         self._ids = itertools.count()
         self._wake = threading.Event()
         self._stopping = False
@@ -188,7 +196,9 @@ class BatchLoop:
                     self._step()
         except Exception as exc:  # the engine answers 503 and Serve replaces the replica
             self.error = f"{type(exc).__name__}: {exc}"
-            for row in self._rows:
+            admitted = {id(r) for r in self._rows}
+            arriving = [r for r in self._arriving if id(r) not in admitted]
+            for row in [*self._rows, *arriving]:
                 self._deliver(row, StepResult(list(row.generated), True, self.error))
         finally:
             with self._calls_lock:
@@ -235,7 +245,9 @@ class BatchLoop:
                 continue
             arrivals.append(request)
         if arrivals:
+            self._arriving = arrivals  # a crash now must answer them too
             self._prefill(arrivals)
+            self._arriving = []
 
     def _prefill_forward(self, arrivals: list[Request]) -> tuple[torch.Tensor, Any, torch.Tensor]:
         """One forward over the new prompts, left-padded to the longest: the last
@@ -259,6 +271,7 @@ class BatchLoop:
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
+            **self._last_logits_only,
         ).logits
         return logits[:, -1, :], cache, mask
 
@@ -300,9 +313,15 @@ class BatchLoop:
         """Cut finished or cancelled rows out of the batch."""
         if not request_ids:
             return
-        keep = [i for i, r in enumerate(self._rows) if r.request_id not in request_ids]
-        if len(keep) < len(self._rows):
-            gone = {r.request_id for r in self._rows} & request_ids
+        # One look per row: ``_cancelled`` grows on the event loop's thread meanwhile,
+        # and a cancel that lands after its row was kept must stay for the next step.
+        keep, gone = [], set()
+        for i, r in enumerate(self._rows):
+            if r.request_id in request_ids:
+                gone.add(r.request_id)
+            else:
+                keep.append(i)
+        if gone:
             self._cancelled -= gone
             self._live -= gone
             self._rows = self._cut(keep)
@@ -315,4 +334,7 @@ class BatchLoop:
 
 def _deliver_all(deliveries: list[tuple[Callable[[StepResult], None], StepResult]]) -> None:
     for handler, result in deliveries:
-        handler(result)
+        try:
+            handler(result)
+        except Exception:  # one broken handler must not starve the step's other requests
+            log.exception("a request's result handler failed")

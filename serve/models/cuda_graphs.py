@@ -82,21 +82,30 @@ class GraphedStep:
         return graph[1][:live]
 
     def reset(self) -> None:
-        """Forget every graph: the tensors they were captured over were replaced."""
+        """Forget every graph (the tensors they were captured over were replaced) and
+        their pool: a pool whose graphs are gone can only be reused once every block in
+        it is free, and the capture stream's cuBLAS workspace may still hold one."""
         self._graphs.clear()
+        self._pool = None
 
     def _capture(self, rows: int, columns: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         tokens, positions = self.tokens[:rows], self.positions[:rows]
+        caller = torch.cuda.current_stream()
         side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up: lazy inits (cuBLAS handles) off the graph
-            for _ in range(2):
-                self.step(tokens, positions, columns)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        with torch.cuda.graph(graph, pool=self._pool):
-            out = self.step(tokens, positions, columns)
+        side.wait_stream(caller)
+        try:
+            # Warm up on the stream the capture uses: lazy inits (cuBLAS handles and
+            # workspaces, which are per stream) happen here, outside the graph.
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self.step(tokens, positions, columns)
+            graph = torch.cuda.CUDAGraph()
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            with torch.cuda.graph(graph, pool=self._pool, stream=side):
+                out = self.step(tokens, positions, columns)
+        finally:
+            torch.cuda.set_stream(caller)  # also when the capture failed to begin
+            caller.wait_stream(side)
         self._graphs[(rows, columns)] = (graph, out)
         return graph, out

@@ -11,8 +11,11 @@ faster than the model's forward over a ``DynamicCache`` (bench/README.md).
   ``MultiLoraModel``, so adapters apply), then each row's K/V copied into a free slot.
 - A finished row's slot is refilled by the last row (one copy of its K/V), so live rows
   stay in slots 0..n-1.
-- The cache grows its columns by powers of two up to the context window (graphs are
-  re-captured over the new buffers), so a replica serving short chats holds little.
+- The cache grows its columns by powers of two (graphs are re-captured over the new
+  buffers), so a replica serving short chats holds little; it never grows past its
+  memory budget: every slot gets the longest request's columns, so ``slots x columns``
+  is bounded, and the engine's context window is cut to what fits (a longer request is a
+  400 before any work, not an out-of-memory error that takes every stream down).
 - LoRA: a step with any adapter row runs eagerly (the gathered LoRA matmuls change shape
   as adapters come and go); base-only steps replay graphs.
 """
@@ -25,9 +28,10 @@ import torch
 
 from serve.models.batch_loop import BatchLoop, Request
 from serve.models.cuda_graphs import GraphedStep, bucket
-from serve.models.slot_decoder import SlotCache, SlotDecoder
+from serve.models.slot_decoder import SlotCache, SlotDecoder, column_bytes
 
 FIRST_COLUMNS = 256
+MIN_CONTEXT = 256  # a budget that leaves less per request is a configuration error
 
 
 class SlotBatcher(BatchLoop):
@@ -40,12 +44,23 @@ class SlotBatcher(BatchLoop):
         eos_token_ids: list[int],
         max_len: int,
         max_batch: int = 64,
+        kv_bytes: int | None = None,
         graphs: bool | None = None,
     ) -> None:
-        """``max_len``: the most tokens (prompt and output) a request may hold;
-        ``graphs``: capture CUDA graphs (default: on CUDA)."""
+        """``max_len``: the most tokens (prompt and output) a request may hold, cut to
+        what ``kv_bytes`` of KV cache allows for ``max_batch`` slots (``max_len`` then
+        says what was kept); ``graphs``: capture CUDA graphs (default: on CUDA)."""
         super().__init__(model, eos_token_ids=eos_token_ids, max_batch=max_batch)
         device = self.model.device
+        if kv_bytes is not None:
+            fits = kv_bytes // column_bytes(model.config, max_batch, model.dtype)
+            if fits < MIN_CONTEXT:
+                raise ValueError(
+                    f"{kv_bytes / 2**20:.0f} MiB of KV cache hold {fits} tokens for each of "
+                    f"{max_batch} rows; lower max_batch or raise the memory share"
+                )
+            max_len = min(max_len, fits)
+        self.max_len = max_len
         columns = min(FIRST_COLUMNS, max_len)
         self.cache = SlotCache(model.config, max_batch, columns, max_len, model.dtype, device)
         self.decoder = SlotDecoder(model, self.cache)

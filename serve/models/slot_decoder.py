@@ -48,6 +48,15 @@ def unsupported_reason(model: Any) -> str | None:
     return None
 
 
+def column_bytes(config: Any, slots: int, dtype: torch.dtype) -> int:
+    """Bytes one more position costs a ``SlotCache``: every slot, layer, K and V."""
+    head_dim = getattr(config, "head_dim", None) or (
+        config.hidden_size // config.num_attention_heads
+    )
+    per_slot = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim
+    return slots * per_slot * torch.empty((), dtype=dtype).element_size()
+
+
 class SlotCache:
     """Each layer's keys and values for ``slots`` sequences: ``columns`` positions now,
     grown on demand up to ``capacity`` (the longest sequence served)."""
@@ -104,8 +113,8 @@ class SlotDecoder:
         if reason:
             raise ValueError(f"SlotDecoder does not support this model: {reason}")
         self.cache = cache
+        self.model = model  # its lm_head is looked up each step: an adapter may wrap it
         self.body = model.model
-        self.lm_head = model.lm_head
         first = self.body.layers[0].self_attn
         self.head_dim = first.head_dim
         self.apply_rope = sys.modules[type(first).__module__].apply_rotary_pos_emb
@@ -130,7 +139,7 @@ class SlotDecoder:
         ):
             x = x + self._attend(layer.self_attn, layer.input_layernorm(x), keys, values, at)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return self.lm_head(self.body.norm(x))[:, 0]
+        return self.model.lm_head(self.body.norm(x))[:, 0]
 
     def _attend(
         self, attn: Any, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, at: _Step
@@ -144,15 +153,17 @@ class SlotDecoder:
         q, k = self.apply_rope(q.transpose(1, 2), k.transpose(1, 2), *at.rope)
         keys[at.rows, :, at.positions] = k[:, :, 0]
         values[at.rows, :, at.positions] = v[:, 0]
+        # Grouped-query attention without repeating K/V: the query heads that share a
+        # K/V head (consecutive, as in the model's repeat_kv) become that head's queries.
+        kv_heads = keys.shape[1]
         out = functional.scaled_dot_product_attention(
-            q,
+            q.reshape(batch, kv_heads, -1, self.head_dim),
             keys[:batch, :, : at.length],
             values[:batch, :, : at.length],
             attn_mask=at.visible,
             scale=attn.scaling,
-            enable_gqa=True,
         )
-        return attn.o_proj(out.transpose(1, 2).reshape(batch, 1, -1))
+        return attn.o_proj(out.reshape(batch, 1, -1))
 
 
 class _Step(NamedTuple):

@@ -17,6 +17,8 @@ adapter requests go to a padded batch beside it over the same model and weights.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +42,10 @@ from serve.models.slot_batching import SlotBatcher
 from serve.models.slot_decoder import unsupported_reason
 from serve.models.torch_threads import run_in_own_thread
 
+log = logging.getLogger(__name__)
+# The slot batch's KV cache share of free memory (on CUDA: the rest is for prefill
+# activations and CUDA graphs), by whether the device is CUDA.
+KV_SHARE = {True: 0.8, False: 0.25}
 GREEDY_TEMPERATURE = 1e-5  # temperature 0 as a vanishing temperature: argmax in practice
 HEALTH_POLL_S = 1.0  # how often a waiting request checks that the batch loop still runs
 CPU_BATCHING = {"num_blocks": 256, "page_size": 32, "max_batch_tokens": 1024}
@@ -134,14 +140,36 @@ class TransformersEngine(TokenizerEncoding):
                 eos_token_ids=eos,
                 max_len=self.context_window,
                 max_batch=self._max_batch,
+                kv_bytes=self._kv_budget(model.device),
                 graphs=self._cuda_graphs,
             )
+            if batcher.max_len < self.context_window:
+                log.info(
+                    "KV slots fit %d tokens per request for %d rows (the model's window is "
+                    "%d): longer requests are refused; lower max_batch to serve them",
+                    batcher.max_len,
+                    self._max_batch,
+                    self.context_window,
+                )
+            self.context_window = batcher.max_len
         elif batching == "padded":
             batcher = PaddedBatcher(model, eos_token_ids=eos, max_batch=self._max_batch)
         else:
             return self._start_continuous_batching(model)
         batcher.start()
         return batcher
+
+    def _kv_budget(self, device: Any) -> int:
+        """Bytes the slot batch's KV cache may take: ``max_memory_percent`` (a share)
+        of what is free now, the weights loaded (CUDA), or of available memory (CPU)."""
+        import torch
+
+        share = float(self._batching.get("max_memory_percent", KV_SHARE[device.type == "cuda"]))
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+        else:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return int(free * share)
 
     def _start_continuous_batching(self, model: Any) -> Any:
         import transformers

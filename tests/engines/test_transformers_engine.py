@@ -54,7 +54,7 @@ class TestTransformersEngine(EngineConformance, SeedConformance, JoinConformance
     pass
 
 
-@pytest.mark.parametrize("batching", ["padded", "continuous"])
+@pytest.mark.parametrize("batching", ["slots", "padded", "continuous"])
 async def test_a_dead_engine_fails_requests_with_503_instead_of_hanging(
     tmp_path, batching, adapter_dirs
 ):
@@ -69,18 +69,19 @@ async def test_a_dead_engine_fails_requests_with_503_instead_of_hanging(
     with pytest.raises(ServiceUnavailable) as err:
         await asyncio.wait_for(run(eng, chat(eng, "hi"), max_tokens=4), 15)
     assert err.value.status_code == 503
-    if batching == "padded":  # adapters load on the loop's thread: none to load them
+    if batching != "continuous":  # adapters load on the loop's thread: none to load them
         with pytest.raises(ServiceUnavailable):
             await asyncio.wait_for(eng.load_adapter("a", adapter_dirs["support"]), 15)
     await eng.stop()
 
 
-async def test_the_padded_batch_mixes_adapters_and_survives_their_unloading(
-    tiny_model, adapter_dirs
+@pytest.mark.parametrize("batching", ["slots", "padded"])
+async def test_our_batches_mix_adapters_and_survive_their_unloading(
+    tiny_model, adapter_dirs, batching
 ):
     """Base and adapter requests share one batch (each row through its own adapter),
     and adapters come and go in any order without touching the others' answers."""
-    async with two_adapters(tiny_model, adapter_dirs, "padded") as (eng, prompt, base):
+    async with two_adapters(tiny_model, adapter_dirs, batching) as (eng, prompt, base):
         legal = (await run(eng, prompt, "legal", max_tokens=10))[0]
         batcher = eng._batch
         widest = 0
@@ -165,3 +166,96 @@ async def test_beside_continuous_batching_adapters_share_one_padded_batch(tiny_m
         await eng.unload_adapter("legal")
         assert (await run(eng, prompt, max_tokens=10))[0] == base
         assert eng.stats().adapters == [] and eng.healthy()
+
+
+async def test_an_adapter_on_lm_head_applies_to_every_token_in_the_slot_batch(tiny_model, tmp_path):
+    """The slot batch's decode step must go through the wrapped lm_head, not the one the
+    model had when the batch started: its answer equals the padded batch's."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from serve.models.transformers_engine import TransformersEngine
+
+    config = json.loads((tiny_model / "config.json").read_text())
+    rank, generator = 8, torch.Generator().manual_seed(0)
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps(
+            {"peft_type": "LORA", "r": rank, "lora_alpha": 16, "target_modules": ["lm_head"]}
+        )
+    )
+    prefix = "base_model.model.lm_head"
+    save_file(
+        {
+            f"{prefix}.lora_A.weight": torch.randn(
+                rank, config["hidden_size"], generator=generator
+            ),
+            f"{prefix}.lora_B.weight": torch.randn(config["vocab_size"], rank, generator=generator),
+        },
+        str(tmp_path / "adapter_model.safetensors"),
+    )
+    answers = {}
+    for batching in ("slots", "padded"):
+        eng = TransformersEngine(tiny_model, batching=batching)
+        await eng.start()
+        try:
+            await eng.load_adapter("head", tmp_path)
+            prompt = chat(eng, "def handler(event):")
+            answers[batching] = (await run(eng, prompt, "head", max_tokens=12))[0]
+            base = (await run(eng, prompt, max_tokens=12))[0]
+        finally:
+            await eng.stop()
+    assert answers["slots"] == answers["padded"] != base
+
+
+async def test_the_slot_batch_cuts_the_context_window_to_its_kv_budget(tiny_model, monkeypatch):
+    """Every slot gets the longest request's columns, so the KV memory bounds the window:
+    a request beyond it is a 400 before any work, not an out-of-memory crash of every
+    stream. A budget too small to be useful is refused at start."""
+    from forge.errors import ContextLengthExceeded
+    from serve.models.slot_decoder import column_bytes
+    from serve.models.transformers_engine import TransformersEngine
+
+    eng = TransformersEngine(tiny_model, batching="slots", max_batch=4)
+    per_token = {}
+
+    def budget(self, device):
+        per_token["bytes"] = column_bytes(self._model.config, 4, self._model.dtype)
+        return 300 * per_token["bytes"]
+
+    monkeypatch.setattr(TransformersEngine, "_kv_budget", budget)
+    await eng.start()
+    try:
+        assert eng.context_window == 300 and eng._batch.cache.capacity == 300
+        prompt = chat(eng, "def handler(event):")
+        assert (await run(eng, prompt, max_tokens=300 - len(prompt)))[1][-1].finish_reason
+        with pytest.raises(ContextLengthExceeded):
+            await run(eng, prompt, max_tokens=301 - len(prompt))
+        assert eng.healthy()
+    finally:
+        await eng.stop()
+    monkeypatch.setattr(TransformersEngine, "_kv_budget", lambda self, device: 1000)
+    with pytest.raises(ValueError, match="lower max_batch"):
+        await TransformersEngine(tiny_model, batching="slots").start()
+
+
+@pytest.mark.parametrize("batching", ["slots", "padded"])
+async def test_a_crash_during_prefill_answers_the_arrivals_at_once(tiny_model, batching):
+    """Requests being prefilled when the loop dies get the loop's error, not silence
+    until the engine's health poll notices."""
+    from serve.models.transformers_engine import TransformersEngine
+
+    eng = TransformersEngine(tiny_model, batching=batching)
+    await eng.start()
+    try:
+
+        def broken(arrivals):
+            raise RuntimeError("boom in prefill")
+
+        eng._batch._prefill_forward = broken
+        with pytest.raises(ServiceUnavailable, match="boom in prefill"):
+            await asyncio.wait_for(run(eng, chat(eng, "hi"), max_tokens=4), 15)
+        assert not eng.healthy()
+    finally:
+        await eng.stop()

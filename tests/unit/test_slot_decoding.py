@@ -150,3 +150,33 @@ async def test_rows_of_any_length_leaving_at_any_time_answer_as_alone(tiny_model
         assert batcher.cache.columns > FIRST_COLUMNS and batcher.running == 0
     finally:
         await engine.stop()
+
+
+def test_a_cancel_landing_while_rows_are_dropped_is_kept_for_the_next_step():
+    """The batch loop drops cancelled rows while the event loop may cancel more: a
+    cancel arriving mid-drop must not be consumed without its row being cut."""
+    from serve.models.batch_loop import BatchLoop, Request
+    from serve.models.engine import SamplingParams
+
+    class Rows(BatchLoop):
+        def _cut(self, keep):
+            return [self._rows[i] for i in keep]
+
+    batch = Rows(small_model("llama"), eos_token_ids=[])
+    loop = asyncio.new_event_loop()
+    rows = [Request(f"req-{i}", [1], SamplingParams(), print, loop) for i in (1, 0)]
+    batch._rows, batch._live = list(rows), {"req-0", "req-1"}
+
+    class CancelsMeanwhile(set):
+        def __contains__(self, item):  # req-1 was looked at and kept; its cancel lands now
+            if item == "req-0" and "req-1" not in self:
+                batch.cancel_request("req-1")
+            return super().__contains__(item)
+
+    batch._cancelled = CancelsMeanwhile({"req-0"})
+    batch._drop(batch._cancelled)
+    assert [r.request_id for r in batch._rows] == ["req-1"]
+    assert "req-1" in batch._cancelled and "req-1" in batch._live  # cut on the next step
+    batch._drop(batch._cancelled)
+    assert batch._rows == [] and not batch._live
+    loop.close()
