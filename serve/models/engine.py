@@ -8,7 +8,7 @@ adapter cache (``serve.models.adapters``) decides which LoRA adapters an engine 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -119,16 +119,15 @@ class IncrementalDecoder:
     what it adds; hold back while the window ends in half a UTF-8 character."""
 
     def __init__(self, tokenizer: Any) -> None:
-        self._tokenizer = tokenizer
+        self._decode = _fast_decode(tokenizer)
         self._tokens: list[int] = []
         self._prefix = 0  # window start: a few tokens of context before the new ones
         self._read = 0  # tokens whose text has been emitted
 
     def push(self, new_tokens: list[int]) -> str:
         self._tokens.extend(new_tokens)
-        decode = self._tokenizer.decode
-        emitted = decode(self._tokens[self._prefix : self._read], skip_special_tokens=True)
-        window = decode(self._tokens[self._prefix :], skip_special_tokens=True)
+        emitted = self._decode(self._tokens[self._prefix : self._read])
+        window = self._decode(self._tokens[self._prefix :])
         if len(window) <= len(emitted) or window.endswith("\ufffd"):
             return ""
         self._prefix, self._read = self._read, len(self._tokens)
@@ -136,11 +135,28 @@ class IncrementalDecoder:
 
     def flush(self) -> str:
         """What is held back at the end (a trailing half character included)."""
-        decode = self._tokenizer.decode
-        emitted = decode(self._tokens[self._prefix : self._read], skip_special_tokens=True)
-        window = decode(self._tokens[self._prefix :], skip_special_tokens=True)
+        emitted = self._decode(self._tokens[self._prefix : self._read])
+        window = self._decode(self._tokens[self._prefix :])
         self._prefix = self._read = len(self._tokens)
         return window[len(emitted) :] if len(window) > len(emitted) else ""
+
+
+def _fast_decode(tokenizer: Any) -> Callable[[list[int]], str]:
+    """``tokenizer.decode(ids, skip_special_tokens=True)``, straight through the Rust
+    tokenizer where transformers' wrapper would add nothing (no clean-up of spaces, no
+    override): 0.8 instead of 3.3 µs a call, twice per streamed token."""
+    try:
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # another transformers layout: the wrapper it is
+        TokenizersBackend = None
+    backend = getattr(tokenizer, "_tokenizer", None)
+    plain = TokenizersBackend is not None and (
+        type(tokenizer)._decode is TokenizersBackend._decode
+        and type(tokenizer).decode is TokenizersBackend.decode
+    )
+    if backend is not None and plain and not tokenizer.clean_up_tokenization_spaces:
+        return lambda ids: backend.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def first_stop(text: str, stops: list[str], searched_up_to: int) -> int | None:

@@ -40,6 +40,7 @@ from serve.models.padded_batching import PaddedBatcher
 from serve.models.sampling import add_request_sampling
 from serve.models.slot_batching import SlotBatcher
 from serve.models.slot_decoder import unsupported_reason
+from serve.models.stream_watch import StreamWatch, next_result
 from serve.models.torch_threads import run_in_own_thread
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 # activations and CUDA graphs), by whether the device is CUDA.
 KV_SHARE = {True: 0.8, False: 0.25}
 GREEDY_TEMPERATURE = 1e-5  # temperature 0 as a vanishing temperature: argmax in practice
-HEALTH_POLL_S = 1.0  # how often a waiting request checks that the batch loop still runs
 CPU_BATCHING = {"num_blocks": 256, "page_size": 32, "max_batch_tokens": 1024}
 
 
@@ -88,6 +88,7 @@ class TransformersEngine(TokenizerEncoding):
         self._batch: Any = None  # the base model's: padded, or transformers' continuous
         self._adapters_batch: BatchLoop | None = None  # adapter rows' (``_adapter_batch``)
         self._adapters: set[str] = set()  # installed in it
+        self._watch = StreamWatch()  # fails the streams of a loop that stopped silently
         self.tokenizer: Any = None
         self.context_window = 0
         self.config: dict[str, Any] = {}
@@ -265,12 +266,13 @@ class TransformersEngine(TokenizerEncoding):
         check_fits(len(prompt_ids), params, self.context_window)
         results: asyncio.Queue[Any] = asyncio.Queue()
         request_id = _submit(manager, prompt_ids, params, results.put_nowait, adapter)
+        self._watch.add(results, manager)
         decoder = IncrementalDecoder(self.tokenizer)
         text, sent, seen = "", 0, 0
         finished = False  # by the engine; a stop string ends it here and cancels it there
         try:
             while True:
-                result = await _next_result(results, manager)
+                result = await next_result(results)
                 if result.error:
                     raise ServiceUnavailable(f"The engine failed: {result.error}", retry_after=1)
                 tokens = result.generated_tokens
@@ -293,6 +295,7 @@ class TransformersEngine(TokenizerEncoding):
                     yield EngineOutput(text[sent:ready], len(prompt_ids), seen)
                     sent = ready
         finally:
+            self._watch.discard(results)
             if not finished:
                 manager.cancel_request(request_id)  # frees the slot and its KV blocks
 
@@ -302,21 +305,6 @@ class TransformersEngine(TokenizerEncoding):
         self._adapters.clear()
         for manager in managers:
             await asyncio.to_thread(manager.stop, True)
-
-
-async def _next_result(results: asyncio.Queue[Any], manager: Any) -> Any:
-    """The request's next result; a 503 rather than waiting forever on a batch loop that
-    died (crash, out of memory). ``wait_for`` costs a task per call: only when idle."""
-    if not results.empty():
-        return results.get_nowait()
-    while True:
-        try:
-            return await asyncio.wait_for(results.get(), HEALTH_POLL_S)
-        except TimeoutError:
-            if not manager.is_running():
-                raise ServiceUnavailable(
-                    "The model engine stopped; its replica is being replaced.", retry_after=5
-                ) from None
 
 
 async def _between_steps(batcher: BatchLoop, change: Any) -> None:
