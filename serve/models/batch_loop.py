@@ -2,8 +2,8 @@
 
 A subclass says how its batch holds the KV cache (``PaddedBatcher``: one left-padded
 ``DynamicCache``; ``SlotBatcher``: fixed per-request slots, CUDA graphs); this class owns
-the rest: the queue of arrivals, cancellation, sampling (each row with its own
-temperature, top_p and seed generator, so a seeded request repeats whatever else is in
+the rest: the queue of arrivals, cancellation, sampling (``row_sampling``: each row with
+its own temperature, top_p and seed, so a seeded request repeats whatever else is in
 the batch), delivery of each step's tokens to the requests' event loops, and calls run
 between two steps where the model may change (loading an adapter).
 
@@ -29,9 +29,9 @@ import torch
 
 from serve.models.engine import SamplingParams
 from serve.models.multi_lora import MultiLoraModel
+from serve.models.row_sampling import sample_rows
 
 log = logging.getLogger(__name__)
-GREEDY_BELOW = 1e-4  # temperatures under this are argmax
 T = TypeVar("T")
 
 
@@ -276,20 +276,7 @@ class BatchLoop:
         return logits[:, -1, :], cache, mask
 
     def _sample(self, logits: torch.Tensor, rows: list[Request]) -> list[int]:
-        tokens = logits.argmax(dim=-1).tolist()
-        for i, r in enumerate(rows):
-            p = r.params
-            if p.temperature < GREEDY_BELOW:
-                continue
-            scores = logits[i].float() / p.temperature
-            if p.top_p < 1.0:
-                sorted_scores, order = torch.sort(scores, descending=True)
-                cumulative = sorted_scores.softmax(-1).cumsum(-1)
-                drop = cumulative - sorted_scores.softmax(-1) >= p.top_p  # keep the first
-                scores[order[drop]] = float("-inf")
-            probs = scores.softmax(-1)
-            tokens[i] = int(torch.multinomial(probs, 1, generator=r.generator))
-        return tokens
+        return sample_rows(logits, [r.params for r in rows], [r.generator for r in rows])
 
     def _advance(self, rows: list[Request], tokens: list[int]) -> None:
         """Append each row's token and deliver the step: one callback per event loop, not
