@@ -39,6 +39,7 @@ TRANSFORMERS_ENGINE_ARGS = {
     "dtype",
     "max_batch",
     "max_model_len",
+    "max_prefill_tokens",
     "cuda_graphs",
     "num_blocks",
     "page_size",

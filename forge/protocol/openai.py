@@ -36,7 +36,7 @@ class _Sampling(_Open):
     max_tokens: Annotated[int, Field(ge=0)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Probability | None = None
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None  # OpenAI: up to 4
     seed: int | None = None
     user: str | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None

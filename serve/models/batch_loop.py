@@ -71,8 +71,19 @@ class BatchLoop:
 
     thread_name = "batch-loop"
 
-    def __init__(self, model: Any, *, eos_token_ids: list[int], max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        eos_token_ids: list[int],
+        max_batch: int = 64,
+        max_prefill_tokens: int = 8192,
+    ) -> None:
+        """``max_prefill_tokens``: prompt tokens prefilled in one forward (a longer
+        prompt goes alone): its activations and temporary cache are not in any budget."""
         self.model = MultiLoraModel(model)
+        self.max_prefill_tokens = max_prefill_tokens
+        self._held: Request | None = None  # taken from the queue, left for the next prefill
         # Prefill needs the last position's logits only: [rows, prompt, vocab] of them
         # would be GiBs for a batch of long prompts over a 128k vocabulary.
         keeps = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -161,7 +172,7 @@ class BatchLoop:
 
     @property
     def waiting(self) -> int:
-        return self._pending.qsize()
+        return self._pending.qsize() + (self._held is not None)
 
     def stop(self, block: bool = True) -> None:
         self._stopping = True
@@ -229,11 +240,14 @@ class BatchLoop:
     def _admit(self) -> None:
         """Prefill what waits (as many as fit), together, and add it to the batch."""
         arrivals: list[Request] = []
+        tokens = 0
         while len(self._rows) + len(arrivals) < self.max_batch:
-            try:
-                request = self._pending.get_nowait()
-            except queue.Empty:
-                break
+            request, self._held = self._held, None
+            if request is None:
+                try:
+                    request = self._pending.get_nowait()
+                except queue.Empty:
+                    break
             if request.request_id in self._cancelled:
                 self._cancelled.discard(request.request_id)
                 self._live.discard(request.request_id)
@@ -243,6 +257,10 @@ class BatchLoop:
                 self._deliver(request, StepResult([], True, error))
                 self._live.discard(request.request_id)
                 continue
+            if arrivals and tokens + len(request.prompt) > self.max_prefill_tokens:
+                self._held = request  # first in the next prefill
+                break
+            tokens += len(request.prompt)
             arrivals.append(request)
         if arrivals:
             self._arriving = arrivals  # a crash now must answer them too

@@ -156,7 +156,11 @@ def _fast_decode(tokenizer: Any) -> Callable[[list[int]], str]:
     )
     if backend is not None and plain and not tokenizer.clean_up_tokenization_spaces:
         return lambda ids: backend.decode(ids, skip_special_tokens=True)
-    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+    # Without clean-up: it rewrites spaces around punctuation across the whole text
+    # (WordPiece-era), which a window of the text cannot reproduce piece by piece.
+    return lambda ids: tokenizer.decode(
+        ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+    )
 
 
 def first_stop(text: str, stops: list[str], searched_up_to: int) -> int | None:
@@ -181,16 +185,19 @@ def stop_prefix_len(text: str, stops: list[str]) -> int:
     return longest
 
 
-def check_fits(prompt_len: int, params: SamplingParams, context_window: int) -> None:
-    """400 before any work when the prompt is empty, or it (plus max_tokens) cannot fit."""
+def check_fits(
+    prompt_len: int, params: SamplingParams, context_window: int, prompt_param: str = "messages"
+) -> None:
+    """400 before any work when the prompt is empty, or it (plus max_tokens) cannot fit;
+    ``prompt_param``: the request field holding the prompt."""
     from forge.errors import ContextLengthExceeded, InvalidRequest
 
     if prompt_len == 0:
-        raise InvalidRequest("The prompt is empty.", param="prompt")
+        raise InvalidRequest("The prompt is empty.", param=prompt_param)
     if prompt_len >= context_window:
         raise ContextLengthExceeded(
             f"The prompt has {prompt_len} tokens; this model's context window is {context_window}.",
-            param="messages",
+            param=prompt_param,
         )
     if prompt_len + params.max_tokens > context_window:
         raise ContextLengthExceeded(

@@ -27,8 +27,9 @@ from serve.models.batch_loop import BatchLoop, Request
 class PaddedBatcher(BatchLoop):
     thread_name = "padded-batcher"
 
-    def __init__(self, model: Any, *, eos_token_ids: list[int], max_batch: int = 64) -> None:
-        super().__init__(model, eos_token_ids=eos_token_ids, max_batch=max_batch)
+    def __init__(self, model: Any, **loop: Any) -> None:
+        """``loop``: ``BatchLoop``'s settings."""
+        super().__init__(model, **loop)
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
 

@@ -53,6 +53,8 @@ def _nucleus(scores: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """Keep each row's most likely tokens up to ``top_p`` of its mass (at least one)."""
     ordered, order = scores.sort(dim=-1, descending=True)
     probs = ordered.softmax(-1)
-    beyond = probs.cumsum(-1) - probs >= top_p[:, None]
+    # A row without top_p keeps everything: in float32 its cumulative sum reaches 1.0
+    # before the vocabulary's tail, which would otherwise be cut because of its neighbours.
+    beyond = (probs.cumsum(-1) - probs >= top_p[:, None]) & (top_p < 1.0)[:, None]
     ordered = ordered.masked_fill(beyond, float("-inf"))
     return torch.empty_like(scores).scatter_(-1, order, ordered)

@@ -23,12 +23,20 @@ from forge.config import ProviderConfig
 from forge.errors import ForgeError, InvalidRequest, UpstreamError
 from forge.settings import Settings
 from serve.models.adapters import AdapterCache, check_adapter, fetch_adapter
-from serve.models.engine import Engine, EngineOutput, EngineStats, SamplingParams, StartOnce
+from serve.models.engine import (
+    Engine,
+    EngineOutput,
+    EngineStats,
+    SamplingParams,
+    StartOnce,
+    check_fits,
+)
 from serve.models.tiny import build_tiny_model, is_built
 from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
 from serve.providers.sdk_base import ms_since, openai_stream
 from serve.translate.common import text_of, unsupported
 
+DEFAULT_MAX_TOKENS = 256  # when a request sets none (capped by the room left in the window)
 UNSUPPORTED = ("tools", "tool_choice", "functions", "logprobs", "response_format", "audio")
 
 
@@ -132,7 +140,16 @@ class ModelServerProvider:
             if not isinstance(prompt, str):
                 raise unsupported("transformers", "prompt", "a single string only")
             ids = self.engine.encode_text(prompt)
-        return list(ids), _sampling(body)
+        # Unasked, max_tokens is at most what the context window has room for (as
+        # OpenAI and vLLM do): a long prompt must not fail on a limit nobody sent.
+        window = self.engine.context_window
+        params = _sampling(
+            body, default_max_tokens=max(1, min(DEFAULT_MAX_TOKENS, window - len(ids)))
+        )
+        check_fits(
+            len(ids), params, window, "messages" if endpoint == "chat/completions" else "prompt"
+        )
+        return list(ids), params
 
     def _chunk(
         self, endpoint: Endpoint, cid: str, public_model: str, out: EngineOutput, first: bool
@@ -289,16 +306,20 @@ class ModelServerProvider:
             await self.engine.stop()
 
 
-def _sampling(body: dict[str, Any]) -> SamplingParams:
-    """The request's sampling parameters; values the engines cannot take are a 400."""
+def _sampling(body: dict[str, Any], default_max_tokens: int) -> SamplingParams:
+    """The request's sampling parameters; values the engines cannot take (max_tokens 0
+    among them) are a 400."""
     stop = body.get("stop") or []
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
     top_p = 1.0 if body.get("top_p") is None else body["top_p"]
     temperature = 1.0 if body.get("temperature") is None else body["temperature"]
     if top_p == 0:  # OpenAI allows it: keep only the likeliest token, i.e. greedy
         top_p, temperature = 1.0, 0.0
     try:
         return SamplingParams(
-            max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 256,
+            max_tokens=default_max_tokens if max_tokens is None else max_tokens,
             stop=[stop] if isinstance(stop, str) else list(stop),
             temperature=temperature,
             top_p=top_p,

@@ -41,16 +41,17 @@ class SlotBatcher(BatchLoop):
         self,
         model: Any,
         *,
-        eos_token_ids: list[int],
         max_len: int,
-        max_batch: int = 64,
         kv_bytes: int | None = None,
         graphs: bool | None = None,
+        **loop: Any,
     ) -> None:
         """``max_len``: the most tokens (prompt and output) a request may hold, cut to
         what ``kv_bytes`` of KV cache allows for ``max_batch`` slots (``max_len`` then
-        says what was kept); ``graphs``: capture CUDA graphs (default: on CUDA)."""
-        super().__init__(model, eos_token_ids=eos_token_ids, max_batch=max_batch)
+        says what was kept); ``graphs``: capture CUDA graphs (default: on CUDA);
+        ``loop``: ``BatchLoop``'s settings."""
+        super().__init__(model, **loop)
+        max_batch = self.max_batch
         device = self.model.device
         if kv_bytes is not None:
             fits = kv_bytes // column_bytes(model.config, max_batch, model.dtype)

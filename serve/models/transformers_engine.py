@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +40,7 @@ from serve.models.sampling import add_request_sampling
 from serve.models.slot_batching import SlotBatcher
 from serve.models.slot_decoder import unsupported_reason
 from serve.models.stream_watch import StreamWatch, next_result
-from serve.models.torch_threads import run_in_own_thread
+from serve.models.torch_threads import available_memory, run_in_own_thread
 
 log = logging.getLogger(__name__)
 # The slot batch's KV cache share of free memory (on CUDA: the rest is for prefill
@@ -63,6 +62,7 @@ class TransformersEngine(TokenizerEncoding):
         batching: Literal["auto", "slots", "padded", "continuous"] = "auto",
         max_batch: int = 64,
         max_model_len: int | None = None,
+        max_prefill_tokens: int = 8192,
         cuda_graphs: bool | None = None,
         **continuous: Any,
     ) -> None:
@@ -71,6 +71,7 @@ class TransformersEngine(TokenizerEncoding):
         transformers' continuous batching. ``auto``: slots where the model allows, else
         padded on the CPU and continuous on CUDA. ``max_batch``: rows of our batches;
         ``max_model_len``: a context window below the model's (smaller KV slots);
+        ``max_prefill_tokens``: prompt tokens our batches prefill in one forward;
         ``cuda_graphs``: the slot batch's, default on CUDA.
         ``continuous``: ContinuousBatchingConfig fields (num_blocks, page_size,
         max_batch_tokens, use_cuda_graph, ...); on the CPU its cache is sized by
@@ -80,6 +81,7 @@ class TransformersEngine(TokenizerEncoding):
         self._mode = batching
         self._max_batch = max_batch
         self._max_model_len = max_model_len
+        self._max_prefill_tokens = max_prefill_tokens
         self._cuda_graphs = cuda_graphs
         self._batching = continuous
         self._device = device
@@ -133,16 +135,19 @@ class TransformersEngine(TokenizerEncoding):
         return "padded" if device == "cpu" else "continuous"
 
     def _start_batching(self, model: Any, batching: str) -> Any:
-        eos = self._eos_ids(model)
+        loop = {
+            "eos_token_ids": self._eos_ids(model),
+            "max_batch": self._max_batch,
+            "max_prefill_tokens": self._max_prefill_tokens,
+        }
         batcher: BatchLoop
         if batching == "slots":
             batcher = SlotBatcher(
                 model,
-                eos_token_ids=eos,
                 max_len=self.context_window,
-                max_batch=self._max_batch,
                 kv_bytes=self._kv_budget(model.device),
                 graphs=self._cuda_graphs,
+                **loop,
             )
             if batcher.max_len < self.context_window:
                 log.info(
@@ -154,7 +159,7 @@ class TransformersEngine(TokenizerEncoding):
                 )
             self.context_window = batcher.max_len
         elif batching == "padded":
-            batcher = PaddedBatcher(model, eos_token_ids=eos, max_batch=self._max_batch)
+            batcher = PaddedBatcher(model, **loop)
         else:
             return self._start_continuous_batching(model)
         batcher.start()
@@ -162,14 +167,15 @@ class TransformersEngine(TokenizerEncoding):
 
     def _kv_budget(self, device: Any) -> int:
         """Bytes the slot batch's KV cache may take: ``max_memory_percent`` (a share)
-        of what is free now, the weights loaded (CUDA), or of available memory (CPU)."""
+        of what is free now, the weights loaded (CUDA), or of available memory (CPU).
+        The rest is for prefill (capped by ``max_prefill_tokens``) and CUDA graphs."""
         import torch
 
         share = float(self._batching.get("max_memory_percent", KV_SHARE[device.type == "cuda"]))
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
         else:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            free = available_memory()
         return int(free * share)
 
     def _start_continuous_batching(self, model: Any) -> Any:

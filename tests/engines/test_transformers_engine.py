@@ -259,3 +259,30 @@ async def test_a_crash_during_prefill_answers_the_arrivals_at_once(tiny_model, b
         assert not eng.healthy()
     finally:
         await eng.stop()
+
+
+@pytest.mark.parametrize("batching", ["slots", "padded"])
+async def test_prefills_split_at_max_prefill_tokens_and_answer_as_alone(tiny_model, batching):
+    """Arrivals beyond the prefill cap wait for the next step's prefill (one held back
+    from the queue, counted as waiting); every answer is the one it gets alone."""
+    from serve.models.transformers_engine import TransformersEngine
+
+    eng = TransformersEngine(tiny_model, batching=batching, max_prefill_tokens=1)
+    await eng.start()
+    try:
+        prompts = [chat(eng, f"def f{i}(x):") for i in range(4)]
+        alone = [await run(eng, p, max_tokens=6) for p in prompts]
+        prefills = 0
+        original = eng._batch._prefill
+
+        def counting(arrivals):
+            nonlocal prefills
+            prefills += 1
+            assert len(arrivals) == 1  # each prompt is over the cap: alone
+            return original(arrivals)
+
+        eng._batch._prefill = counting
+        together = await asyncio.gather(*(run(eng, p, max_tokens=6) for p in prompts))
+        assert together == alone and prefills == 4
+    finally:
+        await eng.stop()

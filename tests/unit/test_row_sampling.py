@@ -72,3 +72,29 @@ def test_a_zero_noise_draw_cannot_pick_a_filtered_token(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "exponential_", zeros)
     logits = torch.log(torch.tensor([[0.05, 0.15, 0.8]]))
     assert sample_rows(logits, [params(temperature=1.0, top_p=0.5)], [None]) == [2]
+
+
+def test_a_row_without_top_p_keeps_its_tail_beside_rows_with_one():
+    """Its float32 cumulative mass reaches 1.0 before the tail: a nucleus filter run for
+    its neighbours' sake must still leave all of it (or a seeded answer would change
+    with the batch)."""
+    vocab = 50_000
+    logits = torch.full((2, vocab), -30.0)
+    logits[:, 0] = 10.0  # nearly all the mass; the tail underflows the running sum
+    logits[:, 1:] += torch.linspace(0, 1, vocab - 1)
+    noise = torch.ones(2, vocab)
+    noise[1, -1] = torch.finfo(torch.float32).tiny  # the race is rigged for the last token
+
+    original = torch.Tensor.exponential_
+
+    def rigged(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        return self.copy_(noise[: self.shape[0]] if self.dim() == 2 else noise[1])
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(torch.Tensor, "exponential_", rigged):
+        tokens = sample_rows(
+            logits, [params(temperature=1.0, top_p=0.5), params(temperature=1.0)], [None, None]
+        )
+    assert tokens == [0, vocab - 1]  # row 1 could still draw its last token
