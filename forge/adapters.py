@@ -104,7 +104,7 @@ class AdapterRegistry:
         async with self._sessions.begin() as session:
             result = await session.execute(delete(LoraAdapter).where(LoraAdapter.name == name))
             if result.rowcount == 0:
-                raise NotFound(f"The adapter {name!r} does not exist.", param="name")
+                raise AdapterNotFound(f"The adapter {name!r} does not exist.", param="name")
 
 
 def _info(row: LoraAdapter) -> AdapterInfo:

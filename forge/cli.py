@@ -84,9 +84,19 @@ def status(
     from serve.app import APP_NAME
     from serve.deployments import ACTOR_NAMESPACE, DIRECTORY_ACTOR
 
-    context = ray.init(
-        address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False, logging_level="ERROR"
-    )
+    try:
+        context = ray.init(
+            address=os.environ.get("RAY_ADDRESS", "auto"),
+            log_to_driver=False,
+            logging_level="ERROR",
+        )
+    except ConnectionError:
+        typer.echo(
+            "PromptForge is not running: no Ray cluster found here (start it with "
+            "`bash scripts/up.sh`, or set RAY_ADDRESS to join one).",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     address = context.address_info.get("gcs_address", "?")
     try:
         app_status = serve.status().applications.get(APP_NAME)

@@ -235,17 +235,21 @@ class AdapterCache:
         version: str | None = None,
         lease: bool = False,
         registered: bool = False,
+        reload: bool = False,
     ) -> None:
         """Load ``name`` unless it is loaded from the same source (``spec``'s, or the one
-        whose digest is ``version``), reloading if it changed; 404 for an adapter nobody
-        registered. With ``lease``, the lease is taken before returning, with no await in
-        between, so no trim can drop it first."""
+        whose digest is ``version``), reloading if it changed, or with ``reload`` (the
+        admin route: the files at the source may have changed); 404 for an adapter
+        nobody registered. With ``lease``, the lease is taken before returning, with no
+        await in between, so no trim can drop it first."""
         while True:
             entry = self._entries.get(name)
             if entry is not None and (
-                (spec is not None and entry.source != spec.source)
+                reload
+                or (spec is not None and entry.source != spec.source)
                 or (version is not None and source_digest(entry.source) != version)
             ):
+                reload = False  # the copy to replace is this one, not the next
                 if entry.leases == 0:
                     await self._drop(name)  # registered again from elsewhere: reload
                     continue

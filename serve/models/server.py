@@ -104,8 +104,9 @@ class ModelServerProvider:
         return path
 
     async def load_adapter(self, spec: AdapterSpec) -> list[str]:
-        """Load ``spec`` now (the admin route); returns what this replica holds."""
-        await self.adapters.ensure(spec.name, spec)
+        """Load ``spec`` now (the admin route), from its files as they are now (a copy
+        loaded before is replaced); returns what this replica holds."""
+        await self.adapters.ensure(spec.name, spec, reload=True)
         return self.adapters.loaded()
 
     def with_adapter(self, adapter: str) -> AdapterView:

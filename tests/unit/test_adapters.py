@@ -190,6 +190,23 @@ async def test_a_re_registered_source_is_loaded_again():
     assert side.loads == ["a", "a"] and side.unloads == ["a"]
 
 
+async def test_the_admin_route_reloads_a_source_whose_files_changed_even_in_use():
+    """Registering the same source again (its files rewritten, or deleted and registered
+    anew) reloads it once, after the requests on the old copy end."""
+    side = FakeEngineSide({"a"})
+    cache = side.cache(2)
+    spec = AdapterSpec(name="a", base_model="m", source="/v1")
+    await cache.ensure("a", spec)
+    await cache.ensure("a", spec, reload=True)
+    assert side.loads == ["a", "a"] and side.unloads == ["a"]
+    async with cache.lease("a"):
+        reload = asyncio.create_task(cache.ensure("a", spec, reload=True))
+        await asyncio.sleep(0.1)
+        assert side.loads == ["a", "a"]  # the running request keeps its copy
+    await reload
+    assert side.loads == ["a", "a", "a"] and cache.loaded() == ["a"]
+
+
 async def test_a_request_for_another_source_version_reloads_and_serve_evicts_only_its_copy():
     side = FakeEngineSide({"a"})
     cache = side.cache(2)

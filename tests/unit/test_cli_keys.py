@@ -25,3 +25,15 @@ def test_keys_create_list_revoke(tmp_path, monkeypatch):
     assert missing.exit_code != 0
     assert (tmp_path / "forge.db").exists()
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+
+
+def test_status_without_a_running_platform_says_so_in_one_line(monkeypatch):
+    import ray
+
+    def no_cluster(**_):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "init", no_cluster)
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "PromptForge is not running" in result.output
