@@ -196,7 +196,14 @@ async def engine_tps(
                 last = out
             return last.completion_tokens if last else 0
 
-        await asyncio.gather(*(one(p, []) for p in prompts[:4]))  # warm-up
+        warm = SamplingParams(max_tokens=min(new, 160), temperature=0)
+        for c in levels:  # warm-up: past 256 columns at every row count (CUDA graphs)
+            await asyncio.gather(
+                *(
+                    _drain(engine.generate(p, warm, names[i % len(names)] if names else None))
+                    for i, p in enumerate(prompts[:c])
+                )
+            )
         for c in levels:
             ttfts: list[float] = []
             batch = prompts[: max(c, 4)]
@@ -214,6 +221,11 @@ async def engine_tps(
     finally:
         await engine.stop()
     return results
+
+
+async def _drain(outputs: Any) -> None:
+    async for _ in outputs:
+        pass
 
 
 async def graphs_agree(path: Path, prompts: list[list[int]], device: str) -> str:
