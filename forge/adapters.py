@@ -29,7 +29,9 @@ class AdapterMismatch(InvalidRequest):
 
 
 class AdapterSpec(BaseModel):
-    """A registered adapter: its name, the base model it belongs to, where it lives."""
+    """An adapter: its name, the base model it belongs to, where it lives; and, once
+    registered, when (which tells a registration apart from an earlier one of the same
+    name and source, whose files may since have changed)."""
 
     name: str = Field(pattern=r"^[\w.-]+$", max_length=100, description="Alias clients use.")
     base_model: str = Field(description="Public name of the self-hosted base model.")
@@ -40,6 +42,8 @@ class AdapterSpec(BaseModel):
         "LoRA adapter; credentials come from the environment, never the URL.",
     )
 
+    created_at: datetime | None = Field(None, description="When it was registered.")
+
     @field_validator("source")
     @classmethod
     def _no_credentials(cls, source: str) -> str:
@@ -49,18 +53,26 @@ class AdapterSpec(BaseModel):
 
 
 def source_digest(source: str) -> str:
-    """Short digest of an adapter's source: part of its reference, so that a name
-    registered again from elsewhere is a different model to Serve's multiplexing."""
+    """Short digest of an adapter's source (the version of an unregistered spec)."""
     return hashlib.sha256(source.encode()).hexdigest()[:12]
 
 
+def adapter_version(spec: AdapterSpec) -> str:
+    """Short digest of an adapter's source and registration time: part of its reference,
+    so that a name registered again, from elsewhere or from the same place after a
+    delete, is a different model to Serve's multiplexing and to every replica's cache."""
+    if spec.created_at is None:
+        return source_digest(spec.source)
+    return source_digest(f"{spec.source}\n{spec.created_at.isoformat()}")
+
+
 def adapter_ref(spec: AdapterSpec) -> str:
-    """``name@digest``: what the gateway asks a model replica for."""
-    return f"{spec.name}@{source_digest(spec.source)}"
+    """``name@version``: what the gateway asks a model replica for."""
+    return f"{spec.name}@{adapter_version(spec)}"
 
 
 def parse_adapter_ref(ref: str) -> tuple[str, str | None]:
-    """(name, source digest or None) from ``adapter_ref`` or a bare name."""
+    """(name, version or None) from ``adapter_ref`` or a bare name."""
     name, _, digest = ref.partition("@")
     return name, digest or None
 

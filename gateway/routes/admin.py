@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 from fastapi import APIRouter, Depends
@@ -68,8 +69,10 @@ class AdapterLoaded(AdapterInfo):
 async def load_adapter(
     req: LoadAdapterRequest, _: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
 ) -> AdapterLoaded:
-    """Register an adapter and load it on a replica now; no restart. Loading first means
-    a bad adapter (unreachable, not LoRA, another base's shapes) is refused, not stored."""
+    """Register an adapter and load it on a replica now; no restart. The registration
+    comes first (its time is part of the adapter's version, so replicas holding an older
+    registration of the name reload); one whose load fails (unreachable, not LoRA,
+    another base's shapes) is removed again: a bad adapter is refused, not stored."""
     base = rt.router.model(req.model)
     provider = next(p for p in rt.config.providers if p.name == base.provider)
     if provider.type not in GENERATIVE_TYPES or provider.max_adapters == 0:
@@ -91,14 +94,18 @@ async def load_adapter(
             param="name",
         )
     client = rt.router.clients[base.provider]
-    try:
-        view = client.with_adapter(adapter_ref(spec))  # type: ignore[attr-defined]
-        loaded = await view.load_adapter(spec)
-    except Exception as exc:
-        raise as_forge_error(exc) from None
     info = await rt.directory.register_adapter(spec)
-    if rt.adapters is not None:
-        rt.adapters.forget(spec.name)
+    try:
+        view = client.with_adapter(adapter_ref(info))  # type: ignore[attr-defined]
+        loaded = await view.load_adapter(info)
+    except Exception as exc:
+        if existing is None:  # this request stored it: take it back
+            with contextlib.suppress(Exception):
+                await rt.directory.delete_adapter(spec.name)
+        raise as_forge_error(exc) from None
+    finally:
+        if rt.adapters is not None:
+            rt.adapters.forget(spec.name)
     return AdapterLoaded(**info.model_dump(), replica_adapters=loaded)
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forge.adapters import AdapterMismatch, AdapterNotFound, AdapterSpec, source_digest
+from forge.adapters import AdapterMismatch, AdapterNotFound, AdapterSpec, adapter_version
 from forge.errors import InvalidRequest
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -179,10 +179,10 @@ def check_adapter(path: Path, base_config: dict[str, Any], max_rank: int) -> Ada
 
 @dataclass(slots=True)
 class _Entry:
-    source: str = ""
+    version: str = ""  # forge.adapters.adapter_version of what was loaded
     leases: int = 0
     evicted: bool = False
-    registered: bool = False  # seen in the registry with this source
+    registered: bool = False  # seen in the registry with this version
     loaded_at: float = field(default_factory=time.monotonic)
 
 
@@ -237,21 +237,21 @@ class AdapterCache:
         registered: bool = False,
         reload: bool = False,
     ) -> None:
-        """Load ``name`` unless it is loaded from the same source (``spec``'s, or the one
-        whose digest is ``version``), reloading if it changed, or with ``reload`` (the
-        admin route: the files at the source may have changed); 404 for an adapter
-        nobody registered. With ``lease``, the lease is taken before returning, with no
-        await in between, so no trim can drop it first."""
+        """Load ``name`` unless that registration of it is loaded (``spec``'s, or the one
+        ``version`` names: ``forge.adapters.adapter_version``), reloading if it changed,
+        or with ``reload`` (the admin route: the files at the source may have changed);
+        404 for an adapter nobody registered. With ``lease``, the lease is taken before
+        returning, with no await in between, so no trim can drop it first."""
         while True:
             entry = self._entries.get(name)
             if entry is not None and (
                 reload
-                or (spec is not None and entry.source != spec.source)
-                or (version is not None and source_digest(entry.source) != version)
+                or (spec is not None and entry.version != adapter_version(spec))
+                or (version is not None and entry.version != version)
             ):
                 reload = False  # the copy to replace is this one, not the next
                 if entry.leases == 0:
-                    await self._drop(name)  # registered again from elsewhere: reload
+                    await self._drop(name)  # registered again: reload
                     continue
                 entry.evicted = True  # in use: the old one drains, then this reloads
                 return await self._when_drained(
@@ -280,7 +280,7 @@ class AdapterCache:
             raise AdapterNotFound(f"The adapter {name!r} does not exist.", param="model")
         path = await self._prepare(spec)
         await self._load(name, path)
-        self._entries[name] = _Entry(source=spec.source, registered=registered)
+        self._entries[name] = _Entry(version=adapter_version(spec), registered=registered)
         await self._trim(keep=name)
 
     def _loaded(self, name: str, task: asyncio.Task[None]) -> None:
@@ -298,15 +298,15 @@ class AdapterCache:
         """Drop ``name`` now, or when its last running request ends (only the copy from
         the source ``version`` names, when given)."""
         entry = self._entries.get(name)
-        if entry is None or (version is not None and source_digest(entry.source) != version):
+        if entry is None or (version is not None and entry.version != version):
             return
         entry.evicted = True
         if entry.leases == 0:
             await self._drop(name)
 
     async def prune(self, settle_s: float = PRUNE_SETTLE_S) -> list[str]:
-        """Unload the adapters that the registry no longer names with the source they were
-        loaded from (deleted, or registered again elsewhere); returns their names. One
+        """Unload the adapters whose registration the registry no longer holds (deleted,
+        or registered again); returns their names. One
         under a running request goes when that request ends; one never yet seen
         registered (just loaded by the admin route) only ``settle_s`` after its load."""
         stale: list[str] = []
@@ -315,10 +315,10 @@ class AdapterCache:
                 spec = await self._resolve(name)
             except Exception:  # this one next time; the others now
                 continue
-            if spec is not None and spec.source == entry.source:
+            if spec is not None and adapter_version(spec) == entry.version:
                 entry.registered = True
             elif entry.registered or time.monotonic() - entry.loaded_at >= settle_s:
-                await self.evict(name, version=source_digest(entry.source))  # that copy only
+                await self.evict(name, version=entry.version)  # that copy only
                 stale.append(name)
         return stale
 

@@ -156,3 +156,26 @@ async def test_registered_adapters_are_listed_and_retrievable_as_models(gw, adap
         "/admin/adapters/support", headers={"authorization": f"Bearer {gw.admin_key}"}
     )
     assert "support" not in {m.id async for m in client.models.list()}
+
+
+async def test_an_adapter_deleted_and_registered_again_from_rewritten_files_serves_them(
+    gw, adapter_dirs, tmp_path
+):
+    """The same source path, its files replaced (a retrained adapter), registered again
+    after a delete: the new registration is a new version, and its weights are served."""
+    import shutil
+
+    legal = await answer_with(gw, "legal", adapter_dirs["legal"])
+    source = tmp_path / "retrained"
+    shutil.copytree(adapter_dirs["support"], source)
+    support = await answer_with(gw, "support", source)
+    admin = {"authorization": f"Bearer {gw.admin_key}"}
+    assert (await gw.http.delete("/admin/adapters/support", headers=admin)).status_code == 204
+    shutil.rmtree(source)
+    shutil.copytree(adapter_dirs["legal"], source)
+    assert await answer_with(gw, "support", source) == legal != support
+
+
+async def answer_with(gw, name, source):
+    assert (await register(gw, name, source)).status_code == 201
+    return await answer(gw, name)

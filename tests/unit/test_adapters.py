@@ -254,3 +254,28 @@ async def test_prune_spares_an_admin_load_not_yet_registered_until_it_settles():
     assert await cache.prune() == []  # registered now: from here on, a deletion unloads it
     side.known = set()
     assert await cache.prune() == ["b"] and cache.loaded() == []
+
+
+async def test_each_registration_is_a_version_of_its_own():
+    """A name registered again from the same source (after a delete) is another version:
+    a replica holding the old one reloads on a request for the new one, and prune drops
+    the old one once the registry holds the new one."""
+    from datetime import UTC, datetime, timedelta
+
+    from forge.adapters import adapter_version
+
+    first = AdapterSpec(name="a", base_model="m", source="/v1", created_at=datetime.now(UTC))
+    again = first.model_copy(update={"created_at": first.created_at + timedelta(seconds=1)})
+    assert adapter_version(first) != adapter_version(again)
+    assert adapter_version(first.model_copy(update={"created_at": None})) == source_digest("/v1")
+
+    side = FakeEngineSide({"a"})
+    registry = {"a": first}
+    side.resolve = lambda name: asyncio.sleep(0, registry.get(name))
+    cache = side.cache(2)
+    await cache.ensure("a", version=adapter_version(first))
+    registry["a"] = again
+    assert await cache.prune(settle_s=0) == ["a"] and cache.loaded() == []
+    await cache.ensure("a", version=adapter_version(again))
+    await cache.ensure("a", version=adapter_version(again))
+    assert side.loads == ["a", "a"]
