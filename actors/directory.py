@@ -8,6 +8,7 @@ each model replica reports every few seconds and `forge status` reads the latest
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import ray
@@ -52,8 +53,8 @@ class DirectoryActor:
     async def list_adapters(self) -> list[AdapterInfo]:
         return await self._directory.list_adapters()
 
-    async def delete_adapter(self, name: str) -> None:
-        await self._directory.delete_adapter(name)
+    async def delete_adapter(self, name: str, created_at: datetime | None = None) -> None:
+        await self._directory.delete_adapter(name, created_at)
 
     def report_replica(self, replica_id: str, stats: dict[str, Any]) -> None:
         self._replicas[replica_id] = (time.monotonic(), stats)

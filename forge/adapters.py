@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from forge.db.schema import LoraAdapter
@@ -112,11 +112,14 @@ class AdapterRegistry:
             rows = await session.scalars(select(LoraAdapter).order_by(LoraAdapter.name))
             return [_info(r) for r in rows]
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, created_at: datetime | None = None) -> None:
+        """Unregister ``name``; with ``created_at``, only that registration of it (a
+        failed admin load takes back its own, not one made since)."""
         async with self._sessions.begin() as session:
-            result = await session.execute(delete(LoraAdapter).where(LoraAdapter.name == name))
-            if result.rowcount == 0:
+            row = await session.get(LoraAdapter, name)
+            if row is None or (created_at is not None and _info(row).created_at != created_at):
                 raise AdapterNotFound(f"The adapter {name!r} does not exist.", param="name")
+            await session.delete(row)
 
 
 def _info(row: LoraAdapter) -> AdapterInfo:

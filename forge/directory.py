@@ -5,6 +5,8 @@ The directory actor is a thin Ray shell around it; in-process tests use it direc
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from forge.adapters import AdapterInfo, AdapterRegistry, AdapterSpec
@@ -37,5 +39,5 @@ class Directory:
     async def list_adapters(self) -> list[AdapterInfo]:
         return await self.adapters.list()
 
-    async def delete_adapter(self, name: str) -> None:
-        await self.adapters.delete(name)
+    async def delete_adapter(self, name: str, created_at: datetime | None = None) -> None:
+        await self.adapters.delete(name, created_at)

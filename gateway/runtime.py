@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from actors.usage_shipper import UsageShipper
@@ -30,7 +31,8 @@ class Directory(Protocol):
 
     async def list_adapters(self) -> list[AdapterInfo]: ...
 
-    async def delete_adapter(self, name: str) -> None: ...
+    async def delete_adapter(self, name: str, created_at: datetime | None = None) -> None:
+        """Unregister ``name`` (only its registration made at ``created_at``, if given)."""
 
 
 Readiness = Callable[[], Awaitable[dict[str, bool]]]

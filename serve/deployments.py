@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI
@@ -200,8 +201,8 @@ class _ActorDirectory:
     async def list_adapters(self) -> list[AdapterInfo]:
         return await self._actor.list_adapters.remote()
 
-    async def delete_adapter(self, name: str) -> None:
-        await self._actor.delete_adapter.remote(name)
+    async def delete_adapter(self, name: str, created_at: datetime | None = None) -> None:
+        await self._actor.delete_adapter.remote(name, created_at)
 
 
 @serve.deployment

@@ -101,7 +101,7 @@ async def load_adapter(
     except Exception as exc:
         if existing is None:  # this request stored it: take it back
             with contextlib.suppress(Exception):
-                await rt.directory.delete_adapter(spec.name)
+                await rt.directory.delete_adapter(spec.name, info.created_at)
         raise as_forge_error(exc) from None
     finally:
         if rt.adapters is not None:

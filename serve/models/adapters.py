@@ -180,6 +180,7 @@ def check_adapter(path: Path, base_config: dict[str, Any], max_rank: int) -> Ada
 @dataclass(slots=True)
 class _Entry:
     version: str = ""  # forge.adapters.adapter_version of what was loaded
+    replacing: bool = False  # a newer copy waits for this one's requests to end
     leases: int = 0
     evicted: bool = False
     registered: bool = False  # seen in the registry with this version
@@ -249,11 +250,20 @@ class AdapterCache:
                 or (spec is not None and entry.version != adapter_version(spec))
                 or (version is not None and entry.version != version)
             ):
+                if not reload and spec is None:
+                    current = await self._resolve(name)
+                    if current is not None and adapter_version(current) == entry.version:
+                        version = None  # the asker's view is stale (a gateway's cache):
+                        continue  # the loaded copy is the registered one
                 reload = False  # the copy to replace is this one, not the next
                 if entry.leases == 0:
                     await self._drop(name)  # registered again: reload
                     continue
-                entry.evicted = True  # in use: the old one drains, then this reloads
+                entry.evicted = entry.replacing = True  # in use: it drains, then reload
+                return await self._when_drained(
+                    name, spec=spec, version=version, lease=lease, registered=registered
+                )
+            if entry is not None and entry.replacing:  # not to be revived: wait it out
                 return await self._when_drained(
                     name, spec=spec, version=version, lease=lease, registered=registered
                 )
@@ -272,6 +282,7 @@ class AdapterCache:
                 self._loading[name] = task
                 task.add_done_callback(lambda t, n=name: self._loaded(n, t))
             await asyncio.shield(task)  # then loop: take it, or load again if dropped
+            reload = False  # what is loaded now was read from the files just now
 
     async def _load_new(self, name: str, spec: AdapterSpec | None) -> None:
         registered = spec is None
@@ -289,8 +300,10 @@ class AdapterCache:
             task.exception()  # retrieved: waiters re-raise it, nobody else has to
 
     async def _when_drained(self, name: str, **ensure: Any) -> None:
-        """``ensure(name, **ensure)`` once the copy now loaded has been dropped."""
-        while name in self._entries:
+        """``ensure(name, **ensure)`` once the copy now loaded has been dropped (not
+        while any copy is: another waiter may have loaded the next one already)."""
+        draining = self._entries.get(name)
+        while draining is not None and self._entries.get(name) is draining:
             await asyncio.sleep(0.05)
         await self.ensure(name, **ensure)
 

@@ -279,3 +279,41 @@ async def test_each_registration_is_a_version_of_its_own():
     await cache.ensure("a", version=adapter_version(again))
     await cache.ensure("a", version=adapter_version(again))
     assert side.loads == ["a", "a"]
+
+
+async def test_a_request_naming_an_older_version_is_served_the_registered_one():
+    """A gateway's cache may name the version the registry held seconds ago: the replica
+    serves the registered copy it holds instead of reloading it (in a loop, as it did)."""
+    from datetime import UTC, datetime, timedelta
+
+    from forge.adapters import adapter_version
+
+    old = AdapterSpec(name="a", base_model="m", source="/v1", created_at=datetime.now(UTC))
+    new = old.model_copy(update={"created_at": old.created_at + timedelta(seconds=1)})
+    side = FakeEngineSide({"a"})
+    side.resolve = lambda name: asyncio.sleep(0, new)
+    cache = side.cache(2)
+    await cache.ensure("a", version=adapter_version(new))
+    await asyncio.wait_for(cache.ensure("a", version=adapter_version(old)), 5)
+    async with cache.lease("a", adapter_version(old)):
+        pass
+    assert side.loads == ["a"] and side.unloads == []
+
+
+async def test_a_copy_being_replaced_is_not_revived_by_requests_arriving_meanwhile():
+    """While an admin reload waits for the requests on the old copy, new requests must
+    not keep that copy alive (the reload would wait forever): they wait for the new one.
+    And an admin load of an adapter not held yet loads it once."""
+    side = FakeEngineSide({"a"})
+    cache = side.cache(2)
+    spec = AdapterSpec(name="a", base_model="m", source="/v1")
+    await cache.ensure("a", spec, reload=True)
+    assert side.loads == ["a"]  # loaded once, not loaded and reloaded
+    async with cache.lease("a"):
+        admin = asyncio.create_task(cache.ensure("a", spec, reload=True))
+        await asyncio.sleep(0.02)
+        newcomer = asyncio.create_task(cache.ensure("a", lease=True))
+        await asyncio.sleep(0.02)
+        assert not newcomer.done()  # it waits for the new copy
+    await asyncio.wait_for(asyncio.gather(admin, newcomer), 5)
+    assert side.loads == ["a", "a"] and side.unloads == ["a"]

@@ -93,7 +93,9 @@ async def test_lookup_of_unknown_hash_is_none(engine, bad):
 
 
 async def test_adapter_registry_is_idempotent_and_refuses_a_different_spec(engine):
-    from forge.adapters import AdapterRegistry, AdapterSpec
+    from datetime import timedelta
+
+    from forge.adapters import AdapterRegistry, AdapterSpec, adapter_version
     from forge.errors import Conflict, NotFound
 
     registry = AdapterRegistry(make_sessionmaker(engine))
@@ -104,8 +106,14 @@ async def test_adapter_registry_is_idempotent_and_refuses_a_different_spec(engin
     with pytest.raises(Conflict):
         await registry.register(spec.model_copy(update={"source": "/elsewhere"}))
     assert [a.name for a in await registry.list()] == ["support"]
-    assert (await registry.get("support")).base_model == "tiny-llama"
-    await registry.delete("support")
+    stored = await registry.get("support")
+    assert stored.base_model == "tiny-llama"
+    # The version the gateway computes from `register`'s answer is the one a replica
+    # computes from the stored row (time zone and precision survive the round trip).
+    assert adapter_version(stored) == adapter_version(first)
+    with pytest.raises(NotFound):  # only the registration made then: not a later one
+        await registry.delete("support", first.created_at + timedelta(microseconds=1))
+    await registry.delete("support", first.created_at)
     assert await registry.get("support") is None
     with pytest.raises(NotFound):
         await registry.delete("support")
