@@ -40,7 +40,9 @@ class GraphedStep:
         self.step = step
         self.slots = slots
         self.device = device
-        self.disabled: str | None = None if graphs else "not on CUDA"
+        self.disabled: str | None = None
+        if not graphs:
+            self.disabled = "not on CUDA" if device.type != "cuda" else "turned off"
         self.tokens = torch.zeros(slots, dtype=torch.long, device=device)
         self.positions = torch.zeros(slots, dtype=torch.long, device=device)
         self._staged = torch.zeros(2, slots, dtype=torch.long)  # pinned: async host-to-device
@@ -60,8 +62,7 @@ class GraphedStep:
         ``columns``: the cache's, which a bucket must not exceed."""
         live = len(tokens)
         if self.disabled:
-            ids = torch.tensor(tokens, device=self.device)
-            return self.step(ids, torch.tensor(positions, device=self.device), length)
+            return self.eager(tokens, positions, length)
         rows = bucket(live, self.slots)
         width = bucket(length, columns, MIN_COLUMNS)
         self._staged[:, :live] = torch.tensor([tokens, positions])  # read by the last
@@ -80,6 +81,13 @@ class GraphedStep:
                 return self.step(self.tokens[:live], self.positions[:live], length)
         graph[0].replay()
         return graph[1][:live]
+
+    def eager(self, tokens: list[int], positions: list[int], length: int) -> torch.Tensor:
+        """The step run plainly, over exactly the live rows and columns."""
+        device = self.device
+        return self.step(
+            torch.tensor(tokens, device=device), torch.tensor(positions, device=device), length
+        )
 
     def reset(self) -> None:
         """Forget every graph (the tensors they were captured over were replaced) and

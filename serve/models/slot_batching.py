@@ -24,8 +24,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from serve.models.batch_loop import BatchLoop, Request
 from serve.models.cuda_graphs import GraphedStep, bucket
 from serve.models.slot_decoder import SlotCache, SlotDecoder, column_bytes
@@ -90,13 +88,8 @@ class SlotBatcher(BatchLoop):
         positions = [r.length for r in rows]
         adapters = [r.adapter for r in rows]
         if any(adapters):
-            device = self.model.device
             with self.model.routing(adapters):
-                logits = self.decoder.step(
-                    torch.tensor(tokens, device=device),
-                    torch.tensor(positions, device=device),
-                    length,
-                )
+                logits = self.graphs.eager(tokens, positions, length)
         else:
             logits = self.graphs.run(tokens, positions, length, self.cache.columns)
         for r in rows:

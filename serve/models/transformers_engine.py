@@ -44,8 +44,8 @@ from serve.models.torch_threads import available_memory, run_in_own_thread
 
 log = logging.getLogger(__name__)
 # The slot batch's KV cache share of free memory (on CUDA: the rest is for prefill
-# activations and CUDA graphs), by whether the device is CUDA.
-KV_SHARE = {True: 0.8, False: 0.25}
+# activations and CUDA graphs).
+KV_SHARE_CUDA, KV_SHARE_CPU = 0.8, 0.25
 GREEDY_TEMPERATURE = 1e-5  # temperature 0 as a vanishing temperature: argmax in practice
 CPU_BATCHING = {"num_blocks": 256, "page_size": 32, "max_batch_tokens": 1024}
 
@@ -171,8 +171,11 @@ class TransformersEngine(TokenizerEncoding):
         The rest is for prefill (capped by ``max_prefill_tokens``) and CUDA graphs."""
         import torch
 
-        share = float(self._batching.get("max_memory_percent", KV_SHARE[device.type == "cuda"]))
-        if device.type == "cuda":
+        on_cuda = device.type == "cuda"
+        share = float(
+            self._batching.get("max_memory_percent", KV_SHARE_CUDA if on_cuda else KV_SHARE_CPU)
+        )
+        if on_cuda:
             free, _ = torch.cuda.mem_get_info(device)
         else:
             free = available_memory()
