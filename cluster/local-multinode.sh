@@ -22,6 +22,8 @@ export RAY_SERVE_ENABLE_HA_PROXY=1
 export RAY_SERVE_THROUGHPUT_OPTIMIZED=1
 export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=30
 export RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH=536870912
+# The platform's request ids replace a client's x-request-id (gateway/request_ids.py).
+export RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=gateway.request_ids:serve_http_middlewares
 export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"
 
 # Note: `ray stop` stops every Ray node of this user on this machine, not only these two.

@@ -7,11 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-UsageStatus = Literal["ok", "error", "client_disconnected"]
+# interrupted: the replica serving it died mid-call; written by its successor from the
+# spool, with the tokens known at the last progress mark (usage_estimated).
+UsageStatus = Literal["ok", "error", "client_disconnected", "interrupted"]
 
 
 class UsageEvent(BaseModel):
     request_id: str
+    client_request_id: str | None = None
     created_at: datetime
     key_id: str | None
     endpoint: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,11 +13,9 @@ from gateway.routes import admin, anthropic, health, inference, models
 from gateway.runtime import GatewayRuntime
 
 
-def build_app(
-    runtime: GatewayRuntime, request_id_source: Callable[[], str | None] | None = None
-) -> FastAPI:
-    """The app; ``request_id_source`` supplies the host's request id (Ray Serve's), which
-    the host then also sends as ``x-request-id`` itself."""
+def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
+    """The app; ``behind_serve``: Ray Serve's replica server hosts it, and puts the
+    platform's request id in place and echoes it (``gateway.request_ids``)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -37,7 +35,6 @@ def build_app(
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,
-        request_id_source=request_id_source,
-        emit_request_id=request_id_source is None,
+        behind_serve=behind_serve,
     )
     return app

@@ -1,58 +1,105 @@
-"""Request id and platform-overhead headers on every response, as a bare ASGI wrapper
-(cheaper per request than Starlette's BaseHTTPMiddleware)."""
+"""Request ids and the platform-overhead header on every response, as a bare ASGI
+wrapper (cheaper per request than Starlette's BaseHTTPMiddleware)."""
 
 from __future__ import annotations
 
+import logging
 import time
-import uuid
-from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID = b"x-request-id"
+from forge.errors import InvalidRequest
+from gateway.errors import error_response
+from gateway.request_ids import (
+    CLIENT_REQUEST_ID,
+    CLIENT_REQUEST_ID_MAX,
+    REQUEST_ID,
+    outer_ids_installed,
+    split_ids,
+    valid_client_request_id,
+)
+
+log = logging.getLogger(__name__)
 OVERHEAD = b"x-forge-overhead-ms"
 
 
 class RequestContextMiddleware:
-    """Stamps ``scope["state"]`` with a request id and a start time; adds both headers.
+    """Stamps ``scope["state"]`` with the platform's request id, the client's own id and a
+    start time; adds ``x-request-id``, ``x-client-request-id`` and ``x-forge-overhead-ms``.
 
     Handlers that wait on a provider set ``x-forge-overhead-ms`` themselves (their time
     minus the provider's); for every other response the whole time is overhead.
 
-    Behind Ray Serve the id is Serve's own (``request_id_source``), which Serve already
-    returns as ``x-request-id``: logs, usage rows and the client then share one id.
+    Behind Ray Serve (``behind_serve``) the platform id was already put in place by
+    ``PlatformRequestIds`` outside Serve's own middleware, which echoes it as
+    ``x-request-id``; elsewhere this middleware makes the id and echoes it itself.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        request_id_source: Callable[[], str | None] | None = None,
-        emit_request_id: bool = True,
-    ) -> None:
+    def __init__(self, app: ASGIApp, behind_serve: bool = False) -> None:
         self.app = app
-        self._source = request_id_source
-        self._emit_request_id = emit_request_id
+        self._behind_serve = behind_serve
+        self._warned = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        request_id = (self._source and self._source()) or "req_" + uuid.uuid4().hex
+        headers = scope["headers"]
+        if not (self._behind_serve and outer_ids_installed()):
+            if self._behind_serve and not self._warned:
+                self._warned = True
+                log.warning("PlatformRequestIds is not installed: Serve echoes client ids")
+            headers, _ = split_ids(list(headers))
+            scope["headers"] = headers
+        request_id = client_id = ""
+        for name, value in headers:
+            if name == REQUEST_ID:
+                request_id = value.decode()
+            elif name == CLIENT_REQUEST_ID:
+                client_id = value
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["t0"] = t0
+        if client_id and not valid_client_request_id(client_id):
+            error = InvalidRequest(
+                "The client request id (X-Client-Request-Id, or the x-request-id you sent) "
+                f"must be 1 to {CLIENT_REQUEST_ID_MAX} printable ASCII characters.",
+                param="X-Client-Request-Id",
+                code="invalid_client_request_id",
+            )
+            state["client_request_id"] = None
+            await self._refuse(error, scope, receive, send)
+            return
+        state["client_request_id"] = client_id.decode() if client_id else None
+        emit_id = not self._behind_serve
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                names = {name for name, _ in headers}
-                if self._emit_request_id and REQUEST_ID not in names:
-                    headers.append((REQUEST_ID, request_id.encode()))
+                out = list(message.get("headers", ()))
+                names = {name for name, _ in out}
+                if emit_id and REQUEST_ID not in names:
+                    out.append((REQUEST_ID, request_id.encode()))
+                if client_id:
+                    out.append((CLIENT_REQUEST_ID, client_id))
                 if OVERHEAD not in names:
                     elapsed = (time.perf_counter() - t0) * 1000
-                    headers.append((OVERHEAD, f"{elapsed:.2f}".encode()))
-                message["headers"] = headers
+                    out.append((OVERHEAD, f"{elapsed:.2f}".encode()))
+                message["headers"] = out
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    async def _refuse(
+        self, error: InvalidRequest, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Answer ``error`` without running the app (the id is still echoed)."""
+        emit_id = not self._behind_serve
+        request_id = scope["state"]["request_id"].encode()
+
+        async def with_id(message: Message) -> None:
+            if message["type"] == "http.response.start" and emit_id:
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID, request_id)]
+            await send(message)
+
+        await error_response(error, scope.get("path", ""))(scope, receive, with_id)

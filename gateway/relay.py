@@ -38,6 +38,12 @@ class CallContext:
     key_id: str | None
     t0: float
     endpoint: Endpoint
+    client_request_id: str | None = None
+
+    @classmethod
+    def of(cls, state: Any, key_id: str | None, endpoint: Endpoint) -> CallContext:
+        """From the request state ``RequestContextMiddleware`` stamped."""
+        return cls(state.request_id, key_id, state.t0, endpoint, state.client_request_id)
 
 
 def as_forge_error(exc: BaseException) -> ForgeError:
@@ -84,6 +90,7 @@ class Relay:
         self.shipper.add(
             UsageEvent(
                 request_id=ctx.request_id,
+                client_request_id=ctx.client_request_id,
                 created_at=datetime.now(UTC),
                 key_id=ctx.key_id,
                 endpoint=ctx.endpoint,

@@ -44,13 +44,6 @@ READY_TIMEOUT_S = 3.0
 PRUNE_TIMEOUT_S = 30.0  # a slow directory must not pile up prunes
 
 
-def serve_request_id() -> str | None:
-    """Serve's id for the current request (it also returns it as ``x-request-id``)."""
-    from ray.serve.context import _get_serve_request_context
-
-    return _get_serve_request_context().request_id or None
-
-
 def platform_actors() -> tuple[Any, Any]:
     """The directory and usage-recorder actors, created on first use and shared by every
     replica. Detached, so that a gateway replica's restart does not take them along."""
@@ -240,7 +233,7 @@ class GatewayDeployment:
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_app(self.runtime, request_id_source=serve_request_id)
+        return build_app(self.runtime, behind_serve=True)
 
     async def readiness(self) -> dict[str, bool]:
         async def one(ping: Any) -> bool:

@@ -13,4 +13,7 @@ FAST_SERVE_ENV = {
     # (OpenAI allows 2,048 inputs) through a ProviderProxy deployment failed with
     # AioRpcError. Found by the OpenAPI fuzz test.
     "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(512 * 1024 * 1024),
+    # The platform's own request ids, outside Serve's request-id middleware (which would
+    # otherwise take a client's x-request-id as the id): gateway/request_ids.py.
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "gateway.request_ids:serve_http_middlewares",
 }

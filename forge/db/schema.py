@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, MetaData, String
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -39,12 +39,14 @@ class ApiKey(Base):
 
 
 class UsageRecord(Base):
-    """One request that reached a provider. Keyed by request id so that re-sent batches
-    (after an actor restart) are written once."""
+    """One request that reached a provider. Keyed by the platform's request id (never
+    the client's) so that re-sent batches (after an actor restart, a spool replay) are
+    written once."""
 
     __tablename__ = "usage_records"
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_request_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     endpoint: Mapped[str] = mapped_column(String(32))
@@ -66,6 +68,20 @@ class UsageRecord(Base):
         Index("ix_usage_records_key_created", "key_id", "created_at"),
         Index("ix_usage_records_created", "created_at"),
     )
+
+
+class UsageReject(Base):
+    """A usage record the database refused (a value it would not store): set aside with
+    the reason, so that one bad record never holds back the rest, and kept whole (JSON)
+    for replay once the cause is fixed."""
+
+    __tablename__ = "usage_rejects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    rejected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    error: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
 
 
 class LoraAdapter(Base):

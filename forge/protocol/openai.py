@@ -26,10 +26,12 @@ class ChatMessage(_Open):
 
 
 Probability = Annotated[float, Field(ge=0, le=1)]
+MODEL_NAME_MAX = 200  # the usage ledger's column; no provider's model id comes near it
+ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX)]
 
 
 class _Sampling(_Open):
-    model: Annotated[str, Field(min_length=1)]
+    model: ModelName
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     n: Annotated[int, Field(ge=1, le=128)] | None = None
@@ -64,7 +66,7 @@ class CompletionRequest(_Sampling):
 
 
 class EmbeddingRequest(_Open):
-    model: Annotated[str, Field(min_length=1)]
+    model: ModelName
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: Annotated[int, Field(ge=1, le=65536)] | None = None

@@ -24,10 +24,35 @@ def test_chat_completion_and_headers(platform, model):
     completion = resp.parse()
     assert completion.choices[0].message.content.startswith("alpha")
     request_id = resp.headers["x-request-id"]
-    assert "," not in request_id  # exactly one id: Serve's, shared with the usage row
+    assert "," not in request_id  # exactly one id: the platform's, shared with Serve's logs
     assert float(resp.headers["x-forge-overhead-ms"]) >= 0
     [row] = platform.usage_rows({request_id})
     assert row["status"] == "ok" and row["completion_tokens"] == 8 and row["key_id"]
+
+
+def test_a_client_cannot_choose_the_request_id_behind_serve(platform):
+    """Serve's own middleware takes a client's x-request-id as its id; the platform's
+    middleware outside it (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH) moves it aside."""
+    client = platform.sdk()
+    ids = set()
+    for _ in range(3):
+        resp = client.chat.completions.with_raw_response.create(
+            model="gpt-inproc", messages=MSG, extra_headers={"x-request-id": "mine"}
+        )
+        assert resp.headers.get_list("x-request-id") != ["mine"]
+        [request_id] = resp.headers.get_list("x-request-id")
+        assert request_id.startswith("req_") and resp.headers["x-client-request-id"] == "mine"
+        ids.add(request_id)
+    rows = platform.usage_rows(ids)
+    assert len(rows) == 3 and {r["client_request_id"] for r in rows} == {"mine"}
+    too_long = httpx2.post(
+        f"{platform.url}/v1/chat/completions",
+        json={"model": "gpt-inproc", "messages": MSG},
+        headers={"authorization": f"Bearer {platform.user_key}", "x-request-id": "x" * 600},
+        timeout=30,
+    )
+    assert too_long.status_code == 400, too_long.text
+    assert too_long.json()["error"]["code"] == "invalid_client_request_id"
 
 
 @pytest.mark.parametrize("model", ["gpt-test", "gpt-inproc"])

@@ -36,6 +36,8 @@ SERVE_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     # Ray's default; `forge up`'s 2 s is for a single node only.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "30",
+    # the platform's own request ids, outside Serve's request-id middleware
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "gateway.request_ids:serve_http_middlewares",
 }
 
 

@@ -321,3 +321,49 @@ async def test_what_a_model_cannot_serve_is_400_before_the_upstream(gw, fake_ope
     assert resp.status_code == 400
     assert error_of(resp)["param"] == param and error_of(resp)["code"] == "unsupported_parameter"
     assert len(fake_openai.requests) == before
+
+
+async def test_the_request_id_is_the_platforms_and_the_clients_id_is_kept_beside_it(gw):
+    """Three requests sent with one x-request-id used to share one usage record (two of
+    them free). Each now gets the platform's own id and record; the client's id is
+    stored beside it and echoed back."""
+    client = gw.sdk()
+    ids = []
+    for header in ("x-request-id", "x-request-id", "X-Client-Request-Id"):
+        resp = await client.chat.completions.with_raw_response.create(
+            model="gpt-test", messages=MSG, extra_headers={header: "trace-7"}
+        )
+        ids.append(resp.headers["x-request-id"])
+        assert resp.headers["x-client-request-id"] == "trace-7"
+    assert len(set(ids)) == 3 and all(i.startswith("req_") and len(i) == 36 for i in ids)
+    rows = await usage_rows(gw)
+    assert sorted(r["request_id"] for r in rows) == sorted(ids)
+    assert {r["client_request_id"] for r in rows} == {"trace-7"}
+
+
+async def test_a_client_request_id_is_length_checked(gw):
+    long_id = "c" * 513
+    resp = await gw.http.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-test", "messages": MSG},
+        headers={"authorization": f"Bearer {gw.user_key}", "x-request-id": long_id},
+    )
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert error["code"] == "invalid_client_request_id" and error["param"] == "X-Client-Request-Id"
+    assert resp.headers["x-request-id"].startswith("req_")
+    assert "x-client-request-id" not in resp.headers
+    ok = await gw.sdk().chat.completions.with_raw_response.create(
+        model="gpt-test", messages=MSG, extra_headers={"X-Client-Request-Id": "c" * 512}
+    )
+    assert ok.headers["x-client-request-id"] == "c" * 512
+    assert [r["client_request_id"] for r in await usage_rows(gw)] == ["c" * 512]
+
+
+async def test_model_names_are_bounded(gw):
+    """1 MB model names from a valid key grew the gateway and the directory for good."""
+    with pytest.raises(openai.BadRequestError) as err:
+        await gw.sdk().chat.completions.create(model="m" * 201, messages=MSG)
+    assert err.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError):
+        await gw.sdk().embeddings.create(model="m" * 1_000, input="x")

@@ -117,3 +117,37 @@ async def test_adapter_registry_is_idempotent_and_refuses_a_different_spec(engin
     assert await registry.get("support") is None
     with pytest.raises(NotFound):
         await registry.delete("support")
+
+
+async def test_records_the_database_refuses_are_set_aside_and_the_rest_written(engine):
+    """One bad record (a count no integer column holds; on PostgreSQL also a string over
+    its column) used to fail the whole shipment, forever: 500 requests went unrecorded."""
+    store = UsageStore(engine)
+    batch = [event(i) for i in range(9)]
+    batch[2] = batch[2].model_copy(update={"prompt_tokens": 2**70})
+    if engine.dialect.name == "postgresql":
+        batch[6] = batch[6].model_copy(update={"client_request_id": "c" * 513})
+    bad = {e.request_id for e in batch if e.prompt_tokens == 2**70 or e.client_request_id}
+    assert await store.write(batch) == 9 - len(bad)
+    async with engine.connect() as conn:
+        stored = set(await conn.scalars(select(UsageRecord.request_id)))
+    assert stored == {e.request_id for e in batch} - bad
+    rejects = await store.rejects()
+    assert {r["request_id"] for r in rejects} == bad
+    assert await store.rejected_count() == len(bad)
+    kept = UsageEvent.model_validate_json(rejects[0]["payload"])  # whole, for replay
+    assert kept == next(e for e in batch if e.request_id == rejects[0]["request_id"])
+    assert rejects[0]["error"]
+
+
+async def test_a_database_that_is_down_is_raised_not_set_aside(tmp_path):
+    """Only refusals for a record's values are set aside: with the table missing (or the
+    database down) every record fails alike, and the batch must stay with the gateway."""
+    from forge.db.engine import make_engine
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/empty.db")  # no schema
+    try:
+        with pytest.raises(Exception, match="no such table"):
+            await UsageStore(engine).write([event(1), event(2)])
+    finally:
+        await engine.dispose()
