@@ -22,10 +22,11 @@ from forge.settings import Settings
 STATS_TTL_S = 15.0  # a replica silent this long is gone (stopped, replaced)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, enable_task_events=False)
 class DirectoryActor:
     """Ray shell over ``Directory``. The database is the state, so a restart loses nothing;
-    calls that hit a restart fail (no blind retry of a key creation) and callers retry."""
+    calls that hit a restart fail (no blind retry of a key creation) and callers retry.
+    Task events are off: Ray's GCS keeps one per call (key lookups, replica reports)."""
 
     def __init__(self) -> None:
         self._engine = make_engine(Settings().resolved_database_url())

@@ -87,6 +87,18 @@ class UsageConfig(StrictModel):
         0.05, gt=0, description="How often a gateway replica ships buffered usage records."
     )
     max_batch: int = Field(500, ge=1, le=1000, description="Most records in one shipment.")
+    spool: bool = Field(
+        True,
+        description="Append every usage record, and a trace of every upstream call, to a "
+        "spool file under FORGE_DATA_DIR/spool before the client gets the last byte, so "
+        "that a killed gateway replica's records are shipped by a successor on the node.",
+    )
+    unready_after_s: float = Field(
+        10.0,
+        gt=0,
+        description="Shipments failing this long make the replica's /health/ready answer "
+        "503 (records stay buffered and spooled meanwhile).",
+    )
 
 
 class AutoscalingConfig(StrictModel):

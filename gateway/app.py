@@ -19,6 +19,7 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runtime.start()
         yield
         await runtime.close()
 

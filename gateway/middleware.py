@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -72,6 +73,8 @@ class RequestContextMiddleware:
             await self._refuse(error, scope, receive, send)
             return
         state["client_request_id"] = client_id.decode() if client_id else None
+        after_response: list[Callable[[], None]] = []
+        state["after_response"] = after_response
         emit_id = not self._behind_serve
 
         async def send_with_headers(message: Message) -> None:
@@ -88,7 +91,14 @@ class RequestContextMiddleware:
                 message["headers"] = out
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            for settle in after_response:  # usage records of answered calls
+                try:
+                    settle()
+                except Exception:
+                    log.exception("settling a request's usage failed")
 
     async def _refuse(
         self, error: InvalidRequest, scope: Scope, receive: Receive, send: Send

@@ -7,7 +7,7 @@ that reached a provider, whether it succeeded, failed, or lost its client mid-st
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from actors.usage_shipper import UsageShipper
+from actors.usage_spool import PROGRESS_EVERY
 from forge.errors import (
     ForgeError,
     InvalidRequest,
@@ -39,11 +40,20 @@ class CallContext:
     t0: float
     endpoint: Endpoint
     client_request_id: str | None = None
+    # Run once the response has been handed to the server (RequestContextMiddleware).
+    after_response: list[Callable[[], None]] | None = None
 
     @classmethod
     def of(cls, state: Any, key_id: str | None, endpoint: Endpoint) -> CallContext:
         """From the request state ``RequestContextMiddleware`` stamped."""
-        return cls(state.request_id, key_id, state.t0, endpoint, state.client_request_id)
+        return cls(
+            state.request_id,
+            key_id,
+            state.t0,
+            endpoint,
+            state.client_request_id,
+            state.after_response,
+        )
 
 
 def as_forge_error(exc: BaseException) -> ForgeError:
@@ -74,6 +84,54 @@ class Relay:
         self.router = router
         self.shipper = shipper
 
+    def _event(
+        self,
+        ctx: CallContext,
+        target: Target,
+        *,
+        stream: bool,
+        usage: Usage,
+        status: UsageStatus,
+        http_status: int,
+        error_code: str | None = None,
+        ttft_ms: float | None = None,
+    ) -> UsageEvent:
+        model = target.model
+        return UsageEvent(
+            request_id=ctx.request_id,
+            client_request_id=ctx.client_request_id,
+            created_at=datetime.now(UTC),
+            key_id=ctx.key_id,
+            endpoint=ctx.endpoint,
+            model=model.name,
+            provider=model.provider,
+            provider_model=model.provider_model,
+            stream=stream,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            usage_estimated=usage.estimated,
+            cost_usd=cost_usd(
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                model.input_price_per_mtok,
+                model.output_price_per_mtok,
+            ),
+            latency_ms=_ms_since(ctx.t0),
+            ttft_ms=ttft_ms,
+            status=status,
+            http_status=http_status,
+            error_code=error_code,
+        )
+
+    def _started(self, ctx: CallContext, target: Target, stream: bool) -> None:
+        """Trace an upstream call before it starts: if this replica dies before the call
+        settles, a successor turns the trace into an ``interrupted`` record."""
+        self.shipper.started(
+            self._event(
+                ctx, target, stream=stream, usage=Usage(), status="interrupted", http_status=0
+            )
+        )
+
     def _record(
         self,
         ctx: CallContext,
@@ -86,34 +144,27 @@ class Relay:
         error_code: str | None = None,
         ttft_ms: float | None = None,
     ) -> None:
-        model = target.model
         self.shipper.add(
-            UsageEvent(
-                request_id=ctx.request_id,
-                client_request_id=ctx.client_request_id,
-                created_at=datetime.now(UTC),
-                key_id=ctx.key_id,
-                endpoint=ctx.endpoint,
-                model=model.name,
-                provider=model.provider,
-                provider_model=model.provider_model,
+            self._event(
+                ctx,
+                target,
                 stream=stream,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                usage_estimated=usage.estimated,
-                cost_usd=cost_usd(
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    model.input_price_per_mtok,
-                    model.output_price_per_mtok,
-                ),
-                latency_ms=_ms_since(ctx.t0),
-                ttft_ms=ttft_ms,
+                usage=usage,
                 status=status,
                 http_status=http_status,
                 error_code=error_code,
+                ttft_ms=ttft_ms,
             )
         )
+
+    def _after_response(self, ctx: CallContext, record: Callable[[], None]) -> None:
+        """Settle an answered call once its answer is out: a replica that dies before
+        then leaves the call's trace, which becomes an ``interrupted`` record, instead of
+        an ``ok`` record for an answer no client received."""
+        if ctx.after_response is None:
+            record()
+        else:
+            ctx.after_response.append(record)
 
     def _fail(self, ctx: CallContext, target: Target, error: ForgeError, stream: bool) -> None:
         self._record(
@@ -139,6 +190,7 @@ class Relay:
         targets = await self._targets(body)
         for i, target in enumerate(targets):
             call = {**body, "model": target.model.provider_model}
+            self._started(ctx, target, stream=False)
             try:
                 reply = await target.client.complete(ctx.endpoint, call, target.model.name)
             except Exception as exc:
@@ -147,7 +199,12 @@ class Relay:
                     continue
                 self._fail(ctx, target, error, stream=False)
                 raise error from None
-            self._record(ctx, target, stream=False, usage=reply.usage, status="ok", http_status=200)
+            self._after_response(
+                ctx,
+                lambda target=target, usage=reply.usage: self._record(
+                    ctx, target, stream=False, usage=usage, status="ok", http_status=200
+                ),
+            )
             overhead = _ms_since(ctx.t0) - reply.upstream_ms
             return reply.body, {"x-forge-overhead-ms": f"{max(overhead, 0):.2f}"}
         raise AssertionError("a model always has at least one target")
@@ -160,6 +217,7 @@ class Relay:
         targets = await self._targets(body)
         for i, target in enumerate(targets):
             call = {**body, "model": target.model.provider_model}
+            self._started(ctx, target, stream=True)
             source = target.client.stream(ctx.endpoint, call, target.model.name, include_usage)
             try:
                 head = await anext(source)
@@ -187,6 +245,7 @@ class Relay:
     ) -> AsyncIterator[bytes]:
         end: StreamEnd | None = None
         chunks = 0
+        price = target.model.output_price_per_mtok
         try:
             yield head.data
             try:
@@ -195,6 +254,9 @@ class Relay:
                         end = item
                         break
                     chunks += 1
+                    if chunks % PROGRESS_EVERY == 0:
+                        cost = cost_usd(0, chunks, 0.0, price)
+                        self.shipper.progress(ctx.request_id, chunks, cost)
                     yield item
             except Exception as exc:  # the proxy itself failed mid-stream
                 error = as_forge_error(exc)

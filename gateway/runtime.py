@@ -51,6 +51,10 @@ class GatewayRuntime:
     def __post_init__(self) -> None:
         self.relay = Relay(self.router, self.shipper)
 
+    def start(self) -> None:
+        """Background work of the replica: usage shipping and spool recovery."""
+        self.shipper.start()
+
     async def close(self) -> None:
         await self.shipper.close()
         for client in self.router.clients.values():

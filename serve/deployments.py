@@ -16,6 +16,7 @@ from ray.serve.handle import DeploymentHandle
 from actors.directory import DirectoryActor
 from actors.usage_recorder import UsageRecorderActor
 from actors.usage_shipper import UsageShipper
+from actors.usage_spool import UsageSpool
 from forge.adapters import (
     AdapterInfo,
     AdapterSpec,
@@ -25,6 +26,7 @@ from forge.adapters import (
 )
 from forge.config import PlatformConfig, ProviderConfig
 from forge.keys import KeyInfo
+from forge.settings import Settings
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.runtime import GatewayRuntime
@@ -42,6 +44,13 @@ DIRECTORY_ACTOR = "forge-directory"
 USAGE_ACTOR = "forge-usage-recorder"
 READY_TIMEOUT_S = 3.0
 PRUNE_TIMEOUT_S = 30.0  # a slow directory must not pile up prunes
+
+
+def open_spool() -> UsageSpool:
+    """This replica's usage spool, beside those of the other replicas on this node."""
+    spool = UsageSpool(Settings().data_dir.resolve() / "spool")
+    spool.open()
+    return spool
 
 
 def platform_actors() -> tuple[Any, Any]:
@@ -224,8 +233,10 @@ class GatewayDeployment:
             ),
             shipper=UsageShipper(
                 lambda batch: recorder.record.remote(batch),
+                spool=open_spool() if config.usage.spool else None,
                 flush_interval_s=config.usage.flush_interval_s,
                 max_batch=config.usage.max_batch,
+                unready_after_s=config.usage.unready_after_s,
             ),
             directory=_ActorDirectory(directory),
             readiness=self.readiness,

@@ -19,8 +19,10 @@ async def live() -> dict[str, str]:
 @router.get("/health/ready")
 async def ready(rt: GatewayRuntime = Depends(runtime)) -> JSONResponse:
     components = await rt.readiness()
+    usage = rt.shipper.state()
+    components["usage:shipping"] = usage["healthy"]
     ok = all(components.values())
     return JSONResponse(
-        {"status": "ready" if ok else "not_ready", "components": components},
+        {"status": "ready" if ok else "not_ready", "components": components, "usage": usage},
         status_code=200 if ok else 503,
     )

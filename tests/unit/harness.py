@@ -3,9 +3,12 @@ classes talking to the fake upstream, the real key and usage stores on a real da
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -15,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.usage_recorder import UsageStore
 from actors.usage_shipper import UsageShipper
+from actors.usage_spool import UsageSpool
 from forge.adapters import CachedAdapterLookup
 from forge.config import PlatformConfig
 from forge.db.engine import make_sessionmaker
@@ -149,6 +153,9 @@ class Harness:
 async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> AsyncIterator[Harness]:
     directory = Directory(make_sessionmaker(engine))
     keys = directory.keys
+    spool_dir = Path(tempfile.mkdtemp(prefix="forge-spool-"))
+    spool = UsageSpool(spool_dir)
+    spool.open()
     usage = UsageStore(engine)
     adapters = CachedAdapterLookup(directory.get_adapter, ttl_s=config.gateway.auth_cache_ttl_s)
     providers = {p.name: make_provider(p, adapter_lookup=adapters) for p in config.providers}
@@ -156,12 +163,18 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
         config=config,
         router=Router(config.models, providers, adapters),
         verifier=KeyVerifier(keys.lookup, ttl_s=config.gateway.auth_cache_ttl_s),
-        shipper=UsageShipper(usage.write, flush_interval_s=0.01),
+        shipper=UsageShipper(
+            usage.write,
+            spool=spool,
+            flush_interval_s=0.01,
+            unready_after_s=config.usage.unready_after_s,
+        ),
         directory=directory,
         readiness=_all_ready,
         adapters=adapters,
     )
     app = build_app(runtime)
+    runtime.start()
     user = await keys.create_key("user")
     admin = await keys.create_key("admin", role="admin")
     transport = httpx2.ASGITransport(app=app)
@@ -170,6 +183,7 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
     await runtime.close()
     for p in providers.values():
         await p.close()
+    shutil.rmtree(spool_dir, ignore_errors=True)
 
 
 async def usage_rows(h: Harness) -> list:

@@ -277,18 +277,41 @@ async def test_provider_failing_mid_stream_sends_error_event_then_done(gw, model
     assert all(r["completion_tokens"] >= 2 for r in rows)
 
 
-async def test_readiness_reports_each_component(gw):
-    assert (await gw.http.get("/health/live")).json() == {"status": "ok"}
-    ready = await gw.http.get("/health/ready")
-    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+async def test_failing_usage_shipments_make_the_replica_unready_until_they_recover(
+    fake_openai, sqlite_engine
+):
+    """With the ledger's table gone, answered requests pile up unrecorded: readiness says
+    so (and why) after ``unready_after_s``, and the records are shipped once it is back."""
+    import asyncio
 
-    async def one_down():
-        return {"provider:fake": True, "actor:usage-recorder": False}
+    from forge.config import UsageConfig
+    from forge.db.schema import UsageRecord
 
-    gw.runtime.readiness = one_down
-    not_ready = await gw.http.get("/health/ready")
-    assert not_ready.status_code == 503
-    assert not_ready.json()["components"]["actor:usage-recorder"] is False
+    config = platform_config(fake_openai.base_url)
+    config = config.model_copy(update={"usage": UsageConfig(unready_after_s=0.3)})
+    async with in_process_gateway(config, sqlite_engine) as gw:
+        assert (await gw.http.get("/health/live")).json() == {"status": "ok"}
+        ready = await gw.http.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["components"]["usage:shipping"]
+        async with sqlite_engine.begin() as conn:
+            await conn.run_sync(UsageRecord.__table__.drop)
+        resp = await gw.sdk().chat.completions.with_raw_response.create(
+            model="gpt-test", messages=MSG
+        )
+        for _ in range(100):
+            not_ready = await gw.http.get("/health/ready")
+            if not_ready.status_code == 503:
+                break
+            await asyncio.sleep(0.05)
+        assert not_ready.status_code == 503
+        body = not_ready.json()
+        assert body["components"]["usage:shipping"] is False
+        assert body["usage"]["pending"] == 1 and "no such table" in body["usage"]["last_error"]
+        async with sqlite_engine.begin() as conn:
+            await conn.run_sync(UsageRecord.__table__.create)
+        rows = await usage_rows(gw)
+        assert [r["request_id"] for r in rows] == [resp.headers["x-request-id"]]
+        assert (await gw.http.get("/health/ready")).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,142 @@
+"""The usage ledger under faults: the gateway replica SIGKILLed under load.
+
+Invariants, checked against what the clients saw and what the upstream received:
+- every response delivered to a client has exactly one record;
+- every upstream call that was started has a record (ok, error, or ``interrupted``);
+- a record for a request that no client received is marked so (never ``ok``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import httpx2
+import pytest
+import ray
+from sqlalchemy import select
+
+from forge.db.engine import make_engine, make_sessionmaker
+from forge.db.schema import UsageRecord
+from forge.keys import KeyStore
+from tests.live_platform import wait_until_ready
+
+pytestmark = pytest.mark.ray
+
+MODELS = ("gpt-inproc", "gpt-test", "slow-stream-inproc")  # in the gateway, via a proxy
+
+
+@dataclass
+class Outcomes:
+    delivered: dict[str, str] = field(default_factory=dict)  # request id -> marker
+    failed: int = 0
+    sent_markers: set[str] = field(default_factory=set)
+
+
+def gateway_replica_pid() -> int:
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == "serve" and "#gateway#" in actor["name"]:
+            handle = ray.get_actor(actor["name"], namespace="serve")
+            return ray.get(handle.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+    raise AssertionError("no gateway replica found")
+
+
+async def new_key(db_url: str) -> tuple[str, str]:
+    engine = make_engine(db_url)
+    try:
+        created = await KeyStore(make_sessionmaker(engine)).create_key("ledger-faults")
+        return created.key, created.info.id
+    finally:
+        await engine.dispose()
+
+
+async def rows_of(db_url: str, key_id: str) -> list[dict]:
+    engine = make_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(UsageRecord).where(UsageRecord.key_id == key_id))
+            return [dict(r) for r in rows.mappings()]
+    finally:
+        await engine.dispose()
+
+
+async def one_request(
+    http: httpx2.AsyncClient, url: str, key: str, model: str, out: Outcomes
+) -> None:
+    marker = f"ledger-{uuid.uuid4().hex}"
+    out.sent_markers.add(marker)
+    stream = model.startswith("slow")
+    body = {"model": model, "messages": [{"role": "user", "content": marker}], "stream": stream}
+    headers = {"authorization": f"Bearer {key}"}
+    try:
+        async with http.stream(
+            "POST", url + "/v1/chat/completions", json=body, headers=headers
+        ) as resp:
+            data = await resp.aread()
+            complete = resp.status_code == 200 and (
+                not stream or data.rstrip().endswith(b"data: [DONE]")
+            )
+            if complete and b'"error"' not in data:
+                out.delivered[resp.headers["x-request-id"]] = marker
+            else:
+                out.failed += 1
+    except httpx2.HTTPError:
+        out.failed += 1
+
+
+async def load_with_kill(url: str, key: str, kill_after_s: float, run_s: float) -> Outcomes:
+    out = Outcomes()
+    deadline = time.monotonic() + run_s
+
+    async def worker(model: str) -> None:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            while time.monotonic() < deadline:
+                await one_request(http, url, key, model, out)
+                await asyncio.sleep(0.01)
+
+    workers = [asyncio.create_task(worker(m)) for m in MODELS * 2]
+    await asyncio.sleep(kill_after_s)
+    os.kill(await asyncio.to_thread(gateway_replica_pid), signal.SIGKILL)
+    await asyncio.gather(*workers)
+    return out
+
+
+def test_a_sigkilled_gateway_replica_loses_no_record(platform, fake_openai):
+    key, key_id = asyncio.run(new_key(platform.db_url))
+    upstream_before = len(fake_openai.requests)
+    out = asyncio.run(load_with_kill(platform.url, key, kill_after_s=2.5, run_s=6.0))
+    assert wait_until_ready(platform.url, 90), "the gateway replica was not replaced"
+    started = {
+        m
+        for r in fake_openai.requests[upstream_before:]
+        for msg in r["body"].get("messages", ())
+        if isinstance(m := msg.get("content"), str) and m in out.sent_markers
+    }
+    assert out.delivered and started, "no load reached the platform"
+
+    # The successor replays the dead replica's spool within a few seconds.
+    deadline = time.monotonic() + 60
+    while True:
+        rows = asyncio.run(rows_of(platform.db_url, key_id))
+        ids = {r["request_id"] for r in rows}
+        if (set(out.delivered) <= ids and len(rows) >= len(started)) or (
+            time.monotonic() > deadline
+        ):
+            break
+        time.sleep(0.5)
+
+    by_id = {r["request_id"]: r for r in rows}
+    missing = set(out.delivered) - set(by_id)
+    assert not missing, f"{len(missing)} delivered responses without a record"
+    assert len(rows) == len(by_id)  # exactly one each (the key is the primary key)
+    assert len(rows) >= len(started), "an upstream call left neither a record nor a trace"
+    undelivered = [r for r in rows if r["request_id"] not in out.delivered]
+    assert all(r["status"] != "ok" for r in undelivered), [r["status"] for r in undelivered]
+    interrupted = [r for r in rows if r["status"] == "interrupted"]
+    assert interrupted, "the kill hit calls in flight: they must be traced as interrupted"
+    assert any(r["completion_tokens"] > 0 for r in interrupted if r["stream"])
+    assert all(r["usage_estimated"] for r in interrupted)
