@@ -7,7 +7,6 @@ name); replicas load what they are asked for into their own LRU (serve.models.ad
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from forge.db.schema import LoraAdapter
 from forge.errors import Conflict, InvalidRequest, NotFound
+from forge.ttl_cache import TtlCache
 
 
 class AdapterNotFound(NotFound):
@@ -138,20 +138,17 @@ class CachedAdapterLookup:
     """A gateway replica's view of the registry: answers (and misses) kept ``ttl_s``, so
     a request naming an adapter costs no actor call on the hot path."""
 
-    def __init__(self, fetch: AdapterLookup, ttl_s: float = 5.0) -> None:
+    def __init__(self, fetch: AdapterLookup, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
         self._fetch = fetch
         self._ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, AdapterSpec | None]] = {}
+        self._cache: TtlCache[str, AdapterSpec | None] = TtlCache(max_entries)
 
     async def __call__(self, name: str) -> AdapterSpec | None:
-        hit = self._cache.get(name)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < self._ttl_s:
-            return hit[1]
+        found, spec = self._cache.lookup(name)
+        if found:
+            return spec
         spec = await self._fetch(name)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[name] = (now, spec)
+        self._cache.put(name, spec, self._ttl_s)
         return spec
 
     def forget(self, name: str) -> None:

@@ -8,16 +8,17 @@ share a single lookup.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
 from forge.errors import AuthenticationFailed, PermissionDenied, ServiceUnavailable
 from forge.keys import KeyInfo, hash_key
+from forge.ttl_cache import TtlCache
 
 Lookup = Callable[[str], Awaitable[KeyInfo | None]]
 NEGATIVE_TTL_S = 1.0
+MAX_CACHED_KEYS = 10_000  # known and unknown keys together; bounded against key floods
 
 
 def presented_key(request: Request) -> str | None:
@@ -31,10 +32,12 @@ def presented_key(request: Request) -> str | None:
 
 
 class KeyVerifier:
-    def __init__(self, lookup: Lookup, ttl_s: float = 5.0) -> None:
+    def __init__(
+        self, lookup: Lookup, ttl_s: float = 5.0, max_entries: int = MAX_CACHED_KEYS
+    ) -> None:
         self._lookup = lookup
         self._ttl = ttl_s
-        self._cache: dict[str, tuple[KeyInfo | None, float]] = {}
+        self._cache: TtlCache[str, KeyInfo | None] = TtlCache(max_entries)
         self._inflight: dict[str, asyncio.Future[KeyInfo | None]] = {}
 
     def forget(self, key_id: str | None = None) -> None:
@@ -42,9 +45,9 @@ class KeyVerifier:
         if key_id is None:
             self._cache.clear()
             return
-        for h, (info, _) in list(self._cache.items()):
+        for h, info in self._cache.items():
             if info is not None and info.id == key_id:
-                del self._cache[h]
+                self._cache.pop(h)
 
     async def verify(self, key: str | None) -> KeyInfo:
         if not key:
@@ -52,14 +55,10 @@ class KeyVerifier:
                 "Missing API key: send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
             )
         digest = hash_key(key)
-        now = time.monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[1] > now:
-            info = cached[0]
-        else:
+        found, info = self._cache.lookup(digest)
+        if not found:
             info = await self._fetch(digest)
-            ttl = self._ttl if info is not None else NEGATIVE_TTL_S
-            self._cache[digest] = (info, time.monotonic() + ttl)
+            self._cache.put(digest, info, self._ttl if info is not None else NEGATIVE_TTL_S)
         if info is None:
             raise AuthenticationFailed("Incorrect API key provided.")
         if info.revoked_at is not None:
