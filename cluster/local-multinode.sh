@@ -24,7 +24,16 @@ export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=30
 export RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH=536870912
 # The platform's request ids replace a client's x-request-id (gateway/request_ids.py).
 export RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=gateway.request_ids:serve_http_middlewares
+# HAProxy through `forge-haproxy`: its stats and metrics listeners on 127.0.0.1, its own
+# errors in OpenAI's error shape (serve/haproxy_shim.py).
+export RAY_SERVE_HAPROXY_BINARY_PATH="$BIN/forge-haproxy"
+export FORGE_HAPROXY_HOST=127.0.0.1
 export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"
+# Ray's token authentication stays on (its default for `ray start --head`): the head writes
+# the token to ~/.ray/auth_token, and the worker and `forge up` (same user, same machine)
+# read it from there; they need the mode said explicitly, or a worker is refused with
+# InvalidAuthToken.
+export RAY_AUTH_MODE=token
 
 # Note: `ray stop` stops every Ray node of this user on this machine, not only these two.
 cleanup() {

@@ -41,33 +41,34 @@ def up(
     in the foreground until Ctrl-C / SIGTERM."""
     from serve import launcher
 
-    settings = launcher.prepare_environment(Settings())
+    signals = launcher.StopSignals()
+    settings = Settings()
     cfg = load_config(config or settings.config)
     host = host or cfg.server.host
     port = port or cfg.server.port
+    settings = launcher.prepare_environment(settings, host)
     cfg = cfg.model_copy(
         update={"server": cfg.server.model_copy(update={"host": host, "port": port})}
     )
     own_ray = not os.environ.get("RAY_ADDRESS")
     typer.echo(f"Starting PromptForge ({'local Ray' if own_ray else os.environ['RAY_ADDRESS']}) …")
     try:
-        new_key, ray_address = launcher.start(settings, cfg, host, port)
-    except Exception:
-        launcher.stop(own_ray)
-        raise
-    active = cfg.active()
-    typer.echo(f"PromptForge is serving at http://{host}:{port}/v1")
-    typer.echo(f"Ray cluster: {ray_address} (`forge status` finds it)")
-    typer.echo(f"Models: {', '.join(m.name for m in active.models) or '(none configured)'}")
-    if new_key:
-        typer.echo(f"Admin key (shown once, store it now): {new_key}")
-    elif settings.master_key:
-        typer.echo("Admin key: the value of FORGE_MASTER_KEY")
-    else:
-        typer.echo("Admin key: shown at first start; `forge keys create --admin` makes another")
-    try:
-        launcher.wait_for_signal()
+        new_key, ray_address = launcher.start(settings, cfg, host, port, signals)
+        active = cfg.active()
+        typer.echo(f"PromptForge is serving at http://{host}:{port}/v1")
+        typer.echo(f"Ray cluster: {ray_address} (`forge status` finds it)")
+        typer.echo(f"Models: {', '.join(m.name for m in active.models) or '(none configured)'}")
+        if new_key:
+            typer.echo(f"Admin key (shown once, store it now): {new_key}")
+        elif settings.master_key:
+            typer.echo("Admin key: the value of FORGE_MASTER_KEY")
+        else:
+            typer.echo("Admin key: shown at first start; `forge keys create --admin` makes another")
+        signals.wait()
+    except launcher.StopRequested:
+        typer.echo("Stop requested while starting.")
     finally:
+        signals.ignore()
         typer.echo("Stopping PromptForge …")
         launcher.stop(own_ray)
         typer.echo("PromptForge stopped.")

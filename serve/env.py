@@ -1,5 +1,8 @@
 """Environment Ray Serve must see before it is imported (this module imports no Ray)."""
 
+import sys
+from pathlib import Path
+
 # Serve's fast paths (see docs/architecture.md): HAProxy ingress and the throughput-
 # optimised data plane. Read by Serve at import time in every Ray process, so they are
 # set before Ray starts; an explicit setting in the environment wins. The drain period
@@ -17,3 +20,10 @@ FAST_SERVE_ENV = {
     # otherwise take a client's x-request-id as the id): gateway/request_ids.py.
     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "gateway.request_ids:serve_http_middlewares",
 }
+
+# HAProxy through `forge-haproxy` (serve/haproxy_shim.py): its statistics and metrics
+# listeners on the platform's host instead of every interface, and its own errors in
+# OpenAI's error shape. Only where the script is installed (`pip install -e .`).
+_SHIM = Path(sys.executable).parent / "forge-haproxy"
+if _SHIM.exists():
+    FAST_SERVE_ENV["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(_SHIM)

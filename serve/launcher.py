@@ -18,16 +18,19 @@ from forge.keys import KeyStore
 from forge.settings import Settings
 from serve.app import APP_NAME, build_application
 from serve.env import FAST_SERVE_ENV
+from serve.haproxy_shim import HOST_ENV
 from serve.processes import descendants, named, terminate
 
 log = logging.getLogger(__name__)
 
 
-def prepare_environment(settings: Settings) -> Settings:
-    """Make paths absolute and export what Ray's worker processes must inherit."""
+def prepare_environment(settings: Settings, host: str = "127.0.0.1") -> Settings:
+    """Make paths absolute and export what Ray's worker processes must inherit (HAProxy's
+    own listeners go on the platform's ``host``)."""
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["FORGE_DATA_DIR"] = str(data_dir)
+    os.environ.setdefault(HOST_ENV, host)
     for key, value in FAST_SERVE_ENV.items():
         os.environ.setdefault(key, value)
     return settings.model_copy(update={"data_dir": data_dir})
@@ -42,10 +45,15 @@ async def _ensure_master(url: str, master_key: str | None) -> str | None:
 
 
 def start(
-    settings: Settings, config: PlatformConfig, host: str, port: int
+    settings: Settings,
+    config: PlatformConfig,
+    host: str,
+    port: int,
+    signals: StopSignals | None = None,
 ) -> tuple[str | None, str]:
     """Migrate, start Ray and deploy. Returns a newly generated admin key (if any) and
-    the Ray cluster's address."""
+    the Ray cluster's address. ``ray.init`` installs Ray's own SIGTERM handler (a stack
+    dump, then abort), so ``signals`` are installed again right after it."""
     url = settings.resolved_database_url()
     upgrade(url)
     master = settings.master_key.get_secret_value() if settings.master_key else None
@@ -57,6 +65,8 @@ def start(
         context = ray.init(
             include_dashboard=False, _node_ip_address="127.0.0.1", namespace=APP_NAME
         )
+    if signals is not None:
+        signals.install()
     deploy(config, host, port)
     return new_key, context.address_info["gcs_address"]
 
@@ -94,22 +104,58 @@ def stop(own_ray: bool) -> None:
             terminate([p for p in haproxies if p != os.getpid()])
 
 
+class StopRequested(BaseException):
+    """Ctrl-C / SIGTERM while the platform is still starting: unwind and stop cleanly.
+    A BaseException, so that no ``except Exception`` on the way swallows it."""
+
+
+class StopSignals:
+    """SIGINT and SIGTERM for `forge up`, installed before anything starts.
+
+    While starting, the first signal raises ``StopRequested`` (a SIGTERM between Serve
+    answering and the URL being printed used to kill the process with status 15 and a
+    stack dump). Once serving, handlers only record the signal: a handler that touched a
+    lock (threading.Event) deadlocked when a second signal arrived while the first
+    handler held it (seen with `timeout` forwarding SIGTERM on top of a direct one).
+    After the first signal, later ones are ignored, so that a second Ctrl-C cannot
+    interrupt the shutdown."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._starting = True
+        self.install()
+
+    def install(self) -> None:
+        """(Again, after anything that took the signals over, such as ``ray.init``.)"""
+        if self.received:
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._record)
+
+    def _record(self, signum: int, _frame: object) -> None:
+        self.received.append(signum)
+        if len(self.received) == 1 and self._starting:
+            self.ignore()
+            raise StopRequested(signum)
+
+    def started(self) -> None:
+        """From here on a signal is only recorded (see ``wait``)."""
+        self._starting = False
+
+    def wait(self, poll_s: float = 0.2) -> int:
+        """Block until SIGINT or SIGTERM; returns the signal, and ignores later ones."""
+        self.started()
+        while not self.received:
+            time.sleep(poll_s)
+        self.ignore()
+        return self.received[0]
+
+    @staticmethod
+    def ignore() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def wait_for_signal(poll_s: float = 0.2) -> int:
-    """Block until SIGINT or SIGTERM; returns the signal. Later signals are ignored, so
-    that a second Ctrl-C cannot interrupt the shutdown.
-
-    The handler only records the signal: a handler that touched a lock (threading.Event)
-    deadlocked when a second signal arrived while the first handler held it (seen with
-    `timeout` forwarding SIGTERM on top of a direct one)."""
-    received: list[int] = []
-
-    def record(signum: int, _frame: object) -> None:
-        received.append(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, record)
-    while not received:
-        time.sleep(poll_s)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    return received[0]
+    """Block until SIGINT or SIGTERM (`StopSignals.wait`)."""
+    return StopSignals().wait(poll_s)

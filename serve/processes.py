@@ -67,3 +67,55 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _proc_net_listeners() -> dict[int, tuple[str, int]]:
+    """Socket inode -> (address, port) of every TCP socket in LISTEN state."""
+    import ipaddress
+
+    found: dict[int, tuple[str, int]] = {}
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            hex_addr, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(hex_addr)
+            # /proc prints each 32-bit word in host (little-endian) order
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, width, 4))
+            found[int(fields[9])] = (str(ipaddress.ip_address(raw)), int(hex_port, 16))
+    return found
+
+
+def listening_sockets(pids: list[int]) -> dict[int, set[tuple[str, int]]]:
+    """pid -> (address, port) of the TCP sockets it listens on, for each of ``pids``."""
+    listeners = _proc_net_listeners()
+    out: dict[int, set[tuple[str, int]]] = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inode = int(target[8:-1])
+                if inode in listeners:
+                    out.setdefault(pid, set()).add(listeners[inode])
+    return out
+
+
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""

@@ -15,11 +15,20 @@ import httpx2
 import openai
 import yaml
 
-from serve.processes import descendants
+from serve.processes import command_line, descendants, listening_sockets
 from tests.fakes.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FORGE = str(Path(sys.executable).parent / "forge")
+
+
+RAY_INTERNAL = ("ray::", "/ray/core/src/ray/", "/ray/dashboard/", "/ray/autoscaler/")
+
+
+def is_ray_internal(pid: int) -> bool:
+    """Ray's own processes (not HAProxy, which Serve starts, nor `forge up` itself)."""
+    cmd = command_line(pid)
+    return any(mark in cmd for mark in RAY_INTERNAL) and "haproxy" not in cmd
 
 
 def wait_for(pattern: str, log: Path, proc: subprocess.Popen, timeout: float) -> re.Match:
@@ -84,6 +93,27 @@ def test_forge_up_serves_reports_status_and_stops_cleanly(tmp_path, fake_openai)
             model="gpt-test", messages=[{"role": "user", "content": "hi"}]
         )
         assert reply.choices[0].message.content
+
+        # Nothing listens beyond the configured host: HAProxy's statistics page and its
+        # Prometheus port used to be on every interface (config: host 127.0.0.1).
+        # Ray's own gRPC servers (GCS, raylet, workers, agents) bind every interface and
+        # Ray 2.60 has no option against it: they are Ray's token-authenticated transport
+        # (cluster/README.md: firewall them). Everything else must be on the host.
+        by_pid = listening_sockets([proc.pid, *descendants(proc.pid)])
+        sockets = set().union(*by_pid.values())
+        assert ("127.0.0.1", port) in sockets
+        for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+            assert ("127.0.0.1", int(env[name])) in sockets, (name, sockets)
+        exposed = {
+            (command_line(pid)[:60], address)
+            for pid, addresses in by_pid.items()
+            for address in addresses
+            if address[0] not in ("127.0.0.1", "::1") and not is_ray_internal(pid)
+        }
+        # `forge up` is a Ray driver: its core worker's gRPC server is Ray's, too.
+        driver_grpc = {(c, a) for c, a in exposed if "forge up" in c or "forge u" in c}
+        assert len(driver_grpc) <= 1
+        assert not exposed - driver_grpc, f"listening beyond the configured host: {exposed}"
 
         status = subprocess.run(
             [FORGE, "status", "--json"],
