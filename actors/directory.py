@@ -22,7 +22,10 @@ from forge.settings import Settings
 STATS_TTL_S = 15.0  # a replica silent this long is gone (stopped, replaced)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, enable_task_events=False)
+# enable_task_events is missing from Ray's typing overloads, not from Ray.
+@ray.remote(  # type: ignore[call-overload]
+    max_restarts=-1, max_task_retries=0, num_cpus=0, enable_task_events=False
+)
 class DirectoryActor:
     """Ray shell over ``Directory``. The database is the state, so a restart loses nothing;
     calls that hit a restart fail (no blind retry of a key creation) and callers retry.

@@ -127,7 +127,10 @@ class UsageStore:
             return int(await conn.scalar(select(func.count()).select_from(UsageReject)) or 0)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, enable_task_events=False)
+# enable_task_events is missing from Ray's typing overloads, not from Ray.
+@ray.remote(  # type: ignore[call-overload]
+    max_restarts=-1, max_task_retries=0, num_cpus=0, enable_task_events=False
+)
 class UsageRecorderActor:
     """Ray shell: returns only after the batch is committed (or set aside), which is the
     acknowledgement the gateway waits for before it forgets a record. Task events are off:

@@ -185,7 +185,7 @@ class UsageSpool:
 
     def take_orphans(self) -> list[Orphans]:
         """The spools of dead replicas on this node (their locks are free), read."""
-        found = []
+        found: list[Orphans] = []
         if not self.directory.is_dir():
             return found
         for lock in sorted(self.directory.glob(f"*{LOCK_SUFFIX}")):

@@ -53,7 +53,7 @@ class RequestContextMiddleware:
                 log.warning("PlatformRequestIds is not installed: Serve echoes client ids")
             headers, _ = split_ids(list(headers))
             scope["headers"] = headers
-        request_id = client_id = ""
+        request_id, client_id = "", b""
         for name, value in headers:
             if name == REQUEST_ID:
                 request_id = value.decode()

@@ -10,6 +10,7 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 if [ "${FORGE_SKIP_VLLM:-0}" != 1 ]; then
   bash scripts/test-vllm.sh -q -p no:warnings
