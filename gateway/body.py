@@ -1,4 +1,8 @@
-"""Reading a JSON request body with a size limit, before anything else looks at it."""
+"""Reading a JSON request body with a size limit, before anything else looks at it.
+
+The ``Content-Type`` is not checked: a JSON body is read as JSON whatever the header says
+(`curl -d` sends form encoding; the official SDKs always send application/json), and a
+body that is not JSON is a 400 that names the header when it was not JSON's."""
 
 from __future__ import annotations
 
@@ -33,8 +37,16 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        declared_type = request.headers.get("content-type", "")
+        hint = (
+            ""
+            if "json" in declared_type
+            else f" The body was sent as {declared_type or 'no Content-Type'}; send a JSON "
+            "object with 'Content-Type: application/json'."
+        )
         raise InvalidRequest(
-            f"We could not parse the JSON body of your request: {exc.msg} (position {exc.pos}).",
+            f"We could not parse the JSON body of your request: {exc.msg} (position {exc.pos})."
+            + hint,
             code="invalid_json",
         ) from None
     if not isinstance(body, dict):

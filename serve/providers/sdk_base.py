@@ -140,6 +140,12 @@ async def openai_stream(
         error = map_error(exc)
         if not head_sent:
             raise error from None
+        if error.code == "upstream_unreachable":  # it was reached: the stream broke off
+            error = UpstreamError(
+                f"The provider's stream broke off after {content_chunks} content chunks "
+                f"({exc.__class__.__name__}); what was sent before is all there is.",
+                code="upstream_stream_interrupted",
+            )
         yield error_event(error.to_body())
         yield DONE
         ending = StreamEnd(

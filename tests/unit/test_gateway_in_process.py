@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -268,6 +270,10 @@ async def test_provider_failing_mid_stream_sends_error_event_then_done(gw, model
     assert events[-1] == "data: [DONE]"
     assert '"error"' in events[-2]
     assert sum('"choices"' in e for e in events) >= 2
+    if model == "midstream-drop":  # reached, then cut: not "could not be reached"
+        error = json.loads(events[-2].removeprefix("data: "))["error"]
+        assert error["code"] == "upstream_stream_interrupted", error
+        assert "broke off after 2 content chunks" in error["message"]
     with pytest.raises(openai.APIError):
         stream = await gw.sdk().chat.completions.create(model=model, messages=MSG, stream=True)
         async for _ in stream:
@@ -390,3 +396,19 @@ async def test_model_names_are_bounded(gw):
     assert err.value.body["param"] == "model"
     with pytest.raises(openai.BadRequestError):
         await gw.sdk().embeddings.create(model="m" * 1_000, input="x")
+
+
+async def test_the_content_type_does_not_decide_how_a_body_is_read(gw):
+    """Decided: a JSON body is JSON whatever its Content-Type (curl -d sends form
+    encoding); a body that is not JSON gets a 400 naming the header it came with."""
+    auth = {"authorization": f"Bearer {gw.user_key}"}
+    body = json.dumps({"model": "gpt-test", "messages": MSG})
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {**auth, **({"content-type": content_type} if content_type else {})}
+        ok = await gw.http.post("/v1/chat/completions", content=body, headers=headers)
+        assert ok.status_code == 200, (content_type, ok.text)
+    form = await gw.http.post("/v1/chat/completions", data={"model": "gpt-test"}, headers=auth)
+    assert form.status_code == 400
+    error = form.json()["error"]
+    assert error["code"] == "invalid_json"
+    assert "application/x-www-form-urlencoded" in error["message"]
