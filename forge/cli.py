@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -83,7 +83,7 @@ def status(
     from ray import serve
 
     from serve.app import APP_NAME
-    from serve.deployments import ACTOR_NAMESPACE, DIRECTORY_ACTOR
+    from serve.deployments import ACTOR_NAMESPACE, DIRECTORY_ACTOR, USAGE_ACTOR
 
     try:
         context = ray.init(
@@ -119,7 +119,12 @@ def status(
             },
         }
         directory = ray.get_actor(DIRECTORY_ACTOR, namespace=ACTOR_NAMESPACE)
-        report["models"] = model_stats(ray.get(directory.replica_stats.remote(), timeout=10))
+        replicas = ray.get(directory.replica_stats.remote(), timeout=10)
+        report["models"] = model_stats(replicas)
+        recorder = ray.get_actor(USAGE_ACTOR, namespace=ACTOR_NAMESPACE)
+        report["usage"] = usage_stats(
+            replicas, ray.get(recorder.rejected_count.remote(), timeout=10)
+        )
     finally:
         ray.shutdown()
     if as_json:
@@ -129,6 +134,17 @@ def status(
     for name, d in report["deployments"].items():
         replicas = ", ".join(f"{n} {state.lower()}" for state, n in d["replicas"].items()) or "-"
         typer.echo(f"  {name:<28} {d['status']:<10} {replicas}")
+    usage = report["usage"]
+    typer.echo(
+        f"  usage ledger: {usage['shipped']} shipped, {usage['pending']} pending, "
+        f"{usage['rejected']} set aside (usage_rejects), "
+        f"{usage['recovered_from_dead_replicas']} taken over from dead replicas"
+    )
+    for replica, state in usage["failing"].items():
+        typer.echo(
+            f"  USAGE SHIPMENTS FAILING on gateway {replica} for {state['failing_for_s']} s: "
+            f"{state['last_error']}"
+        )
     for name, m in report["models"].items():
         adapters = ", ".join(m["adapters"]) or "no adapters"
         typer.echo(
@@ -137,11 +153,25 @@ def status(
         )
 
 
+def usage_stats(replicas: dict[str, dict], rejected: int) -> dict[str, Any]:
+    """The usage ledger as the gateway replicas last reported it (every 10 s), and the
+    records the database refused (set aside in usage_rejects)."""
+    gateways = {r: s["usage"] for r, s in replicas.items() if s.get("gateway")}
+    total = {
+        k: sum(g[k] for g in gateways.values())
+        for k in ("shipped", "pending", "recovered_from_dead_replicas")
+    }
+    failing = {r: g for r, g in gateways.items() if not g["healthy"]}
+    return {**total, "rejected": rejected, "failing": failing, "per_replica": gateways}
+
+
 def model_stats(replicas: dict[str, dict]) -> dict[str, dict]:
     """Per self-hosted provider: replicas reporting, requests running and queued, and
     the adapters loaded anywhere (with each replica's own view)."""
     models: dict[str, dict] = {}
     for replica, stats in sorted(replicas.items()):
+        if "provider" not in stats:
+            continue
         m = models.setdefault(
             stats["provider"],
             {"replicas": 0, "running": 0, "waiting": 0, "adapters": [], "per_replica": {}},

@@ -66,6 +66,11 @@ def platform_actors() -> tuple[Any, Any]:
 class ProviderDeployment:
     def __init__(self, cfg: ProviderConfig) -> None:
         self.provider = make_provider(cfg)
+        self._report: Any = None
+        if hasattr(self.provider, "stats"):  # a self-hosted embedding model: `forge status`
+            directory, _ = platform_actors()
+            replica = serve.get_replica_context().replica_id.unique_id
+            self._report = lambda stats: directory.report_replica.remote(replica, stats)
 
     async def complete(
         self, endpoint: Endpoint, body: dict[str, Any], public_model: str
@@ -84,6 +89,8 @@ class ProviderDeployment:
     def check_health(self) -> None:
         """Serve's periodic health check: a provider that can tell it is broken (a model
         engine whose loop died) gets its replica replaced."""
+        if self._report is not None:
+            self._report({"provider": self.provider.name, **self.provider.stats().model_dump()})
         healthy = getattr(self.provider, "healthy", None)
         if healthy is not None and not healthy():
             raise RuntimeError(f"provider {self.provider.name!r} is unhealthy")
@@ -221,6 +228,8 @@ class GatewayDeployment:
         for cfg in config.providers:
             if cfg.placement == "gateway":
                 clients[cfg.name] = make_provider(cfg, adapter_lookup=adapters)
+        replica = serve.get_replica_context().replica_id.unique_id
+        self._report = lambda stats: directory.report_replica.remote(replica, stats)
         self._pings = {f"provider:{n}": c.ping for n, c in clients.items()}
         self._pings["actor:directory"] = lambda: directory.ping.remote()
         self._pings["actor:usage-recorder"] = lambda: recorder.ping.remote()
@@ -242,6 +251,11 @@ class GatewayDeployment:
             readiness=self.readiness,
             adapters=adapters,
         )
+
+    def check_health(self) -> None:
+        """Serve's periodic check (10 s): reports this replica's usage shipping for
+        `forge status` (readiness, `/health/ready`, says the same per replica)."""
+        self._report({"gateway": True, "usage": self.runtime.shipper.state()})
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_app(self.runtime, behind_serve=True)

@@ -12,7 +12,7 @@ import orjson
 
 from forge.config import ProviderConfig
 from serve.models.embedding_engine import EmbeddingEngine, resolve_embedding_path
-from serve.models.engine import StartOnce
+from serve.models.engine import EngineStats, StartOnce
 from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
 from serve.providers.sdk_base import ms_since
 from serve.translate.common import unsupported
@@ -24,6 +24,18 @@ class EmbeddingServerProvider:
         self.cfg = cfg
         self.engine = engine or EmbeddingEngine(resolve_embedding_path(cfg.model_path or ""))
         self._ready = StartOnce(self.engine)
+        self._in_flight = 0  # the engine embeds one batch at a time: the rest wait
+
+    def stats(self) -> EngineStats:
+        """For `forge status`, as the generative model servers report."""
+        return EngineStats(
+            engine="transformers_embedding",
+            running=min(self._in_flight, 1),
+            waiting=max(self._in_flight - 1, 0),
+        )
+
+    def healthy(self) -> bool:
+        return True
 
     async def complete(
         self, endpoint: Endpoint, body: dict[str, Any], public_model: str
@@ -36,7 +48,11 @@ class EmbeddingServerProvider:
             raise unsupported("transformers_embedding", "input", "text inputs only, not tokens")
         engine = await self._ready()
         t0 = time.perf_counter()
-        vectors, tokens = await engine.embed(texts, body.get("dimensions"))
+        self._in_flight += 1
+        try:
+            vectors, tokens = await engine.embed(texts, body.get("dimensions"))
+        finally:
+            self._in_flight -= 1
         as_base64 = body.get("encoding_format") == "base64"
         data = [
             {

@@ -113,3 +113,24 @@ def test_a_crashed_model_replica_fails_its_requests_and_is_replaced(platform):
             assert exc.status_code == 503
             assert time.monotonic() < deadline, "the model replica was never replaced"
             time.sleep(1)
+
+
+def test_status_reports_the_embedding_server_and_the_usage_ledger(platform):
+    """`forge status` left the embedding model server out, and said nothing of usage."""
+    from forge.cli import usage_stats
+    from serve.deployments import USAGE_ACTOR
+
+    platform.sdk().embeddings.create(model="all-minilm-l6-v2", input="hello")
+    directory = ray.get_actor(DIRECTORY_ACTOR, namespace=ACTOR_NAMESPACE)
+    deadline = time.monotonic() + 30  # replicas report at each health check (5-10 s)
+    while time.monotonic() < deadline:
+        replicas = ray.get(directory.replica_stats.remote())
+        usage = usage_stats(replicas, 0)
+        embed = model_stats(replicas).get("local-embed")
+        if embed and usage["per_replica"] and usage["shipped"] > 0:
+            break
+        time.sleep(0.5)
+    assert embed and embed["replicas"] == 1 and embed["running"] == 0, embed
+    assert usage["shipped"] > 0 and not usage["failing"], usage
+    recorder = ray.get_actor(USAGE_ACTOR, namespace=ACTOR_NAMESPACE)
+    assert ray.get(recorder.rejected_count.remote()) == 0
