@@ -35,6 +35,7 @@ class DirectoryActor:
         self._engine = make_engine(Settings().resolved_database_url())
         self._directory = Directory(make_sessionmaker(self._engine))
         self._replicas: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._drain_deadline: float | None = None
 
     async def verify(self, key_hash: str) -> KeyInfo | None:
         return await self._directory.verify(key_hash)
@@ -69,6 +70,16 @@ class DirectoryActor:
             r: (t, s) for r, (t, s) in self._replicas.items() if now - t < STATS_TTL_S
         }
         return {r: s for r, (_, s) in self._replicas.items()}
+
+    def begin_drain(self, timeout_s: float) -> float:
+        """`forge up` stopping: every gateway replica drains (gateway/drain.py) and must
+        be done by the returned wall-clock deadline."""
+        if self._drain_deadline is None:
+            self._drain_deadline = time.time() + timeout_s
+        return self._drain_deadline
+
+    def drain_deadline(self) -> float | None:
+        return self._drain_deadline
 
     async def ping(self) -> bool:
         return True

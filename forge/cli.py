@@ -69,8 +69,8 @@ def up(
         typer.echo("Stop requested while starting.")
     finally:
         signals.ignore()
-        typer.echo("Stopping PromptForge …")
-        launcher.stop(own_ray)
+        typer.echo("Stopping PromptForge (draining requests in flight) …")
+        launcher.stop(own_ray, cfg.gateway.drain_timeout_s)
         typer.echo("PromptForge stopped.")
 
 

@@ -80,6 +80,13 @@ class GatewayConfig(StrictModel):
         "a revoked key stops working on other replicas within this time.",
     )
     num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per gateway replica.")
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="On stop (SIGTERM to `forge up`, a replica replaced or scaled down), "
+        "how long requests in flight may take to finish; streams still open then end "
+        "with an error event and [DONE].",
+    )
 
 
 class UsageConfig(StrictModel):

@@ -37,5 +37,6 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         behind_serve=behind_serve,
+        drain=runtime.drain,
     )
     return app

@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from forge.errors import InvalidRequest
+from forge.errors import ForgeError, InvalidRequest, ServiceUnavailable
+from gateway.drain import SHUTTING_DOWN, Drain
 from gateway.errors import error_response
 from gateway.request_ids import (
     CLIENT_REQUEST_ID,
@@ -36,9 +37,12 @@ class RequestContextMiddleware:
     ``x-request-id``; elsewhere this middleware makes the id and echoes it itself.
     """
 
-    def __init__(self, app: ASGIApp, behind_serve: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, behind_serve: bool = False, drain: Drain | None = None
+    ) -> None:
         self.app = app
         self._behind_serve = behind_serve
+        self._drain = drain or Drain()
         self._warned = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,6 +77,19 @@ class RequestContextMiddleware:
             await self._refuse(error, scope, receive, send)
             return
         state["client_request_id"] = client_id.decode() if client_id else None
+        drain = self._drain
+        if drain.draining and not scope.get("path", "").startswith("/health"):
+            await self._refuse(
+                ServiceUnavailable(
+                    "This replica is shutting down; retry shortly.",
+                    retry_after=1,
+                    code=SHUTTING_DOWN,
+                ),
+                scope,
+                receive,
+                send,
+            )
+            return
         after_response: list[Callable[[], None]] = []
         state["after_response"] = after_response
         emit_id = not self._behind_serve
@@ -91,18 +108,18 @@ class RequestContextMiddleware:
                 message["headers"] = out
             await send(message)
 
+        drain.in_flight += 1
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
+            drain.in_flight -= 1
             for settle in after_response:  # usage records of answered calls
                 try:
                     settle()
                 except Exception:
                     log.exception("settling a request's usage failed")
 
-    async def _refuse(
-        self, error: InvalidRequest, scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    async def _refuse(self, error: ForgeError, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer ``error`` without running the app (the id is still echoed)."""
         emit_id = not self._behind_serve
         request_id = scope["state"]["request_id"].encode()

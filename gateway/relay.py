@@ -25,6 +25,7 @@ from forge.errors import (
     unwrap_remote,
 )
 from forge.usage import UsageEvent, UsageStatus, cost_usd
+from gateway.drain import SHUTTING_DOWN, Drain
 from serve.capabilities import check_request
 from serve.providers.base import Endpoint, StreamEnd, StreamHead, Usage
 from serve.providers.sse import DONE, error_event
@@ -80,9 +81,10 @@ def _ms_since(t0: float) -> float:
 
 
 class Relay:
-    def __init__(self, router: Router, shipper: UsageShipper) -> None:
+    def __init__(self, router: Router, shipper: UsageShipper, drain: Drain | None = None) -> None:
         self.router = router
         self.shipper = shipper
+        self.drain = drain or Drain()
 
     def _event(
         self,
@@ -273,13 +275,15 @@ class Relay:
                 with anyio.CancelScope(shield=True):
                     await source.aclose()  # type: ignore[attr-defined]
                 usage = Usage(completion_tokens=chunks, estimated=True)
+                ended_by_drain = self.drain.expired  # else the client left
                 self._record(
                     ctx,
                     target,
                     stream=True,
                     usage=usage,
-                    status="client_disconnected",
-                    http_status=499,
+                    status="error" if ended_by_drain else "client_disconnected",
+                    http_status=503 if ended_by_drain else 499,
+                    error_code=SHUTTING_DOWN if ended_by_drain else None,
                     ttft_ms=ttft_ms,
                 )
             else:

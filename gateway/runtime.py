@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -12,6 +13,7 @@ from forge.adapters import AdapterInfo, AdapterSpec, CachedAdapterLookup
 from forge.config import PlatformConfig
 from forge.keys import CreatedKey, KeyInfo, Role
 from gateway.auth import KeyVerifier
+from gateway.drain import Drain, DrainWatcher
 from gateway.relay import Relay
 from serve.router import Router
 
@@ -40,6 +42,8 @@ Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
 @dataclass
 class GatewayRuntime:
+    """A replica's parts. ``drain_watcher`` (behind Serve) learns of a cluster-wide drain."""
+
     config: PlatformConfig
     router: Router
     verifier: KeyVerifier
@@ -47,15 +51,23 @@ class GatewayRuntime:
     directory: Directory
     readiness: Readiness
     adapters: CachedAdapterLookup | None = None
+    drain: Drain = field(default_factory=Drain)
+    drain_watcher: DrainWatcher | None = None
 
     def __post_init__(self) -> None:
-        self.relay = Relay(self.router, self.shipper)
+        self.relay = Relay(self.router, self.shipper, self.drain)
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        """Background work of the replica: usage shipping and spool recovery."""
+        """Background work of the replica: usage shipping and spool recovery, and
+        watching for a drain."""
         self.shipper.start()
+        if self.drain_watcher is not None and not self._tasks:
+            self._tasks.append(asyncio.get_running_loop().create_task(self.drain_watcher.run()))
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         await self.shipper.close()
         for client in self.router.clients.values():
             close = getattr(client, "close", None)

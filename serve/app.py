@@ -19,6 +19,7 @@ from serve.deployments import GatewayDeployment, ModelServerDeployment, Provider
 APP_NAME = "promptforge"
 _QUIET = {"enable_access_log": False}
 MODEL_HEALTH_PERIOD_S = 5.0  # also how often a model replica reports its stats
+DRAIN_MARGIN_S = 5.0  # after the drain timeout: ending streams and shipping usage
 
 
 def deployment_options(p: ProviderConfig) -> dict[str, Any]:
@@ -74,6 +75,10 @@ def build_application(config: PlatformConfig) -> Application:
         max_ongoing_requests=gw.max_ongoing_requests,
         ray_actor_options={"num_cpus": gw.num_cpus},
         logging_config=_QUIET,
+        # A replica replaced or scaled down: Serve waits this long for its requests (and
+        # `forge up`'s own drain has ended streams by then: gateway/drain.py).
+        graceful_shutdown_timeout_s=gw.drain_timeout_s + DRAIN_MARGIN_S,
+        graceful_shutdown_wait_loop_s=0.5,
     ).bind(config, providers)
 
 

@@ -29,6 +29,7 @@ from forge.keys import KeyInfo
 from forge.settings import Settings
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
+from gateway.drain import DrainWatcher
 from gateway.runtime import GatewayRuntime
 from serve.handles import HandleProviderClient
 from serve.models.adapters import AdapterCache
@@ -229,7 +230,9 @@ class GatewayDeployment:
             if cfg.placement == "gateway":
                 clients[cfg.name] = make_provider(cfg, adapter_lookup=adapters)
         replica = serve.get_replica_context().replica_id.unique_id
-        self._report = lambda stats: directory.report_replica.remote(replica, stats)
+        self._report = lambda stats: directory.report_replica.remote(
+            replica, {"gateway": True, **stats}
+        )
         self._pings = {f"provider:{n}": c.ping for n, c in clients.items()}
         self._pings["actor:directory"] = lambda: directory.ping.remote()
         self._pings["actor:usage-recorder"] = lambda: recorder.ping.remote()
@@ -251,11 +254,17 @@ class GatewayDeployment:
             readiness=self.readiness,
             adapters=adapters,
         )
+        runtime = self.runtime
+        runtime.drain_watcher = DrainWatcher(
+            runtime.drain,
+            lambda: directory.drain_deadline.remote(),
+            lambda stats: self._report({**stats, "usage": runtime.shipper.state()}),
+        )
 
     def check_health(self) -> None:
         """Serve's periodic check (10 s): reports this replica's usage shipping for
         `forge status` (readiness, `/health/ready`, says the same per replica)."""
-        self._report({"gateway": True, "usage": self.runtime.shipper.state()})
+        self._report({"usage": self.runtime.shipper.state()})
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_app(self.runtime, behind_serve=True)

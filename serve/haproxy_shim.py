@@ -85,9 +85,7 @@ ERRORS: dict[int, tuple[str, str, str, str]] = {
 
 def error_file_text(status: int) -> str:
     reason, kind, code, message = ERRORS[status]
-    body = (
-        f'{{"error":{{"message":"{message}","type":"{kind}","param":null,"code":"{code}"}}}}'
-    )
+    body = f'{{"error":{{"message":"{message}","type":"{kind}","param":null,"code":"{code}"}}}}'
     retry = "Retry-After: 1\r\n" if status in (429, 502, 503) else ""
     return (
         f"HTTP/1.1 {status} {reason}\r\n"

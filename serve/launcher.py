@@ -16,7 +16,7 @@ from forge.db.engine import make_engine, make_sessionmaker
 from forge.db.migrate import upgrade
 from forge.keys import KeyStore
 from forge.settings import Settings
-from serve.app import APP_NAME, build_application
+from serve.app import APP_NAME, DRAIN_MARGIN_S, build_application
 from serve.env import FAST_SERVE_ENV
 from serve.haproxy_shim import HOST_ENV
 from serve.processes import descendants, named, terminate
@@ -93,10 +93,50 @@ def deploy(config: PlatformConfig, host: str, port: int, attempts: int = 2) -> N
             terminate(haproxies)
 
 
-def stop(own_ray: bool) -> None:
-    """Shut Serve down, then our own Ray, then any HAProxy that outlived them."""
+def drain(timeout_s: float, poll_s: float = 0.25) -> bool:
+    """Drain every gateway replica before Serve stops (gateway/drain.py): they stop
+    admitting, finish what is in flight up to ``timeout_s``, end the streams still open,
+    and ship their usage. True when every replica reported itself done in time."""
+    from serve.deployments import ACTOR_NAMESPACE, DIRECTORY_ACTOR
+
+    try:
+        directory = ray.get_actor(DIRECTORY_ACTOR, namespace=ACTOR_NAMESPACE)
+        gateways = gateway_replica_count()
+        deadline = ray.get(directory.begin_drain.remote(timeout_s), timeout=10)
+    except Exception as exc:  # nothing deployed, or the directory is gone
+        log.warning("no drain: %s", exc)
+        return False
+    give_up = deadline + DRAIN_MARGIN_S
+    while time.time() < give_up:
+        time.sleep(poll_s)
+        try:
+            reports = ray.get(directory.replica_stats.remote(), timeout=10).values()
+        except Exception:
+            continue
+        draining = [r for r in reports if r.get("gateway") and r.get("draining")]
+        done = [r for r in draining if r["in_flight"] == 0 and r["usage"]["pending"] == 0]
+        if len(draining) >= gateways and len(done) == len(draining):
+            return True
+    log.warning("drain: gave up waiting for the gateway replicas after %.0f s", timeout_s)
+    return False
+
+
+def gateway_replica_count() -> int:
+    """Running gateway replicas, as Serve reports them."""
+    app = serve.status().applications.get(APP_NAME)
+    if app is None or "gateway" not in app.deployments:
+        return 0
+    states = app.deployments["gateway"].replica_states
+    return sum(n for state, n in states.items() if str(getattr(state, "value", state)) == "RUNNING")
+
+
+def stop(own_ray: bool, drain_timeout_s: float | None = None) -> None:
+    """Drain the gateways (if ``drain_timeout_s``), shut Serve down, then our own Ray,
+    then any HAProxy that outlived them."""
     haproxies = named(descendants(os.getpid()), "haproxy")
     try:
+        if drain_timeout_s is not None:
+            drain(drain_timeout_s)
         serve.shutdown()
     finally:
         if own_ray:

@@ -31,7 +31,7 @@ async def messages(
     ctx = CallContext.of(request.state, key.id, "chat/completions")
     if body.get("stream"):
         source, headers = await rt.relay.open_stream(ctx, chat, include_usage=True)
-        return EventStreamResponse(_anthropic_events(source, public_model), headers)
+        return EventStreamResponse(_anthropic_events(source, public_model), headers, rt.drain)
     content, headers = await rt.relay.complete(ctx, chat)
     message = tr.to_anthropic_response(orjson.loads(content), public_model)
     return Response(orjson.dumps(message), media_type="application/json", headers=headers)

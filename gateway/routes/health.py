@@ -21,6 +21,7 @@ async def ready(rt: GatewayRuntime = Depends(runtime)) -> JSONResponse:
     components = await rt.readiness()
     usage = rt.shipper.state()
     components["usage:shipping"] = usage["healthy"]
+    components["accepting"] = not rt.drain.draining
     ok = all(components.values())
     return JSONResponse(
         {"status": "ready" if ok else "not_ready", "components": components, "usage": usage},

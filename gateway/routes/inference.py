@@ -39,7 +39,7 @@ async def _serve(
     if body.get("stream") and endpoint != "embeddings":
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         source, headers = await rt.relay.open_stream(ctx, body, include_usage)
-        return EventStreamResponse(source, headers)
+        return EventStreamResponse(source, headers, rt.drain)
     content, headers = await rt.relay.complete(ctx, body)
     return Response(content, media_type="application/json", headers=headers)
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -54,7 +55,11 @@ def test_forge_up_serves_reports_status_and_stops_cleanly(tmp_path, fake_openai)
                 "api_key_env": "FAKE_UPSTREAM_KEY",
             }
         ],
-        "models": [{"name": "gpt-test", "provider": "fake", "model": "gpt-fake"}],
+        "models": [
+            {"name": "gpt-test", "provider": "fake", "model": "gpt-fake"},
+            {"name": "slow", "provider": "fake", "model": "slow-stream"},  # 200 x 20 ms
+        ],
+        "gateway": {"drain_timeout_s": 1.5},
     }
     (tmp_path / "forge.yaml").write_text(yaml.safe_dump(config))
     env = {
@@ -127,10 +132,33 @@ def test_forge_up_serves_reports_status_and_stops_cleanly(tmp_path, fake_openai)
         assert report["status"] == "RUNNING"
         assert report["deployments"]["gateway"]["replicas"] == {"RUNNING": 1}
 
+        # SIGTERM with a stream in flight: drained, not cut (it used to be cut ~0.2 s
+        # in): it runs until the 1.5-s drain timeout, then ends with an error event and
+        # [DONE], and its usage record says why.
         children = descendants(proc.pid)
         assert children
-        proc.send_signal(signal.SIGTERM)
+        seen: list[str] = []
+        with httpx2.stream(
+            "POST",
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": "slow", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+            headers={"authorization": f"Bearer {admin_key}"},
+            timeout=60,
+        ) as streamed:
+            for line in streamed.iter_lines():
+                if line:
+                    seen.append(line)
+                if len(seen) == 3:
+                    proc.send_signal(signal.SIGTERM)
+        assert seen[-1] == "data: [DONE]", seen[-3:]
+        assert json.loads(seen[-2][6:])["error"]["code"] == "server_shutting_down"
+        assert 20 < len(seen) < 150, len(seen)  # ~1.5 s of 20-ms chunks
         assert proc.wait(90) == 0, log.read_text()
+        with sqlite3.connect(tmp_path / "data" / "forge.db") as db:
+            rows = db.execute(
+                "select status, error_code from usage_records where model = 'slow'"
+            ).fetchall()
+        assert rows == [("error", "server_shutting_down")]
         time.sleep(1)
         survivors = [p for p in children if Path(f"/proc/{p}").exists()]
         assert not survivors, f"left running after stop: {survivors}"

@@ -412,3 +412,67 @@ async def test_the_content_type_does_not_decide_how_a_body_is_read(gw):
     error = form.json()["error"]
     assert error["code"] == "invalid_json"
     assert "application/x-www-form-urlencoded" in error["message"]
+
+
+async def test_a_drain_refuses_new_requests_and_ends_open_streams_with_an_error_event(gw):
+    """SIGTERM used to cut streams ~0.2 s in; a drain lets them run to the timeout,
+    then ends them with an error event and [DONE], and records why. (Over a real HTTP
+    server: httpx's ASGI transport would buffer the whole stream.)"""
+    import asyncio
+
+    import httpx2
+    import uvicorn
+
+    from tests.fakes.server import free_port
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(gw.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    headers = {"authorization": f"Bearer {gw.user_key}"}
+    body = {"model": "slow-stream", "messages": MSG, "stream": True}
+    try:
+        async with (
+            httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
+            http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r,
+        ):
+            lines = r.aiter_lines()
+            first = [line async for line in _take(lines, 3)]
+            assert all(line.startswith("data: {") for line in first)
+            assert gw.runtime.drain.in_flight == 1
+            gw.runtime.drain.begin(timeout_s=0.3)
+            refused = await http.post(
+                "/v1/chat/completions",
+                json={"model": "gpt-test", "messages": MSG},
+                headers=headers,
+            )
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "server_shutting_down"
+            ready = await http.get("/health/ready")
+            assert ready.status_code == 503 and ready.json()["components"]["accepting"] is False
+            rest = [line async for line in lines if line]
+    finally:
+        server.should_exit = True
+        await serving
+    assert rest[-1] == "data: [DONE]"
+    assert json.loads(rest[-2].removeprefix("data: "))["error"]["code"] == "server_shutting_down"
+    assert len(rest) < 150  # ended at the timeout, not run to its 200 chunks
+    assert gw.runtime.drain.in_flight == 0
+    [row] = [r for r in await usage_rows(gw) if r["model"] == "slow-stream"]
+    assert (row["status"], row["http_status"], row["error_code"]) == (
+        "error",
+        503,
+        "server_shutting_down",
+    )
+
+
+async def _take(lines, n):
+    async for line in lines:
+        if line:
+            yield line
+            n -= 1
+            if n == 0:
+                return
