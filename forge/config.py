@@ -70,6 +70,12 @@ class ServerConfig(StrictModel):
 
 class GatewayConfig(StrictModel):
     replicas: int = Field(1, ge=1, description="Gateway (FastAPI ingress) replicas.")
+    max_replicas_per_node: int | None = Field(
+        None,
+        ge=1,
+        description="At most this many gateway replicas on one node (1: spread them, so "
+        "that losing a node leaves a replica elsewhere).",
+    )
     max_ongoing_requests: int = Field(
         1000, ge=1, description="Concurrent requests per gateway replica before Serve queues."
     )

@@ -69,7 +69,9 @@ def build_application(config: PlatformConfig) -> Application:
         if p.placement == "deployment"
     }
     gw = config.gateway
+    spread = {"max_replicas_per_node": gw.max_replicas_per_node} if gw.max_replicas_per_node else {}
     return GatewayDeployment.options(
+        **spread,
         name="gateway",
         num_replicas=gw.replicas,
         max_ongoing_requests=gw.max_ongoing_requests,

@@ -34,15 +34,24 @@ MODELS = ("gpt-inproc", "gpt-test", "slow-stream-inproc")  # in the gateway, via
 class Outcomes:
     delivered: dict[str, str] = field(default_factory=dict)  # request id -> marker
     failed: int = 0
+    failed_after_kill: int = 0
+    sent_after_kill: int = 0
     sent_markers: set[str] = field(default_factory=set)
+    killed_at: float = float("inf")
 
 
-def gateway_replica_pid() -> int:
+def gateway_replica_pids() -> list[int]:
+    pids = []
     for actor in ray.util.list_named_actors(all_namespaces=True):
         if actor["namespace"] == "serve" and "#gateway#" in actor["name"]:
             handle = ray.get_actor(actor["name"], namespace="serve")
-            return ray.get(handle.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
-    raise AssertionError("no gateway replica found")
+            pids.append(ray.get(handle.__ray_call__.remote(lambda self: os.getpid()), timeout=30))
+    assert pids, "no gateway replica found"
+    return pids
+
+
+def gateway_replica_pid() -> int:
+    return gateway_replica_pids()[0]
 
 
 async def new_key(db_url: str) -> tuple[str, str]:
@@ -69,6 +78,8 @@ async def one_request(
 ) -> None:
     marker = f"ledger-{uuid.uuid4().hex}"
     out.sent_markers.add(marker)
+    after_kill = time.monotonic() > out.killed_at
+    out.sent_after_kill += after_kill
     stream = model.startswith("slow")
     body = {"model": model, "messages": [{"role": "user", "content": marker}], "stream": stream}
     headers = {"authorization": f"Bearer {key}"}
@@ -82,10 +93,11 @@ async def one_request(
             )
             if complete and b'"error"' not in data:
                 out.delivered[resp.headers["x-request-id"]] = marker
-            else:
-                out.failed += 1
+                return
     except httpx2.HTTPError:
-        out.failed += 1
+        pass
+    out.failed += 1
+    out.failed_after_kill += after_kill
 
 
 async def load_with_kill(url: str, key: str, kill_after_s: float, run_s: float) -> Outcomes:
@@ -101,15 +113,12 @@ async def load_with_kill(url: str, key: str, kill_after_s: float, run_s: float) 
     workers = [asyncio.create_task(worker(m)) for m in MODELS * 2]
     await asyncio.sleep(kill_after_s)
     os.kill(await asyncio.to_thread(gateway_replica_pid), signal.SIGKILL)
+    out.killed_at = time.monotonic()
     await asyncio.gather(*workers)
     return out
 
 
-def test_a_sigkilled_gateway_replica_loses_no_record(platform, fake_openai):
-    key, key_id = asyncio.run(new_key(platform.db_url))
-    upstream_before = len(fake_openai.requests)
-    out = asyncio.run(load_with_kill(platform.url, key, kill_after_s=2.5, run_s=6.0))
-    assert wait_until_ready(platform.url, 90), "the gateway replica was not replaced"
+def check_ledger(platform, fake_openai, key_id: str, upstream_before: int, out: Outcomes) -> None:
     started = {
         m
         for r in fake_openai.requests[upstream_before:]
@@ -118,7 +127,8 @@ def test_a_sigkilled_gateway_replica_loses_no_record(platform, fake_openai):
     }
     assert out.delivered and started, "no load reached the platform"
 
-    # The successor replays the dead replica's spool within a few seconds.
+    # A successor (or the surviving replica) replays the dead replica's spool within
+    # a few seconds.
     deadline = time.monotonic() + 60
     while True:
         rows = asyncio.run(rows_of(platform.db_url, key_id))
@@ -140,3 +150,39 @@ def test_a_sigkilled_gateway_replica_loses_no_record(platform, fake_openai):
     assert interrupted, "the kill hit calls in flight: they must be traced as interrupted"
     assert any(r["completion_tokens"] > 0 for r in interrupted if r["stream"])
     assert all(r["usage_estimated"] for r in interrupted)
+
+
+def test_a_sigkilled_gateway_replica_loses_no_record(platform, fake_openai):
+    """One replica: Serve replaces it, and the replacement replays its spool."""
+    key, key_id = asyncio.run(new_key(platform.db_url))
+    upstream_before = len(fake_openai.requests)
+    out = asyncio.run(load_with_kill(platform.url, key, kill_after_s=2.5, run_s=6.0))
+    assert wait_until_ready(platform.url, 90), "the gateway replica was not replaced"
+    check_ledger(platform, fake_openai, key_id, upstream_before, out)
+
+
+def test_with_two_gateway_replicas_a_kill_fails_no_later_request(platform, fake_openai):
+    """Two replicas (as configs/cluster.yaml runs): after one is SIGKILLed, every request
+    that arrives succeeds (HAProxy retries a refused connection on the other replica),
+    and the survivor ships the dead replica's records."""
+    from serve import launcher
+
+    port = int(platform.url.rsplit(":", 1)[1])
+    two = platform.config.model_copy(
+        update={"gateway": platform.config.gateway.model_copy(update={"replicas": 2})}
+    )
+    launcher.deploy(two, "127.0.0.1", port)
+    try:
+        deadline = time.monotonic() + 120
+        while len(gateway_replica_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert wait_until_ready(platform.url, 90)
+        key, key_id = asyncio.run(new_key(platform.db_url))
+        upstream_before = len(fake_openai.requests)
+        out = asyncio.run(load_with_kill(platform.url, key, kill_after_s=2.5, run_s=6.0))
+        assert out.sent_after_kill > 20
+        assert out.failed_after_kill == 0, f"{out.failed_after_kill} requests after the kill"
+        check_ledger(platform, fake_openai, key_id, upstream_before, out)
+    finally:
+        launcher.deploy(platform.config, "127.0.0.1", port)
+        assert wait_until_ready(platform.url, 120)
