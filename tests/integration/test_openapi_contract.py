@@ -15,7 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / "openai-openapi.yaml"
+# OpenAI's spec cut down to the implemented operations, kept in the repository so that this
+# test runs on every clone (tests/specs/; tests/unit/test_openai_spec_subset.py checks it
+# against the full spec wherever that is present).
+SPEC = Path(__file__).resolve().parents[1] / "specs" / "openai-openapi.subset.yaml"
 OPERATIONS = [
     ("/chat/completions", "POST"),
     ("/completions", "POST"),
@@ -60,8 +63,6 @@ def add_discriminator_mappings(spec: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def openai_schema():
-    if not SPEC.exists():
-        pytest.skip(f"OpenAI's spec is not at {SPEC}")
     spec = yaml.load(SPEC.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return schemathesis.openapi.from_dict(add_discriminator_mappings(spec))
 
