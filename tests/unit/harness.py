@@ -66,6 +66,15 @@ def platform_config(
         {"name": "gpt-inproc", "provider": "fake-inproc", "model": "gpt-fake"},
         {"name": "slow-stream-inproc", "provider": "fake-inproc", "model": "slow-stream"},
         {"name": "flaky", "provider": "fake", "model": "error-500", "fallbacks": ["gpt-test"]},
+        *(
+            {
+                "name": f"flaky-{s}",
+                "provider": "fake",
+                "model": f"error-{s}",
+                "fallbacks": ["gpt-test"],
+            }
+            for s in ("429", "503", "400")
+        ),
     ]
     for scenario in (
         "error-429",

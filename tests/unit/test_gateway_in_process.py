@@ -131,6 +131,37 @@ async def test_fallback_answers_when_the_first_target_fails(gw):
     assert len(rows) == 1 and rows[0]["model"] == "gpt-test"
 
 
+@pytest.mark.parametrize("status", ["429", "503"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_fallback_on_rate_limits_and_unavailability_also_for_streams(gw, status, stream):
+    """Disabling fallback on 429, on 503, or on streams before their first token left
+    every test green; only a non-streamed 500 was covered."""
+    client = gw.sdk()
+    if stream:
+        chunks = [
+            c
+            async for c in await client.chat.completions.create(
+                model=f"flaky-{status}", messages=MSG, stream=True
+            )
+        ]
+        assert chunks[0].model == "gpt-test"
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text.startswith("alpha bravo")
+    else:
+        completion = await client.chat.completions.create(model=f"flaky-{status}", messages=MSG)
+        assert completion.model == "gpt-test"
+    [row] = await usage_rows(gw)
+    assert (row["model"], row["status"], row["stream"]) == ("gpt-test", "ok", stream)
+
+
+async def test_no_fallback_on_the_clients_own_mistake(gw):
+    """A 400 would be a 400 on any model: it is answered, not retried elsewhere."""
+    with pytest.raises(openai.BadRequestError):
+        await gw.sdk().chat.completions.create(model="flaky-400", messages=MSG)
+    [row] = await usage_rows(gw)
+    assert (row["model"], row["http_status"]) == ("flaky-400", 400)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
