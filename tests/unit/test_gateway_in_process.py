@@ -527,3 +527,25 @@ async def test_the_overhead_header_leaves_the_providers_own_time_out(gw, fake_op
         fake_openai.latency_ms = 0
     assert elapsed_ms >= 300
     assert 0 < overhead < 150, overhead
+
+
+async def test_keys_never_reach_the_logs(gw, caplog):
+    """Platform keys (good, revoked and wrong) and the provider's key are never logged,
+    whatever fails."""
+    import logging
+
+    from tests.conftest import UPSTREAM_KEY
+
+    caplog.set_level(logging.DEBUG)
+    wrong = "sk-forge-" + "w" * 43
+    client = gw.sdk()
+    await client.chat.completions.create(model="gpt-test", messages=MSG)
+    for model in ("error-500", "error-401", "malformed", "drop"):
+        with pytest.raises(openai.APIError):
+            await client.chat.completions.create(model=model, messages=MSG)
+    with pytest.raises(openai.AuthenticationError):
+        await gw.sdk(wrong).chat.completions.create(model="gpt-test", messages=MSG)
+    await usage_rows(gw)
+    assert caplog.records, "nothing was logged at all: the test would prove nothing"
+    for secret in (gw.user_key, gw.admin_key, wrong, UPSTREAM_KEY):
+        assert secret not in caplog.text

@@ -85,3 +85,21 @@ async def test_an_empty_prompt_is_400_and_top_p_0_is_greedy(gw):
     greedy = await gw.sdk().chat.completions.create(temperature=0, **ask)
     top_p_0 = await gw.sdk().chat.completions.create(temperature=1.5, top_p=0, **ask)
     assert top_p_0.choices[0].message.content == greedy.choices[0].message.content
+
+
+async def test_an_unset_max_tokens_means_256_capped_by_the_room_in_the_window(gw):
+    """The README's default, tested: at most 256 new tokens, fewer when the prompt leaves
+    less room in the context window."""
+    client = gw.sdk()
+    c = await client.chat.completions.create(
+        model="tiny-llama", temperature=0, messages=[{"role": "user", "content": "def f():"}]
+    )
+    assert c.usage.completion_tokens <= 256
+    if c.choices[0].finish_reason == "length":
+        assert c.usage.completion_tokens == 256
+    long_prompt = "x = 1\n" * 480  # most of the 2,048-token window
+    c = await client.chat.completions.create(
+        model="tiny-llama", temperature=0, messages=[{"role": "user", "content": long_prompt}]
+    )
+    room = 2048 - c.usage.prompt_tokens
+    assert 0 < room < 256 and c.usage.completion_tokens <= room
