@@ -152,4 +152,4 @@ class CachedAdapterLookup:
         return spec
 
     def forget(self, name: str) -> None:
-        self._cache.pop(name, None)
+        self._cache.pop(name)
