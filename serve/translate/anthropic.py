@@ -8,6 +8,7 @@ the Anthropic API, ``POST /v1/messages``): ``from_anthropic_request``,
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -16,11 +17,14 @@ import orjson
 
 from forge.errors import InvalidRequest
 from serve.translate.common import (
+    array,
+    called_function,
     dumps,
     function_of,
+    obj,
     parse_data_url,
+    parts_of,
     text_of,
-    tool_arguments,
     unsupported,
 )
 
@@ -60,16 +64,22 @@ def _image_block(part: dict[str, Any], param: str) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": b64}}
 
 
+def _has_text(text: Any) -> bool:
+    """Anthropic refuses empty and whitespace-only text blocks, which OpenAI accepts: they
+    say nothing, so they are left out rather than sent to be refused."""
+    return not isinstance(text, str) or bool(text.strip())
+
+
 def _content_blocks(content: Any, param: str) -> list[dict[str, Any]]:
-    if content is None:
-        return []
     if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
+        return [{"type": "text", "text": content}] if _has_text(content) else []
     blocks = []
-    for i, part in enumerate(content):
+    for i, part in enumerate(parts_of(content, param)):
         kind = part.get("type")
         if kind == "text":
-            blocks.append({"type": "text", "text": part.get("text", "")})
+            text = part.get("text", "")
+            if _has_text(text):
+                blocks.append({"type": "text", "text": text})
         elif kind == "image_url":
             blocks.append(_image_block(part, f"{param}[{i}]"))
         else:
@@ -78,7 +88,10 @@ def _content_blocks(content: Any, param: str) -> list[dict[str, Any]]:
 
 
 def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    """Anthropic wants user/assistant turns alternating: merge consecutive same-role turns."""
+    """Anthropic wants user/assistant turns alternating: merge consecutive same-role turns.
+    A turn left with no blocks is dropped: Anthropic refuses empty turns."""
+    if not blocks:
+        return
     if messages and messages[-1]["role"] == role:
         messages[-1]["content"].extend(blocks)
     else:
@@ -95,22 +108,25 @@ def to_anthropic_request(body: dict[str, Any], model: str) -> dict[str, Any]:
             raise unsupported(PROVIDER, field)
     system: list[str] = []
     messages: list[dict[str, Any]] = []
-    for i, msg in enumerate(body["messages"]):
-        role, param = msg.get("role"), f"messages[{i}]"
+    for i, raw in enumerate(array(body.get("messages"), "messages")):
+        param = f"messages[{i}]"
+        msg = obj(raw, param)
+        role = msg.get("role")
         if role in ("system", "developer"):
             system.append(text_of(msg.get("content")))
         elif role == "user":
             _append(messages, "user", _content_blocks(msg.get("content"), f"{param}.content"))
         elif role == "assistant":
             blocks = _content_blocks(msg.get("content"), f"{param}.content")
-            for j, call in enumerate(msg.get("tool_calls") or ()):
-                fn = call.get("function") or {}
+            for j, raw_call in enumerate(array(msg.get("tool_calls"), f"{param}.tool_calls")):
+                call = obj(raw_call, f"{param}.tool_calls[{j}]")
+                name, arguments = called_function(call, f"{param}.tool_calls[{j}]", PROVIDER)
                 blocks.append(
                     {
                         "type": "tool_use",
                         "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}",
-                        "name": fn.get("name", ""),
-                        "input": tool_arguments(fn.get("arguments"), f"{param}.tool_calls[{j}]"),
+                        "name": name,
+                        "input": arguments,
                     }
                 )
             _append(messages, "assistant", blocks)
@@ -128,6 +144,13 @@ def to_anthropic_request(body: dict[str, Any], model: str) -> dict[str, Any]:
             )
         else:
             raise unsupported(PROVIDER, f"{param}.role", f"role {role!r}")
+    _trim_prefill(messages)
+    if not messages:
+        raise InvalidRequest(
+            "Anthropic needs at least one user or assistant message with content; "
+            "blank text is not sent.",
+            param="messages",
+        )
     out: dict[str, Any] = {
         "model": model,
         "messages": messages,
@@ -135,9 +158,10 @@ def to_anthropic_request(body: dict[str, Any], model: str) -> dict[str, Any]:
         or body.get("max_tokens")
         or DEFAULT_MAX_TOKENS,
     }
-    response_format = body.get("response_format") or {}
+    response_format = obj(body.get("response_format"), "response_format")
     if response_format.get("type") in ("json_object", "json_schema"):
-        schema = (response_format.get("json_schema") or {}).get("schema")
+        json_schema = obj(response_format.get("json_schema"), "response_format.json_schema")
+        schema = json_schema.get("schema")
         rule = "Respond with a single JSON object and nothing else."
         if schema:
             rule += " It must conform to this JSON Schema: " + dumps(schema)
@@ -147,15 +171,12 @@ def to_anthropic_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     stop = body.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-    if body.get("temperature") is not None:
-        out["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic accepts 0 to 1
-    if body.get("top_p") is not None:
-        out["top_p"] = body["top_p"]
+    out.update(_sampling(body, model))
     if body.get("user"):
         out["metadata"] = {"user_id": body["user"]}
     if body.get("stream"):
         out["stream"] = True
-    tools = body.get("tools")
+    tools = array(body.get("tools"), "tools")
     if tools:
         out["tools"] = [_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
@@ -164,9 +185,64 @@ def to_anthropic_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     return out
 
 
+def _trim_prefill(messages: list[dict[str, Any]]) -> None:
+    """Anthropic refuses a final assistant turn (a prefill) ending in whitespace."""
+    if not messages or messages[-1]["role"] != "assistant":
+        return
+    blocks = messages[-1]["content"]
+    if blocks[-1]["type"] == "text" and isinstance(blocks[-1]["text"], str):
+        blocks[-1] = {**blocks[-1], "text": blocks[-1]["text"].rstrip()}
+        if not blocks[-1]["text"]:
+            blocks.pop()
+    if not blocks:
+        messages.pop()
+
+
+_CLAUDE_VERSION = re.compile(r"claude-(opus|sonnet|haiku)-(\d+)(?:-(\d{1,2}))?(?!\d)")
+ONE_SAMPLER_SINCE = {"opus": (4, 1), "sonnet": (4, 5), "haiku": (4, 5)}
+
+
+def takes_one_sampler(model: str) -> bool:
+    """Whether Anthropic refuses ``temperature`` together with ``top_p`` for this model id:
+    Opus 4.1 and later, Sonnet and Haiku 4.5 and later (Bedrock and Vertex ids too).
+    Older ids (``claude-sonnet-4-20250514``, ``claude-3-7-sonnet-…``) take both."""
+    found = _CLAUDE_VERSION.search(model)
+    if not found:
+        return False
+    version = (int(found[2]), int(found[3] or 0))
+    return version >= ONE_SAMPLER_SINCE[found[1]]
+
+
+def _sampling(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """``temperature`` (capped at Anthropic's 1) and ``top_p``. For the models that take
+    only one of them, a ``top_p`` of 1 (the default, which many clients send unasked) is
+    dropped, and any other pair is refused here rather than by Anthropic."""
+    out: dict[str, Any] = {}
+    temperature, top_p = body.get("temperature"), body.get("top_p")
+    if temperature is not None:
+        out["temperature"] = min(float(temperature), 1.0)
+    if top_p is None:
+        return out
+    if temperature is not None and takes_one_sampler(model):
+        if top_p == 1:
+            return out
+        raise InvalidRequest(
+            "This model takes `temperature` or `top_p`, not both: drop `top_p` to sample "
+            "by temperature, or `temperature` to sample by top_p (a `top_p` of 1, the "
+            "default, is dropped for you).",
+            param="top_p",
+            code="unsupported_parameter",
+        )
+    out["top_p"] = top_p
+    return out
+
+
 def _tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
     fn = function_of(tool, param, PROVIDER)
-    out = {"name": fn["name"], "input_schema": fn.get("parameters") or {"type": "object"}}
+    schema = fn.get("parameters") or {}
+    if isinstance(schema, dict) and "type" not in schema:
+        schema = {"type": "object", **schema}  # Anthropic requires it; OpenAI implies it
+    out = {"name": fn["name"], "input_schema": schema}
     if fn.get("description"):
         out["description"] = fn["description"]
     return out
@@ -182,7 +258,12 @@ def _tool_choice(choice: Any, parallel: bool | None) -> dict[str, Any] | None:
     elif choice == "none":
         return {"type": "none"}
     elif isinstance(choice, dict) and choice.get("type") == "function":
-        out = {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
+        name = obj(choice.get("function"), "tool_choice.function").get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(
+                "tool_choice needs a function name.", param="tool_choice.function.name"
+            )
+        out = {"type": "tool", "name": name}
     else:
         raise InvalidRequest(f"Unsupported tool_choice {choice!r}.", param="tool_choice")
     if parallel is False:
@@ -345,30 +426,65 @@ class AnthropicStreamToOpenAI:
 # ----------------------------------------------------------------------------- ingress side
 
 
-def _openai_parts(content: Any) -> Any:
+def _image_url(source: dict[str, Any]) -> str:
+    if source.get("type") == "base64":
+        return f"data:{source.get('media_type')};base64,{source.get('data', '')}"
+    return source.get("url", "")
+
+
+def _document_text(block: dict[str, Any]) -> str | None:
+    """The text of a text document (with its title); None for a PDF, which OpenAI chat
+    has no portable way to carry."""
+    source = block.get("source") or {}
+    if source.get("type") == "text":
+        text = source.get("data", "")
+    elif source.get("type") == "content":
+        text = _result_text(source.get("content"))
+    else:
+        return None
+    title = block.get("title")
+    return f"{title}\n\n{text}" if title else text
+
+
+def _openai_parts(content: Any, param: str) -> Any:
+    """OpenAI content for an Anthropic message's text, image and document blocks (tool
+    blocks are handled by the caller; thinking blocks have no OpenAI counterpart)."""
     if isinstance(content, str):
         return content
     parts: list[dict[str, Any]] = []
-    for block in content or ():
+    for j, block in enumerate(content or ()):
         kind = block.get("type")
         if kind == "text":
             parts.append({"type": "text", "text": block.get("text", "")})
         elif kind == "image":
-            source = block.get("source") or {}
-            if source.get("type") == "base64":
-                url = f"data:{source.get('media_type')};base64,{source.get('data', '')}"
-            else:
-                url = source.get("url", "")
+            url = _image_url(block.get("source") or {})
             parts.append({"type": "image_url", "image_url": {"url": url}})
+        elif kind == "document":
+            text = _document_text(block)
+            if text is None:
+                raise InvalidRequest(
+                    "Only text documents (source type 'text' or 'content') can be served "
+                    "through /v1/messages; this model cannot read a PDF.",
+                    param=f"{param}[{j}].source",
+                    code="unsupported_parameter",
+                )
+            parts.append({"type": "text", "text": text})
     if all(p["type"] == "text" for p in parts):
         return "".join(p["text"] for p in parts)
     return parts
 
 
 def _result_text(content: Any) -> str:
+    """The text of tool result or system content: a tool message carries text only."""
     if isinstance(content, str):
         return content
-    return "".join(b.get("text", "") for b in content or () if b.get("type") == "text")
+    out = []
+    for block in content or ():
+        text = block.get("text", "") if block.get("type") == "text" else None
+        if block.get("type") == "document":
+            text = _document_text(block)
+        out.append(text or "")
+    return "".join(out)
 
 
 def from_anthropic_request(body: dict[str, Any]) -> dict[str, Any]:
@@ -377,7 +493,7 @@ def from_anthropic_request(body: dict[str, Any]) -> dict[str, Any]:
     system = body.get("system")
     if system:
         messages.append({"role": "system", "content": _result_text(system)})
-    for msg in body.get("messages") or ():
+    for i, msg in enumerate(body.get("messages") or ()):
         role, content = msg.get("role"), msg.get("content")
         if isinstance(content, str):
             messages.append({"role": role, "content": content})
@@ -394,8 +510,10 @@ def from_anthropic_request(body: dict[str, Any]) -> dict[str, Any]:
             )
         uses = [b for b in blocks if b.get("type") == "tool_use"]
         rest = [b for b in blocks if b.get("type") not in ("tool_result", "tool_use")]
+        param = f"messages[{i}].content"
         if role == "assistant":
-            out: dict[str, Any] = {"role": "assistant", "content": _openai_parts(rest) or None}
+            parts = _openai_parts(blocks, param)
+            out: dict[str, Any] = {"role": "assistant", "content": parts or None}
             if uses:
                 out["tool_calls"] = [
                     {
@@ -410,7 +528,7 @@ def from_anthropic_request(body: dict[str, Any]) -> dict[str, Any]:
                 ]
             messages.append(out)
         elif rest or not results:
-            messages.append({"role": role, "content": _openai_parts(rest)})
+            messages.append({"role": role, "content": _openai_parts(blocks, param)})
     out_body: dict[str, Any] = {
         "model": body.get("model"),
         "messages": messages,

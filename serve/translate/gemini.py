@@ -35,11 +35,14 @@ import orjson
 
 from forge.errors import InvalidRequest
 from serve.translate.common import (
+    array,
+    called_function,
     dumps,
     function_of,
+    obj,
     parse_data_url,
+    parts_of,
     text_of,
-    tool_arguments,
     unsupported,
 )
 
@@ -120,7 +123,7 @@ def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
 
 
 def _file_part(part: dict[str, Any], param: str) -> dict[str, Any]:
-    file = part.get("file") or {}
+    file = obj(part.get("file"), f"{param}.file")
     raw = file.get("file_data")
     if not isinstance(raw, str) or not raw:
         raise unsupported(PROVIDER, f"{param}.file", "send the file inline as file_data")
@@ -136,22 +139,21 @@ def _file_part(part: dict[str, Any], param: str) -> dict[str, Any]:
 
 
 def _parts(content: Any, param: str) -> list[dict[str, Any]]:
-    if content is None:
-        return []
     if isinstance(content, str):
         return [{"text": content}] if content else []
     parts: list[dict[str, Any]] = []
-    for i, part in enumerate(content):
+    for i, part in enumerate(parts_of(content, param)):
         kind = part.get("type")
         where = f"{param}[{i}]"
         if kind == "text":
-            if part.get("text"):
+            if part.get("text") and isinstance(part["text"], str):
                 parts.append({"text": part["text"]})
         elif kind == "image_url":
             parts.append(_image_part(part, where))
         elif kind == "input_audio":
-            audio = part.get("input_audio") or {}
-            media_type = AUDIO_TYPES.get(audio.get("format"))
+            audio = obj(part.get("input_audio"), f"{where}.input_audio")
+            audio_format = audio.get("format")
+            media_type = AUDIO_TYPES.get(audio_format) if isinstance(audio_format, str) else None
             if media_type is None or not audio.get("data"):
                 raise InvalidRequest("input_audio needs data and a wav or mp3 format.", param=where)
             parts.append(_inline(media_type, audio["data"]))
@@ -183,20 +185,25 @@ def split_call_id(call_id: str) -> tuple[str, str | None]:
 
 
 def _function_call_part(call: dict[str, Any], param: str) -> tuple[str, dict[str, Any]]:
-    if call.get("type", "function") != "function":
-        raise unsupported(PROVIDER, f"{param}.type", f"tool call type {call.get('type')!r}")
-    fn = call.get("function") or {}
-    name = fn.get("name")
-    if not name:
-        raise InvalidRequest("A tool call needs a function name.", param=f"{param}.function.name")
-    part: dict[str, Any] = {
-        "functionCall": {"name": name, "args": tool_arguments(fn.get("arguments"), param)}
-    }
-    google = (call.get("extra_content") or {}).get("google") or {}
-    signature = google.get("thought_signature") or split_call_id(str(call.get("id") or ""))[1]
+    name, arguments = called_function(call, param, PROVIDER)
+    part: dict[str, Any] = {"functionCall": {"name": name, "args": arguments}}
+    signature = _signature(call, param) or split_call_id(str(call.get("id") or ""))[1]
     if signature:
         part["thoughtSignature"] = signature
     return name, part
+
+
+def _signature(call: dict[str, Any], param: str) -> str | None:
+    """The thought signature a client sent back as Gemini's OpenAI layer returns it,
+    ``extra_content.google.thought_signature``: a field OpenAI's schema does not know."""
+    where = f"{param}.extra_content"
+    google = obj(obj(call.get("extra_content"), where).get("google"), f"{where}.google")
+    signature = google.get("thought_signature")
+    if signature is not None and not isinstance(signature, str):
+        raise InvalidRequest(
+            "A thought signature must be a string.", param=f"{where}.google.thought_signature"
+        )
+    return signature
 
 
 def _function_response(content: Any) -> dict[str, Any]:
@@ -226,6 +233,14 @@ def _declarations(tools: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _chosen(choice: dict[str, Any], param: str) -> str:
+    """The function name a tool choice (or an allowed tool) names."""
+    name = obj(choice.get("function"), f"{param}.function").get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest("A chosen tool needs a function name.", param=f"{param}.function.name")
+    return name
+
+
 def _tool_config(
     choice: Any, declarations: list[dict[str, Any]]
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -240,11 +255,13 @@ def _tool_config(
     elif choice == "required":
         mode = "ANY"
     elif isinstance(choice, dict) and choice.get("type") == "function":
-        mode, names = "ANY", [str((choice.get("function") or {}).get("name") or "")]
+        mode, names = "ANY", [_chosen(choice, "tool_choice")]
     elif isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        allowed = choice.get("allowed_tools") or {}
+        allowed = obj(choice.get("allowed_tools"), "tool_choice.allowed_tools")
+        where = "tool_choice.allowed_tools.tools"
         names = [
-            str((t.get("function") or {}).get("name") or "") for t in allowed.get("tools") or ()
+            _chosen(obj(tool, f"{where}[{k}]"), f"{where}[{k}]")
+            for k, tool in enumerate(array(allowed.get("tools"), where))
         ]
         if allowed.get("mode", "auto") == "required":
             mode = "ANY"
@@ -285,11 +302,12 @@ def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
     n = body.get("n")
     if n is not None and n != 1:
         config["candidateCount"] = n
-    response_format = body.get("response_format") or {}
+    response_format = obj(body.get("response_format"), "response_format")
     kind = response_format.get("type", "text")
     if kind in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"
-        schema = (response_format.get("json_schema") or {}).get("schema")
+        json_schema = obj(response_format.get("json_schema"), "response_format.json_schema")
+        schema = json_schema.get("schema")
         if kind == "json_schema" and schema:
             config["responseJsonSchema"] = schema
     elif kind != "text":
@@ -311,8 +329,10 @@ def to_gemini_request(body: dict[str, Any]) -> dict[str, Any]:
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}
-    for i, msg in enumerate(body["messages"]):
-        role, param = msg.get("role"), f"messages[{i}]"
+    for i, raw in enumerate(array(body.get("messages"), "messages")):
+        param = f"messages[{i}]"
+        msg = obj(raw, param)
+        role = msg.get("role")
         if role in ("system", "developer"):
             text = text_of(msg.get("content"))
             if text:
@@ -321,7 +341,8 @@ def to_gemini_request(body: dict[str, Any]) -> dict[str, Any]:
             _append(contents, "user", _parts(msg.get("content"), f"{param}.content"))
         elif role == "assistant":
             parts = [{"text": text}] if (text := text_of(msg.get("content"))) else []
-            for j, call in enumerate(msg.get("tool_calls") or ()):
+            for j, raw_call in enumerate(array(msg.get("tool_calls"), f"{param}.tool_calls")):
+                call = obj(raw_call, f"{param}.tool_calls[{j}]")
                 name, part = _function_call_part(call, f"{param}.tool_calls[{j}]")
                 parts.append(part)
                 if call.get("id"):
@@ -329,8 +350,8 @@ def to_gemini_request(body: dict[str, Any]) -> dict[str, Any]:
             _append(contents, "model", parts)
         elif role == "tool":
             call_id = str(msg.get("tool_call_id") or "")
-            name = call_names.get(call_id) or msg.get("name")
-            if not name:
+            name = call_names.get(call_id) or msg.get("name")  # ``name``: not OpenAI's field
+            if not name or not isinstance(name, str):
                 raise InvalidRequest(
                     f"Tool message answers no earlier assistant tool call {call_id!r}; "
                     "Gemini needs the function's name.",
@@ -347,7 +368,7 @@ def to_gemini_request(body: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"contents": contents}
     if system:
         out["systemInstruction"] = {"parts": system}
-    tools = body.get("tools")
+    tools = array(body.get("tools"), "tools")
     if tools:
         tool_config, declarations = _tool_config(body.get("tool_choice"), _declarations(tools))
         out["tools"] = [{"functionDeclarations": declarations}]

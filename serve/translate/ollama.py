@@ -33,11 +33,14 @@ from typing import Any
 
 from forge.errors import InvalidRequest
 from serve.translate.common import (
+    array,
+    called_function,
     dumps,
     function_of,
+    obj,
     parse_data_url,
+    parts_of,
     text_of,
-    tool_arguments,
     unsupported,
 )
 
@@ -86,16 +89,14 @@ def _image(part: dict[str, Any], param: str) -> str:
 
 def _content(content: Any, param: str) -> tuple[str, list[str]]:
     """(text, base64 images) of an OpenAI message content."""
-    if content is None:
-        return "", []
     if isinstance(content, str):
         return content, []
     text: list[str] = []
     images: list[str] = []
-    for i, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
+    for i, part in enumerate(parts_of(content, param)):
+        kind = part.get("type")
         if kind == "text":
-            text.append(part.get("text", ""))
+            text.append(text_of([part]))
         elif kind == "image_url":
             images.append(_image(part, f"{param}[{i}]"))
         else:
@@ -132,7 +133,8 @@ def _format(response_format: Any) -> Any:
     if kind == "json_object":
         return "json"
     if kind == "json_schema":
-        return (response_format.get("json_schema") or {}).get("schema") or "json"
+        json_schema = obj(response_format.get("json_schema"), "response_format.json_schema")
+        return json_schema.get("schema") or "json"
     raise unsupported(PROVIDER, "response_format.type", f"response format {kind!r}")
 
 
@@ -149,15 +151,11 @@ def to_ollama_chat(body: dict[str, Any], model: str, stream: bool) -> dict[str, 
         raise unsupported(
             PROVIDER, "tool_choice", "Ollama cannot force a tool call; use 'auto' or 'none'"
         )
-    raw_messages = body.get("messages")
-    if not isinstance(raw_messages, list):
-        raise InvalidRequest("'messages' must be a list of messages.", param="messages")
     messages: list[dict[str, Any]] = []
     tool_names: dict[str, str] = {}  # tool_call_id → function name, for tool results
-    for i, msg in enumerate(raw_messages):
+    for i, raw in enumerate(array(body.get("messages"), "messages")):
         param = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise InvalidRequest("A message must be an object.", param=param)
+        msg = obj(raw, param)
         role = msg.get("role")
         if role in ("system", "developer"):
             messages.append(_message("system", msg.get("content"), param))
@@ -166,12 +164,11 @@ def to_ollama_chat(body: dict[str, Any], model: str, stream: bool) -> dict[str, 
         elif role == "assistant":
             out = _message("assistant", msg.get("content"), param)
             calls = []
-            for j, call in enumerate(msg.get("tool_calls") or ()):
-                fn = call.get("function") or {}
-                name = fn.get("name", "")
-                args = tool_arguments(fn.get("arguments"), f"{param}.tool_calls[{j}]")
+            for j, raw_call in enumerate(array(msg.get("tool_calls"), f"{param}.tool_calls")):
+                call = obj(raw_call, f"{param}.tool_calls[{j}]")
+                name, args = called_function(call, f"{param}.tool_calls[{j}]", PROVIDER)
                 ollama_call: dict[str, Any] = {"function": {"name": name, "arguments": args}}
-                if call.get("id"):
+                if call.get("id") and isinstance(call["id"], str):
                     ollama_call["id"] = call["id"]
                     tool_names[call["id"]] = name
                 calls.append(ollama_call)
@@ -181,7 +178,7 @@ def to_ollama_chat(body: dict[str, Any], model: str, stream: bool) -> dict[str, 
         elif role == "tool":
             out = {"role": "tool", "content": text_of(msg.get("content"))}
             call = msg.get("tool_call_id")
-            if call:
+            if call and isinstance(call, str):
                 out["tool_call_id"] = call
                 if call in tool_names:
                     out["tool_name"] = tool_names[call]
@@ -189,7 +186,7 @@ def to_ollama_chat(body: dict[str, Any], model: str, stream: bool) -> dict[str, 
         else:
             raise unsupported(PROVIDER, f"{param}.role", f"role {role!r}")
     request: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
-    tools = body.get("tools")
+    tools = array(body.get("tools"), "tools")
     if tools and choice != "none":
         request["tools"] = [_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
     fmt = _format(body.get("response_format"))
@@ -200,7 +197,7 @@ def to_ollama_chat(body: dict[str, Any], model: str, stream: bool) -> dict[str, 
         request["options"] = options
     effort = body.get("reasoning_effort")
     if effort is not None:
-        if effort not in THINK:
+        if not isinstance(effort, str) or effort not in THINK:
             raise InvalidRequest(
                 f"Unsupported reasoning_effort {effort!r}.", param="reasoning_effort"
             )

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from forge.errors import InvalidRequest
 from serve.translate import anthropic as tr
+from tests.fakes.anthropic_upstream import refusal
 
 PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
 
@@ -107,6 +108,53 @@ def test_unservable_requests_are_400_naming_the_field(extra, param):
     assert err.value.param == param and err.value.status_code == 400
 
 
+CALL = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+def _assistant(*calls):
+    return {"messages": [{"role": "assistant", "content": "x", "tool_calls": list(calls)}]}
+
+
+MALFORMED = [
+    # OpenAI's schema takes custom tool calls, which have no counterpart here.
+    (
+        _assistant({"id": "c", "type": "custom", "custom": {"name": "f", "input": "x"}}),
+        "messages[0].tool_calls[0].type",
+    ),
+    # What the gateway's validation refuses, should it reach the translator another way:
+    # once AttributeErrors and TypeErrors, so a 503 and a fallback.
+    (_assistant(5), "messages[0].tool_calls[0]"),
+    (_assistant({**CALL, "function": 5}), "messages[0].tool_calls[0].function"),
+    (
+        _assistant({**CALL, "function": {"arguments": "{}"}}),
+        "messages[0].tool_calls[0].function.name",
+    ),
+    ({"tools": [{"type": "function", "function": 5}]}, "tools[0].function"),
+    (
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": [1]}}]},
+        "tools[0].function.parameters",
+    ),
+    (
+        {"response_format": {"type": "json_schema", "json_schema": 5}},
+        "response_format.json_schema",
+    ),
+    ({"messages": [5]}, "messages[0]"),
+    ({"messages": "hi"}, "messages"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [5]}]}, "messages[0].content[0]"),
+    ({"tool_choice": {"type": "function", "function": 5}}, "tool_choice.function"),
+    ({"tool_choice": {"type": "function", "function": {}}}, "tool_choice.function.name"),
+]
+
+
+@pytest.mark.parametrize(("extra", "param"), MALFORMED)
+def test_malformed_requests_are_400_naming_the_field(extra, param):
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(InvalidRequest) as err:
+        tr.to_anthropic_request(body, "m")
+    assert err.value.param == param and err.value.status_code == 400
+
+
 def test_bad_image_and_tool_arguments_are_400():
     bad_image = {
         "role": "user",
@@ -120,7 +168,7 @@ def test_bad_image_and_tool_arguments_are_400():
     }
     with pytest.raises(InvalidRequest) as err:
         tr.to_anthropic_request({"model": "m", "messages": [bad_args]}, "m")
-    assert err.value.param == "messages[0].tool_calls[0]"
+    assert err.value.param == "messages[0].tool_calls[0].function.arguments"
 
 
 def test_json_mode_becomes_a_system_instruction_with_the_schema():
@@ -134,6 +182,120 @@ def test_json_mode_becomes_a_system_instruction_with_the_schema():
     }
     out = tr.to_anthropic_request(body, "m")
     assert "JSON" in out["system"] and '{"type":"object"}' in out["system"]
+
+
+@pytest.mark.parametrize(
+    ("model", "one"),
+    [
+        ("claude-sonnet-4-5-20250929", True),
+        ("claude-sonnet-4-5", True),
+        ("claude-sonnet-4-6", True),
+        ("claude-haiku-4-5-20251001", True),
+        ("claude-opus-4-1-20250805", True),
+        ("claude-opus-4-5", True),
+        ("anthropic.claude-sonnet-4-5-20250929-v1:0", True),  # Bedrock
+        ("claude-opus-4-1@20250805", True),  # Vertex
+        ("claude-sonnet-5", True),
+        ("claude-sonnet-4-20250514", False),  # the 8 digits are a date, not a minor version
+        ("claude-opus-4-20250514", False),
+        ("claude-opus-4-0", False),
+        ("claude-3-7-sonnet-latest", False),
+        ("claude-3-5-haiku-20241022", False),
+        ("claude-fake", False),
+    ],
+)
+def test_which_models_take_one_sampler(model, one):
+    assert tr.takes_one_sampler(model) is one
+
+
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+def test_a_default_top_p_is_dropped_for_one_sampler_models():
+    body = {"model": "m", "messages": MSGS, "temperature": 0.3, "top_p": 1}
+    out = tr.to_anthropic_request(body, "claude-sonnet-4-5-20250929")
+    assert out["temperature"] == 0.3 and "top_p" not in out
+    alone = tr.to_anthropic_request({**body, "temperature": None}, "claude-opus-4-1")
+    assert alone["top_p"] == 1 and "temperature" not in alone
+
+
+def test_both_samplers_are_400_for_one_sampler_models_and_forwarded_for_older():
+    body = {"model": "m", "messages": MSGS, "temperature": 0.3, "top_p": 0.9}
+    with pytest.raises(InvalidRequest) as err:
+        tr.to_anthropic_request(body, "claude-haiku-4-5")
+    assert err.value.param == "top_p" and "not both" in err.value.message
+    out = tr.to_anthropic_request(body, "claude-sonnet-4-20250514")
+    assert (out["temperature"], out["top_p"]) == (0.3, 0.9)
+    out = tr.to_anthropic_request({**body, "top_p": 1}, "claude-3-7-sonnet-latest")
+    assert (out["temperature"], out["top_p"]) == (0.3, 1)
+
+
+def test_blank_text_and_empty_turns_are_left_out_and_a_prefill_is_trimmed():
+    body = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": ""}, {"type": "text", "text": "a"}],
+            },
+            {"role": "assistant", "content": " \n"},
+            {"role": "user", "content": "b"},
+            {"role": "assistant", "content": [{"type": "text", "text": "The answer is "}]},
+        ],
+    }
+    out = tr.to_anthropic_request(body, "claude-x")
+    assert out["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "The answer is"}]},
+    ]
+    assert refusal(out) is None
+    with pytest.raises(InvalidRequest) as err:
+        tr.to_anthropic_request({"model": "m", "messages": [{"role": "user", "content": " "}]}, "m")
+    assert err.value.param == "messages"
+    odd = {"role": "assistant", "content": [{"type": "text", "text": 5}]}  # Anthropic's to refuse
+    out = tr.to_anthropic_request({"model": "m", "messages": [*MSGS, odd]}, "m")
+    assert out["messages"][-1]["content"] == [{"type": "text", "text": 5}]
+
+
+def test_tool_parameters_without_a_type_are_an_object_schema():
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"properties": {}}}}]
+    out = tr.to_anthropic_request({"model": "m", "messages": MSGS, "tools": tools}, "m")
+    assert out["tools"][0]["input_schema"] == {"type": "object", "properties": {}}
+    assert refusal(out) is None
+
+
+def test_ingress_documents_become_text_and_pdfs_are_400():
+    doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "d"}}
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "read: "}, {**doc, "title": "T"}],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                    {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [doc]}],
+            },
+        ],
+    }
+    out = tr.from_anthropic_request(body)
+    assert out["messages"][0] == {"role": "user", "content": "read: T\n\nd"}
+    assert out["messages"][1]["content"] is None and out["messages"][1]["tool_calls"]
+    assert out["messages"][2] == {"role": "tool", "tool_call_id": "t1", "content": "d"}
+    pdf = {"type": "document", "source": {"type": "url", "url": "https://x.test/a.pdf"}}
+    body["messages"][0]["content"].append(pdf)
+    with pytest.raises(InvalidRequest) as err:
+        tr.from_anthropic_request(body)
+    assert err.value.param == "messages[0].content[2].source"
 
 
 @pytest.mark.parametrize(
@@ -274,9 +436,11 @@ def test_openai_stream_becomes_anthropic_events_in_order():
 
 # ----------------------------------------------------------------------------- round trips
 
+# Text Anthropic can carry: blank text is left out on the way (it refuses blank blocks).
 text = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20
-)
+).filter(str.strip)
+blank_or_not = st.text(alphabet=st.sampled_from(" \n\tab"), max_size=3)
 tool_call = st.builds(
     lambda i, name, args: {
         "id": f"call_{i}",
@@ -292,18 +456,18 @@ tool_call = st.builds(
 
 
 @st.composite
-def conversations(draw):
-    messages = [{"role": "system", "content": draw(text)}] if draw(st.booleans()) else []
+def conversations(draw, words=text):
+    messages = [{"role": "system", "content": draw(words)}] if draw(st.booleans()) else []
     for _ in range(draw(st.integers(1, 4))):
-        messages.append({"role": "user", "content": draw(text)})
+        messages.append({"role": "user", "content": draw(words)})
         calls = draw(st.lists(tool_call, max_size=2, unique_by=lambda c: c["id"]))
         if calls:
             messages.append({"role": "assistant", "content": None, "tool_calls": calls})
             messages += [
-                {"role": "tool", "tool_call_id": c["id"], "content": draw(text)} for c in calls
+                {"role": "tool", "tool_call_id": c["id"], "content": draw(words)} for c in calls
             ]
         else:
-            messages.append({"role": "assistant", "content": draw(text)})
+            messages.append({"role": "assistant", "content": draw(words)})
     return {"model": "m", "messages": messages, "max_tokens": draw(st.integers(1, 4096))}
 
 
@@ -323,8 +487,27 @@ def normalise(messages):
 @given(conversations())
 def test_request_round_trip_openai_anthropic_openai(body):
     back = tr.from_anthropic_request(tr.to_anthropic_request(body, "m"))
+    final = body["messages"][-1]
+    if final["role"] == "assistant" and final["content"]:
+        final["content"] = final["content"].rstrip()  # a prefill may not end in whitespace
     assert normalise(back["messages"]) == normalise(body["messages"])
     assert back["max_tokens"] == body["max_tokens"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(conversations(words=blank_or_not), st.sampled_from(["claude-fake", "claude-opus-4-5"]))
+def test_translated_requests_are_ones_anthropic_accepts(body, model):
+    """Whatever blank text, empty turns or prefill an OpenAI client sends, the Anthropic
+    request is one the strict fake (written from Anthropic's API reference) accepts."""
+    body["temperature"], body["top_p"] = 0.5, 1
+    try:
+        out = tr.to_anthropic_request(body, model)
+    except InvalidRequest as exc:  # nothing but blank text: refused before any call
+        assert exc.param == "messages"
+        turns = [m for m in body["messages"] if m["role"] != "system"]
+        assert not any(m["content"] and m["content"].strip() for m in turns)
+        return
+    assert refusal(out) is None, out
 
 
 @settings(max_examples=150, deadline=None)

@@ -349,7 +349,7 @@ BAD_IMAGE = [{"type": "image_url", "image_url": {"url": "ftp://x.test/a.png"}}]
                     }
                 ]
             },
-            "messages[0].tool_calls[0]",
+            "messages[0].tool_calls[0].function.arguments",
         ),
         (
             {"messages": [{"role": "assistant", "tool_calls": [{"type": "custom", "custom": {}}]}]},
@@ -358,6 +358,71 @@ BAD_IMAGE = [{"type": "image_url", "image_url": {"url": "ftp://x.test/a.png"}}]
     ],
 )
 def test_unservable_requests_are_400_naming_the_field(extra, param):
+    body = {"model": "m", "messages": [user()], **extra}
+    with pytest.raises(InvalidRequest) as err:
+        tr.to_gemini_request(body)
+    assert err.value.param == param and err.value.status_code == 400
+
+
+def _signed(extra_content):
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    return {"messages": [{"role": "assistant", "tool_calls": [{**call, **extra_content}]}]}
+
+
+def _allowed(tools):
+    choice = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": tools}}
+    return {"tools": [WEATHER], "tool_choice": choice}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        # Where OpenAI's schema is open (unknown fields; allowed tools are any objects), so
+        # the gateway's validation passes them: once AttributeErrors, a 503.
+        (_signed({"extra_content": 5}), "messages[0].tool_calls[0].extra_content"),
+        (
+            _signed({"extra_content": {"google": [1]}}),
+            "messages[0].tool_calls[0].extra_content.google",
+        ),
+        (
+            _signed({"extra_content": {"google": {"thought_signature": 5}}}),
+            "messages[0].tool_calls[0].extra_content.google.thought_signature",
+        ),
+        (_allowed(["weather"]), "tool_choice.allowed_tools.tools[0]"),
+        (_allowed([{"function": 5}]), "tool_choice.allowed_tools.tools[0].function"),
+        (_allowed([{"type": "function"}]), "tool_choice.allowed_tools.tools[0].function.name"),
+        (
+            {
+                "messages": [
+                    user(),
+                    {"role": "tool", "tool_call_id": "c", "name": 5, "content": "x"},
+                ]
+            },
+            "messages[1].tool_call_id",
+        ),
+        # What the gateway's validation refuses, should it reach the translator another way.
+        ({"messages": [5]}, "messages[0]"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": [5]}]}, "messages[0].content[0]"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": 5}]}]},
+            "messages[0].content[0].file",
+        ),
+        (
+            {"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": 5}]}]},
+            "messages[0].tool_calls[0].function",
+        ),
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": 5}},
+            "tool_choice.function",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": 5}},
+            "response_format.json_schema",
+        ),
+    ],
+)
+def test_malformed_requests_are_400_naming_the_field(extra, param):
     body = {"model": "m", "messages": [user()], **extra}
     with pytest.raises(InvalidRequest) as err:
         tr.to_gemini_request(body)

@@ -257,6 +257,50 @@ def test_unservable_requests_are_400_naming_the_field(extra, param):
     assert err.value.param == param and err.value.status_code == 400
 
 
+CALL = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+def _assistant(*calls):
+    return {"messages": [{"role": "assistant", "content": "x", "tool_calls": list(calls)}]}
+
+
+MALFORMED = [
+    # OpenAI's schema takes custom tool calls, which have no counterpart here.
+    (
+        _assistant({"id": "c", "type": "custom", "custom": {"name": "f", "input": "x"}}),
+        "messages[0].tool_calls[0].type",
+    ),
+    # What the gateway's validation refuses, should it reach the translator another way:
+    # once AttributeErrors and TypeErrors, so a 503 and a fallback.
+    (_assistant(5), "messages[0].tool_calls[0]"),
+    (_assistant({**CALL, "function": 5}), "messages[0].tool_calls[0].function"),
+    (
+        _assistant({**CALL, "function": {"arguments": "{}"}}),
+        "messages[0].tool_calls[0].function.name",
+    ),
+    ({"tools": [{"type": "function", "function": 5}]}, "tools[0].function"),
+    (
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": [1]}}]},
+        "tools[0].function.parameters",
+    ),
+    (
+        {"response_format": {"type": "json_schema", "json_schema": 5}},
+        "response_format.json_schema",
+    ),
+    ({"messages": [5]}, "messages[0]"),
+    ({"messages": "hi"}, "messages"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [5]}]}, "messages[0].content[0]"),
+]
+
+
+@pytest.mark.parametrize(("extra", "param"), MALFORMED)
+def test_malformed_requests_are_400_naming_the_field(extra, param):
+    with pytest.raises(InvalidRequest) as err:
+        tr.to_ollama_chat(chat(**extra), "m", False)
+    assert err.value.param == param and err.value.status_code == 400
+
+
 def test_http_image_urls_say_ollama_needs_base64():
     msg = {"role": "user", "content": [{"type": "image_url", "image_url": "http://x.test/a.png"}]}
     with pytest.raises(InvalidRequest) as err:
@@ -277,7 +321,7 @@ def test_bad_image_data_and_tool_arguments_are_400():
     }
     with pytest.raises(InvalidRequest) as err:
         tr.to_ollama_chat({"model": "m", "messages": [bad_args]}, "m", False)
-    assert err.value.param == "messages[0].tool_calls[0]"
+    assert err.value.param == "messages[0].tool_calls[0].function.arguments"
 
 
 # ----------------------------------------------------------------------------- chat answers
