@@ -62,8 +62,14 @@ def start(
     if address:
         context = ray.init(address=address, namespace=APP_NAME)
     else:
+        # "local": always a cluster of our own, never one a stale
+        # /tmp/ray/ray_current_cluster points at (seen: every start failed after a
+        # test cluster had left that file behind).
         context = ray.init(
-            include_dashboard=False, _node_ip_address="127.0.0.1", namespace=APP_NAME
+            address="local",
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            namespace=APP_NAME,
         )
     if signals is not None:
         signals.install()

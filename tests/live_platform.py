@@ -30,6 +30,7 @@ def start_local_ray(data_dir: Path, num_cpus: int = 4) -> None:
     os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
     os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
     ray.init(
+        address="local",  # our own, whatever /tmp/ray/ray_current_cluster says
         num_cpus=num_cpus,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
