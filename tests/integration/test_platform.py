@@ -106,6 +106,8 @@ def test_health(platform):
         "provider:local-embed",
         "actor:directory",
         "actor:usage-recorder",
+        "usage:shipping",
+        "accepting",
     }
     assert expected | {f"provider:{c.name}" for c in CASES} == set(components)
     assert all(components.values())
