@@ -134,30 +134,9 @@ class Relay:
             )
         )
 
-    def _record(
-        self,
-        ctx: CallContext,
-        target: Target,
-        *,
-        stream: bool,
-        usage: Usage,
-        status: UsageStatus,
-        http_status: int,
-        error_code: str | None = None,
-        ttft_ms: float | None = None,
-    ) -> None:
-        self.shipper.add(
-            self._event(
-                ctx,
-                target,
-                stream=stream,
-                usage=usage,
-                status=status,
-                http_status=http_status,
-                error_code=error_code,
-                ttft_ms=ttft_ms,
-            )
-        )
+    def _record(self, ctx: CallContext, target: Target, **fields: Any) -> None:
+        """Settle the call: its one record, to the shipper (``_event``'s fields)."""
+        self.shipper.add(self._event(ctx, target, **fields))
 
     def _after_response(self, ctx: CallContext, record: Callable[[], None]) -> None:
         """Settle an answered call once its answer is out: a replica that dies before
