@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 
-from serve.haproxy_shim import ERRORS, error_file_text, patch_config, real_haproxy
+from serve.haproxy_shim import (
+    ERRORS,
+    MUX_MESSAGES,
+    MUX_STATUSES,
+    error_file_text,
+    patch_builtin_errors,
+    patch_config,
+    prepare,
+    real_haproxy,
+)
 
 SERVE_STYLE = """global
     stats socket /tmp/x/admin.sock mode 666 level admin expose-fd listeners
@@ -47,6 +56,24 @@ def test_error_pages_are_openai_shaped_http_responses():
         error = json.loads(body)["error"]
         assert set(error) == {"message", "type", "param", "code"}
     assert "Retry-After: 1" in error_file_text(503)
+    for status in MUX_STATUSES:
+        text = error_file_text(status, MUX_MESSAGES.get(status), compact=True)
+        head, body = text.split("\r\n\r\n", 1)
+        assert "Content-Type: application/json" in head
+        assert f"Content-Length: {len(body.encode())}" in head
+        assert set(json.loads(body)["error"]) == {"message", "type", "param", "code"}
+
+
+def test_every_built_in_error_of_the_installed_haproxy_is_rewritten_in_place():
+    """HAProxy 2.8 answers what its HTTP/1 parser rejects with compiled-in HTML, whatever
+    errorfile says: each of those messages must be found once and fit its slot."""
+    from pathlib import Path
+
+    original = Path(real_haproxy()).read_bytes()
+    patched, statuses = patch_builtin_errors(original)
+    assert statuses == list(MUX_STATUSES)
+    assert len(patched) == len(original)
+    assert b"Your browser sent an invalid request" not in patched
 
 
 def test_the_real_haproxy_answers_no_ready_replica_with_a_503_in_openais_shape(tmp_path):
@@ -91,3 +118,80 @@ listen stats
     finally:
         haproxy.terminate()
         haproxy.wait(10)
+
+
+def test_the_real_haproxy_answers_what_its_parser_rejects_in_openais_shape(tmp_path):
+    """Oversized headers and a malformed request line are rejected by HAProxy 2.8's HTTP/1
+    parser before any errorfile applies: they used to get its HTML 400."""
+    import contextlib
+    import socket
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.fakes.server import free_port
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    backend = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    port = free_port()
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(f"""global
+    tune.bufsize 16384
+defaults
+    mode http
+    timeout client 5s
+    timeout server 5s
+    timeout connect 1s
+frontend http_frontend
+    bind 127.0.0.1:{port}
+    default_backend b
+backend b
+    server s1 127.0.0.1:{backend.server_address[1]}
+""")
+
+    def exchange(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        for _ in range(100):
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                time.sleep(0.05)
+        with conn:
+            # OSError: HAProxy may answer and close before it has read it all
+            with contextlib.suppress(OSError):
+                conn.sendall(raw)
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+        head, body = data.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode().split("\r\n")
+        headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
+        return int(status_line.split()[1]), headers, body
+
+    haproxy = subprocess.Popen(prepare(["-db", "-f", str(path)]))
+    try:
+        big = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+        for raw in (big, b"\x01\x02 not http at all\r\n\r\n"):
+            status, headers, body = exchange(raw)
+            assert status in (400, 431)
+            assert headers["content-type"] == "application/json"
+            assert int(headers["content-length"]) == len(body)
+            error = json.loads(body)["error"]
+            assert error["type"] == "invalid_request_error" and error["code"] == "bad_request"
+            assert error["message"]
+        status, _, body = exchange(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (status, body) == (200, b"ok")
+    finally:
+        haproxy.terminate()
+        haproxy.wait(10)
+        backend.shutdown()
