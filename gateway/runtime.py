@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from actors.usage_shipper import UsageShipper
 from forge.adapters import AdapterInfo, AdapterSpec, CachedAdapterLookup
@@ -15,6 +15,7 @@ from forge.keys import CreatedKey, KeyInfo, Role
 from gateway.auth import KeyVerifier
 from gateway.drain import Drain, DrainWatcher
 from gateway.relay import Relay
+from gateway.warm import WarmUp
 from serve.router import Router
 
 
@@ -42,7 +43,8 @@ Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
 @dataclass
 class GatewayRuntime:
-    """A replica's parts. ``drain_watcher`` (behind Serve) learns of a cluster-wide drain."""
+    """A replica's parts. ``drain_watcher`` (behind Serve) learns of a cluster-wide drain;
+    ``warm_up`` (behind Serve) sets up the paths to provider deployments as it starts."""
 
     config: PlatformConfig
     router: Router
@@ -53,17 +55,25 @@ class GatewayRuntime:
     adapters: CachedAdapterLookup | None = None
     drain: Drain = field(default_factory=Drain)
     drain_watcher: DrainWatcher | None = None
+    warm_up: WarmUp | None = None
 
     def __post_init__(self) -> None:
         self.relay = Relay(self.router, self.shipper, self.drain)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._started = False
 
     def start(self) -> None:
-        """Background work of the replica: usage shipping and spool recovery, and
-        watching for a drain."""
+        """Background work of the replica: usage shipping and spool recovery, watching
+        for a drain, and the warm-up (in the background: it never holds the start up)."""
         self.shipper.start()
-        if self.drain_watcher is not None and not self._tasks:
-            self._tasks.append(asyncio.get_running_loop().create_task(self.drain_watcher.run()))
+        if self._started:
+            return
+        self._started = True
+        loop = asyncio.get_running_loop()
+        if self.drain_watcher is not None:
+            self._tasks.append(loop.create_task(self.drain_watcher.run()))
+        if self.warm_up is not None:
+            self._tasks.append(loop.create_task(self.warm_up.run()))
 
     async def close(self) -> None:
         for task in self._tasks:

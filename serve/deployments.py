@@ -31,6 +31,7 @@ from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.drain import DrainWatcher
 from gateway.runtime import GatewayRuntime
+from gateway.warm import NO_KEY_DIGEST, WarmUp, provider_warm_calls
 from serve.handles import HandleProviderClient
 from serve.models.adapters import AdapterCache
 from serve.models.engine import EngineStats
@@ -86,6 +87,11 @@ class ProviderDeployment:
 
     async def ping(self) -> bool:
         return await self.provider.ping()
+
+    async def warm(self) -> bool:
+        """The gateway's start-up call through its handle (gateway/warm.py): answered
+        here, never sent upstream."""
+        return True
 
     def check_health(self) -> None:
         """Serve's periodic health check: a provider that can tell it is broken (a model
@@ -158,6 +164,11 @@ class ModelServerDeployment:
 
     async def ping(self) -> bool:
         return await self.provider.ping()
+
+    async def warm(self) -> bool:
+        """The gateway's start-up call through its handle (gateway/warm.py): answered
+        here, without the engine."""
+        return True
 
     def stats(self) -> EngineStats:
         """This replica's engine: requests running and queued, adapters loaded."""
@@ -254,6 +265,12 @@ class GatewayDeployment:
             readiness=self.readiness,
             adapters=adapters,
         )
+        # Set up, before any request needs them: the path to each provider deployment,
+        # and the directory's key lookup (this replica's first actor call, the directory's
+        # first database query) with a digest no key has.
+        warm_calls = provider_warm_calls(clients)
+        warm_calls["actor:directory"] = lambda: directory.verify.remote(NO_KEY_DIGEST)
+        self.runtime.warm_up = WarmUp(warm_calls)
         runtime = self.runtime
         runtime.drain_watcher = DrainWatcher(
             runtime.drain,

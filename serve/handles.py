@@ -17,6 +17,7 @@ class HandleProviderClient:
         self._complete = handle.options(method_name="complete")
         self._stream = handle.options(method_name="stream", stream=True)
         self._ping = handle.options(method_name="ping")
+        self._warm = handle.options(method_name="warm")
 
     async def complete(
         self, endpoint: Endpoint, body: dict[str, Any], public_model: str
@@ -38,6 +39,13 @@ class HandleProviderClient:
 
     async def ping(self) -> bool:
         return await self._ping.remote()
+
+    async def warm(self) -> bool:
+        """One call through the handle's whole path (its channel to a replica, the
+        replica's queue length, the replica's first request), nothing upstream: done at
+        the gateway replica's start (gateway/warm.py) so that no request pays for it.
+        The calls above share this handle's router, so they find the path set up."""
+        return await self._warm.remote()
 
     def with_adapter(self, adapter: str) -> HandleProviderClient:
         """Calls that Serve's model multiplexing routes to a replica holding ``adapter``."""

@@ -23,7 +23,14 @@ async def ready(rt: GatewayRuntime = Depends(runtime)) -> JSONResponse:
     components["usage:shipping"] = usage["healthy"]
     components["accepting"] = not rt.drain.draining
     ok = all(components.values())
+    # What the start-up warm-up has set up (gateway/warm.py); not part of readiness.
+    warm = dict(rt.warm_up.results) if rt.warm_up is not None else {}
     return JSONResponse(
-        {"status": "ready" if ok else "not_ready", "components": components, "usage": usage},
+        {
+            "status": "ready" if ok else "not_ready",
+            "components": components,
+            "usage": usage,
+            "warm": warm,
+        },
         status_code=200 if ok else 503,
     )

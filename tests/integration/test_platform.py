@@ -251,3 +251,19 @@ def test_self_hosted_tiny_model_through_its_deployment(platform):
 def test_local_embeddings_through_their_deployment(platform):
     out = platform.sdk().embeddings.create(model="all-minilm-l6-v2", input=["a", "b"])
     assert [len(d.embedding) for d in out.data] == [384, 384] and out.usage.prompt_tokens > 0
+
+
+def test_a_gateway_replica_sets_up_its_paths_to_providers_as_it_starts(platform):
+    """The first request through a replica used to pay ~86 ms setting up the handle's
+    channel to a provider deployment and the first key lookup (gateway/warm.py). Only
+    the start-up warm-up fills `warm`; the readiness checks call through other methods."""
+    expected = {
+        f"provider:{p.name}" for p in platform.config.providers if p.placement == "deployment"
+    } | {"actor:directory"}
+    deadline = time.monotonic() + 60
+    while True:
+        warm = httpx2.get(platform.url + "/health/ready", timeout=10).json()["warm"]
+        if set(warm) >= expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert set(warm) == expected and all(warm.values()), warm
