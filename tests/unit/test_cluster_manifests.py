@@ -38,6 +38,8 @@ SERVE_ENV = {
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "30",
     # the platform's own request ids, outside Serve's request-id middleware
     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "gateway.request_ids:serve_http_middlewares",
+    # HAProxy's stats and metrics listeners on loopback only (serve/haproxy_shim.py)
+    "FORGE_HAPROXY_HOST": "127.0.0.1",
 }
 
 
@@ -150,6 +152,7 @@ def test_rayservice_pods_get_secrets_from_the_secret_and_serve_env() -> None:
         env = {e["name"]: e for e in container["env"]}
         for name, value in SERVE_ENV.items():
             assert env[name].get("value") == value, (group, name)
+        assert env["RAY_SERVE_HAPROXY_BINARY_PATH"]["value"].endswith("/bin/forge-haproxy")
         for name in SECRET_NAMES:
             assert "value" not in env[name], f"{group}: {name} must come from the Secret"
             ref = env[name]["valueFrom"]["secretKeyRef"]
@@ -198,6 +201,7 @@ def test_launcher_installs_the_project_and_starts_ray_on_6380() -> None:
         assert "6379" not in commands
         for name, value in SERVE_ENV.items():
             assert f"{name}={value}" in commands
+        assert "RAY_SERVE_HAPROXY_BINARY_PATH=$HOME/promptforge-venv/bin/forge-haproxy" in commands
 
 
 # --- local-multinode.sh -----------------------------------------------------------------
@@ -214,8 +218,12 @@ def test_multinode_script_exports_env_before_starting_ray() -> None:
     text = MULTINODE.read_text()
     first_start = text.index('ray" start')
     for name, value in SERVE_ENV.items():
-        assert text.index(f"export {name}={value}") < first_start, name
+        exported = re.search(
+            rf"export {name}=({re.escape(value)}|\$\{{{name}:-{re.escape(value)}\}})\n", text
+        )
+        assert exported and exported.start() < first_start, name
     assert 'cd "$(dirname "$0")/.."' in text
     assert "trap cleanup EXIT" in text
-    assert '--port="$GCS_PORT"' in text and "GCS_PORT=6380" in text
+    assert '--port="$GCS_PORT"' in text and "GCS_PORT=${FORGE_GCS_PORT:-6380}" in text
+    assert 'ray" stop' not in text  # it would stop every Ray of this user, not just these
     assert 'RAY_ADDRESS="$ADDRESS" "$BIN/forge" up' in text
