@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from gateway.errors import install_error_handlers
 from gateway.middleware import RequestContextMiddleware
-from gateway.routes import admin, anthropic, health, inference, models
+from gateway.routes import admin, anthropic, health, inference, models, responses
 from gateway.runtime import GatewayRuntime
 
 
@@ -32,7 +32,7 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    for module in (inference, anthropic, models, health, admin):
+    for module in (inference, anthropic, responses, models, health, admin):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,

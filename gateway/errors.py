@@ -82,7 +82,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         cls = _STATUS_TYPES.get(exc.status_code, InvalidRequest)
-        error = cls(str(exc.detail), code="unknown_url" if exc.status_code == 404 else None)
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":  # no route matched
+            message = f"Invalid URL ({request.method} {request.url.path})"
+        error = cls(message, code="unknown_url" if exc.status_code == 404 else None)
         error.status_code = exc.status_code
         return error_response(error, request.url.path)
 

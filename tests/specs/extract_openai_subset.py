@@ -16,7 +16,14 @@ import yaml
 HERE = Path(__file__).resolve().parent
 FULL = HERE.parents[2] / "shared" / "specs" / "openai-openapi.yaml"
 SUBSET = HERE / "openai-openapi.subset.yaml"
-PATHS = ("/chat/completions", "/completions", "/embeddings", "/models", "/models/{model}")
+PATHS = (
+    "/chat/completions",
+    "/completions",
+    "/embeddings",
+    "/models",
+    "/models/{model}",
+    "/responses",
+)
 
 
 def _refs(node: Any) -> Iterator[str]:
