@@ -21,9 +21,9 @@ class ThreadedServer:
     """An aiohttp app served from its own thread and event loop, so that both sync tests
     and other event loops (Ray, the gateway under test) can talk to it."""
 
-    def __init__(self, make_app: Callable[[], web.Application]) -> None:
+    def __init__(self, make_app: Callable[[], web.Application], port: int | None = None) -> None:
         self._make_app = make_app
-        self.port = free_port()
+        self.port = port or free_port()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._ready = threading.Event()
@@ -86,6 +86,11 @@ class FakeUpstream:
 
     def stop(self) -> None:
         self._server.stop()
+
+    def restart(self) -> None:
+        """Listen again on the same port after ``stop`` (an upstream outage that ends),
+        keeping the requests seen so far."""
+        self._server = ThreadedServer(self._app, port=self._server.port).start()
 
     @property
     def url(self) -> str:
