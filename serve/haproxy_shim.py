@@ -26,8 +26,10 @@ those statuses are rewritten in place: each NUL-terminated literal is replaced b
 compact JSON response of no greater length, padded with NULs (the mux takes ``strlen``).
 A status whose literal is not found exactly once, or whose response does not fit, keeps
 HAProxy's own; if no literal can be patched, or the copy cannot be written or executed,
-the shim runs the original binary. The copy lives next to Serve's config, named by the
-hash of its content. Limits that remain: those responses carry no ``Cache-Control``
+the shim runs the original binary. The copy lives in one folder per user
+(``$TMPDIR/forge-haproxy-<uid>``), named by the hash of its content. And HAProxy dies
+with the process that started it (``die_with_parent``): a killed Serve actor used to
+leave it listening. Limits that remain: those responses carry no ``Cache-Control``
 and use shorter messages (``MUX_MESSAGES``) to fit, and the status is HAProxy's (400 for
 oversized headers, not 431).
 """
@@ -35,14 +37,19 @@ oversized headers, not 431).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import re
+import signal
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HOST_ENV = "FORGE_HAPROXY_HOST"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 # status: (reason, type, code, message). The status line stays HAProxy's own: the
 # errorfile only gives the body and headers.
@@ -262,12 +269,44 @@ def prepare(args: list[str]) -> list[str]:
         tmp.write_text(patch_config(source.read_text(), host, files))
         tmp.replace(patched)
         args[i] = str(patched)
-        binary = patched_haproxy(binary, source.parent)
+        binary = patched_haproxy(binary, patched_binaries_dir() or source.parent)
     return [binary, *args]
+
+
+def patched_binaries_dir() -> Path | None:
+    """One folder per user for the patched copies (3.7 MB each, one per HAProxy build),
+    instead of one beside each of Serve's config folders; None if it is not safely ours
+    (another user's, or writable by others), and the copy then goes beside the config."""
+    folder = Path(tempfile.gettempdir()) / f"forge-haproxy-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        return None
+    return folder
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGTERM HAProxy when the process that started it dies (Linux's
+    PR_SET_PDEATHSIG survives the exec). Serve's HAProxyManager actor stops its HAProxy
+    when it stops cleanly; when that actor's process is killed instead (SIGKILL, its node
+    stopped), HAProxy went on listening on the ingress port, an orphan. The manager forks
+    from its event loop's thread, which lives as long as the actor."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        raise SystemExit("forge-haproxy: the process that started HAProxy is gone")
 
 
 def main() -> None:
     argv = prepare(sys.argv[1:])
+    die_with_parent()
     try:
         os.execv(argv[0], argv)
     except OSError as e:  # e.g. a noexec mount under Serve's config: run the original

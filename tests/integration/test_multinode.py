@@ -25,7 +25,7 @@ import openai
 import pytest
 import yaml
 
-from serve.processes import command_line, descendants
+from serve.processes import command_line, descendants, is_running
 from tests.conftest import UPSTREAM_KEY, _drop_postgres, _fresh_postgres
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import free_port
@@ -235,17 +235,8 @@ def test_faults_in_turn_on_postgres(two_nodes: TwoNodes) -> None:
     assert not out.failed_later_than(0.5), out.failures
     assert out.sent_after_fault > 20
     deadline = time.monotonic() + 30
-    while (survivors := [p for p in doomed if alive(p)]) and time.monotonic() < deadline:
+    while (survivors := [p for p in doomed if is_running(p)]) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not survivors, [command_line(p)[:120] for p in survivors]
     with pytest.raises(httpx2.HTTPError):
         httpx2.get(two_nodes.worker_url + "/health/ready", timeout=5)
-
-
-def alive(pid: int) -> bool:
-    """Running (not a zombie waiting for its parent)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -195,3 +195,47 @@ backend b
         haproxy.terminate()
         haproxy.wait(10)
         backend.shutdown()
+
+
+def test_haproxy_dies_with_the_process_that_started_it(tmp_path):
+    """Serve's HAProxyManager SIGKILLed (or its node stopped) used to leave HAProxy
+    listening on the ingress port as an orphan."""
+    import sys
+    import time
+
+    from serve.processes import is_running
+    from tests.fakes.server import free_port
+
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        "defaults\n    mode http\n    timeout client 5s\n    timeout server 5s\n"
+        f"    timeout connect 1s\nfrontend f\n    bind 127.0.0.1:{free_port()}\n"
+    )
+    # A parent that starts forge-haproxy as Serve's actor does, says its pid, and is killed.
+    shim = [sys.executable, "-m", "serve.haproxy_shim", "-db", "-f", str(config)]
+    parent = (
+        "import os, signal, subprocess, time\n"
+        f"child = subprocess.Popen({shim!r})\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(1.5)\n"  # HAProxy is up
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60)
+    haproxy = int(run.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while is_running(haproxy) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_running(haproxy), "HAProxy outlived the process that started it"
+
+
+def test_patched_copies_are_kept_once_per_user(tmp_path, monkeypatch):
+    import os
+
+    from serve.haproxy_shim import patched_binaries_dir
+
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    folder = patched_binaries_dir()
+    assert folder == tmp_path / f"forge-haproxy-{os.getuid()}"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    folder.chmod(0o777)  # writable by others: not trusted
+    assert patched_binaries_dir() is None
