@@ -55,6 +55,10 @@ cleanup() {
     kill -TERM "${NODES[i]}" 2>/dev/null || true
     wait "${NODES[i]}" 2>/dev/null || true
   done
+  # `ray start` recorded this cluster as the machine's current one; `ray stop` would
+  # remove the record, so do it here, or Ray's `auto` keeps pointing at a dead GCS.
+  local current=/tmp/ray/ray_current_cluster
+  ! grep -qs ":$GCS_PORT\$" "$current" || rm -f "$current"
 }
 trap cleanup EXIT
 # Ctrl-C / SIGTERM: stop `forge up` (it drains), and the EXIT trap stops the nodes.

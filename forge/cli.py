@@ -74,6 +74,31 @@ def up(
         typer.echo("PromptForge stopped.")
 
 
+def local_ray_address() -> str:
+    """RAY_ADDRESS, else the Ray cluster running on this machine. Ray's own "auto" trusts
+    /tmp/ray/ray_current_cluster first, which a node stopped without `ray stop` leaves
+    pointing at a dead GCS (ray.init then waits for minutes), and picks any cluster when
+    several run; here a live GCS decides, and several without a live record are an error."""
+    from ray._private.services import find_bootstrap_address, find_gcs_addresses
+
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    live = set(find_gcs_addresses())
+    recorded = find_bootstrap_address(None)
+    if recorded in live:
+        return str(recorded)
+    if len(live) == 1:
+        return live.pop()
+    if not live:
+        raise ConnectionError("no Ray cluster is running here")
+    typer.echo(
+        f"Several Ray clusters run here ({', '.join(sorted(live))}): "
+        "set RAY_ADDRESS to the one PromptForge runs on.",
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -84,10 +109,12 @@ def status(
 
     from serve.app import APP_NAME
     from serve.deployments import ACTOR_NAMESPACE, DIRECTORY_ACTOR, USAGE_ACTOR
+    from serve.env import use_ray_token_if_present
 
     try:
+        use_ray_token_if_present()
         context = ray.init(
-            address=os.environ.get("RAY_ADDRESS", "auto"),
+            address=local_ray_address(),
             log_to_driver=False,
             logging_level="ERROR",
         )

@@ -27,3 +27,24 @@ FAST_SERVE_ENV = {
 _SHIM = Path(sys.executable).parent / "forge-haproxy"
 if _SHIM.exists():
     FAST_SERVE_ENV["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(_SHIM)
+
+
+def use_ray_token_if_present() -> None:
+    """Join a Ray cluster with token authentication when a token is at hand.
+
+    A local cluster authenticates by token whenever a token exists (Ray's default: its
+    first `ray start --head` or `ray.init()` writes ``~/.ray/auth_token``), but a process
+    that only connects sends the token only with ``RAY_AUTH_MODE=token`` and is otherwise
+    refused (``InvalidAuthToken``). So `forge status`, and `forge up` joining through
+    RAY_ADDRESS, say it when a token is there and the mode is not set either way."""
+    import os
+
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(path).is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray" in sys.modules:  # Ray read its config at import: refresh it, as Ray does
+            from ray._raylet import Config
+
+            Config.initialize("")

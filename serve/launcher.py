@@ -17,7 +17,7 @@ from forge.db.migrate import upgrade
 from forge.keys import KeyStore
 from forge.settings import Settings
 from serve.app import APP_NAME, DRAIN_MARGIN_S, build_application
-from serve.env import FAST_SERVE_ENV
+from serve.env import FAST_SERVE_ENV, use_ray_token_if_present
 from serve.haproxy_shim import HOST_ENV
 from serve.processes import descendants, named, terminate
 
@@ -60,6 +60,7 @@ def start(
     new_key = asyncio.run(_ensure_master(url, master))
     address = os.environ.get("RAY_ADDRESS")
     if address:
+        use_ray_token_if_present()
         context = ray.init(address=address, namespace=APP_NAME)
     else:
         # "local": always a cluster of our own, never one a stale

@@ -80,7 +80,7 @@ def test_forge_up_serves_reports_status_and_stops_cleanly(tmp_path, fake_openai)
     )
     try:
         admin_key = wait_for(r"Admin key \(shown once.*\): (sk-forge-\S+)", log, proc, 120)[1]
-        wait_for(r"Ray cluster: (\S+)", log, proc, 5)
+        ray_address = wait_for(r"Ray cluster: (\S+)", log, proc, 5)[1]
         assert f"http://127.0.0.1:{port}/v1" in log.read_text()
         assert admin_key not in (tmp_path / "data" / "forge.db").read_bytes().decode("latin-1")
 
@@ -126,7 +126,8 @@ def test_forge_up_serves_reports_status_and_stops_cleanly(tmp_path, fake_openai)
             [FORGE, "status", "--json"],
             capture_output=True,
             text=True,
-            env=env,  # `auto`: the newest local cluster, this one
+            # The session's own cluster runs too: name this one, as a user with two would.
+            env={**env, "RAY_ADDRESS": ray_address},
             timeout=120,
         )
         assert status.returncode == 0, status.stderr
