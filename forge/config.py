@@ -114,6 +114,39 @@ class UsageConfig(StrictModel):
     )
 
 
+class ResponsesConfig(StrictModel):
+    """Stored responses (`POST /v1/responses` with `store`, GET/DELETE `/v1/responses/{id}`)."""
+
+    retention_days: float = Field(
+        30,
+        gt=0,
+        description="How long a stored response can be retrieved or continued "
+        "(`previous_response_id`); after that it is not found, and deleted by the next prune.",
+    )
+    prune_interval_s: float = Field(
+        3600, gt=0, description="How often each gateway replica deletes expired responses."
+    )
+    max_chain: int = Field(
+        100,
+        ge=1,
+        description="Most stored responses a `previous_response_id` conversation may span "
+        "(a longer one is a 400: start a new conversation with the items in `input`).",
+    )
+    max_chain_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes of stored JSON (input and output items) a conversation may "
+        "load; a larger one is a 400.",
+    )
+    pool_size: int = Field(
+        4,
+        ge=1,
+        description="PostgreSQL: connections each gateway replica keeps for stored responses "
+        "(plus as many again in bursts); 2 * pool_size per replica must fit the server's "
+        "max_connections beside the actors' pools.",
+    )
+
+
 class AutoscalingConfig(StrictModel):
     """Serve autoscaling of a self-hosted model's replicas."""
 
@@ -186,6 +219,13 @@ class ProviderConfig(StrictModel):
     autoscaling: AutoscalingConfig | None = Field(
         None, description="Self-hosted: scale replicas with load (overrides `replicas`)."
     )
+
+    @property
+    def scales_to_zero(self) -> bool:
+        """Whether its deployment may have no replica: the gateway neither pings nor warms
+        it (either call would start a replica and keep it up), and is ready without it."""
+        return self.autoscaling is not None and self.autoscaling.min_replicas == 0
+
     tensor_parallel_size: int = Field(
         1, ge=1, description="vLLM: GPUs one replica shards the model over (one placement group)."
     )
@@ -263,6 +303,7 @@ class PlatformConfig(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from actors.usage_shipper import UsageShipper
 from forge.adapters import AdapterInfo, AdapterSpec, CachedAdapterLookup
@@ -38,13 +40,45 @@ class Directory(Protocol):
         """Unregister ``name`` (only its registration made at ``created_at``, if given)."""
 
 
+class Responses(Protocol):
+    """Stored responses as the Responses routes need them (``forge.responses_store``'s
+    ``ResponseStore``; every read and delete scoped by ``owner``, expired = not found)."""
+
+    async def save(
+        self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]]
+    ) -> None: ...
+
+    async def get(self, response_id: str, owner: str) -> dict[str, Any] | None: ...
+
+    async def delete(self, response_id: str, owner: str) -> bool: ...
+
+    async def input_items(
+        self,
+        response_id: str,
+        owner: str,
+        *,
+        limit: int = 20,
+        order: Literal["asc", "desc"] = "desc",
+        after: str | None = None,
+        before: str | None = None,
+    ) -> dict[str, Any] | None: ...
+
+    async def conversation(self, response_id: str, owner: str) -> list[dict[str, Any]]: ...
+
+    async def prune_expired(self, batch: int = 500) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+log = logging.getLogger(__name__)
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
 
 @dataclass
 class GatewayRuntime:
     """A replica's parts. ``drain_watcher`` (behind Serve) learns of a cluster-wide drain;
-    ``warm_up`` (behind Serve) sets up the paths to provider deployments as it starts."""
+    ``warm_up`` (behind Serve) sets up the paths to provider deployments as it starts.
+    ``responses``: the stored responses (None: nothing is stored, ``store`` echoes false)."""
 
     config: PlatformConfig
     router: Router
@@ -56,6 +90,7 @@ class GatewayRuntime:
     drain: Drain = field(default_factory=Drain)
     drain_watcher: DrainWatcher | None = None
     warm_up: WarmUp | None = None
+    responses: Responses | None = None
 
     def __post_init__(self) -> None:
         self.relay = Relay(self.router, self.shipper, self.drain)
@@ -74,11 +109,30 @@ class GatewayRuntime:
             self._tasks.append(loop.create_task(self.drain_watcher.run()))
         if self.warm_up is not None:
             self._tasks.append(loop.create_task(self.warm_up.run()))
+        if self.responses is not None:
+            self._tasks.append(loop.create_task(self._prune_responses(self.responses)))
+
+    async def _prune_responses(self, store: Responses) -> None:
+        """Delete expired stored responses every ``responses.prune_interval_s``, first at
+        a random point of the first interval (replicas started together spread out;
+        several pruning at once only find less to delete)."""
+        interval = self.config.responses.prune_interval_s
+        await asyncio.sleep(random.uniform(0.1, 1.0) * interval)
+        while True:
+            try:
+                pruned = await store.prune_expired()
+                if pruned:
+                    log.info("pruned %d expired stored responses", pruned)
+            except Exception as exc:  # the database away: the next interval tries again
+                log.warning("pruning stored responses failed: %s", type(exc).__name__)
+            await asyncio.sleep(interval)
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await self.shipper.close()
+        if self.responses is not None:
+            await self.responses.close()
         for client in self.router.clients.values():
             close = getattr(client, "close", None)
             if close is not None:

@@ -26,6 +26,7 @@ from forge.adapters import (
 )
 from forge.config import PlatformConfig, ProviderConfig
 from forge.keys import KeyInfo
+from forge.responses_store import ResponseStore
 from forge.settings import Settings
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
@@ -244,7 +245,10 @@ class GatewayDeployment:
         self._report = lambda stats: directory.report_replica.remote(
             replica, {"gateway": True, **stats}
         )
-        self._pings = {f"provider:{n}": c.ping for n, c in clients.items()}
+        # A model that scales to zero is left alone until a request needs it.
+        asleep = {cfg.name for cfg in config.providers if cfg.scales_to_zero}
+        awake = {n: c for n, c in clients.items() if n not in asleep}
+        self._pings = {f"provider:{n}": c.ping for n, c in awake.items()}
         self._pings["actor:directory"] = lambda: directory.ping.remote()
         self._pings["actor:usage-recorder"] = lambda: recorder.ping.remote()
         self.runtime = GatewayRuntime(
@@ -264,11 +268,14 @@ class GatewayDeployment:
             directory=_ActorDirectory(directory),
             readiness=self.readiness,
             adapters=adapters,
+            # this replica's own small pool on the platform's database, no actor between
+            # (docs/architecture.md, "Stored responses")
+            responses=ResponseStore.open(Settings().resolved_database_url(), config.responses),
         )
         # Set up, before any request needs them: the path to each provider deployment,
         # and the directory's key lookup (this replica's first actor call, the directory's
         # first database query) with a digest no key has.
-        warm_calls = provider_warm_calls(clients)
+        warm_calls = provider_warm_calls(awake)
         warm_calls["actor:directory"] = lambda: directory.verify.remote(NO_KEY_DIGEST)
         self.runtime.warm_up = WarmUp(warm_calls)
         runtime = self.runtime

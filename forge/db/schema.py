@@ -93,3 +93,26 @@ class LoraAdapter(Base):
     base_model: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(2000))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StoredResponse(Base):
+    """A Response created with ``store`` (the default): the whole Response object and its
+    input items (normalised, with ids) as JSON text, exactly as they were returned.
+    ``key_id`` is the owner (the only one who can read, continue or delete it); one
+    column, so that scoping can move to projects by migrating it."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    previous_response_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    response: Mapped[str] = mapped_column(Text)
+    input_items: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_responses_key_created", "key_id", "created_at"),
+        Index("ix_responses_expires", "expires_at"),
+    )

@@ -1,10 +1,11 @@
 """OpenAI Responses request shape (``POST /v1/responses``), typed from OpenAI's OpenAPI spec
 (``CreateResponse`` and the input item, content part, tool, tool choice and text format
-schemas it refers to), for the stateless slice the platform serves on its chat path.
+schemas it refers to), for what the platform serves on its chat path (``store`` and
+``previous_response_id`` included: the route stores and loads).
 
 Unlike the chat and Anthropic models, unknown top-level fields are refused: the request
 is translated, not forwarded, so a field nothing reads would be dropped without a word.
-Spec fields the slice cannot serve (built-in tools, stored responses, background runs…)
+Spec fields the slice cannot serve (built-in tools, background runs, conversations…)
 are a 400 ``unsupported_parameter`` naming the field. The checks that span fields
 (``tool_choice`` naming a declared function, a ``function_call_output`` answering a
 ``function_call`` of the input) raise ``InvalidRequest`` from the model's validators,
@@ -249,12 +250,6 @@ UNSUPPORTED = {
     "prompt_cache_retention": None,
 }
 
-STORED_RESPONSES_LATER = (
-    "Stored responses are not available yet: `previous_response_id` (and GET, DELETE and "
-    "input_items on /v1/responses/{id}) come in a later release. Send the whole "
-    "conversation in `input` instead."
-)
-
 
 def _unsupported(param: str, message: str) -> InvalidRequest:
     return InvalidRequest(message, param=param, code="unsupported_parameter")
@@ -274,8 +269,6 @@ def _check_fields(body: dict[str, Any]) -> None:
             raise InvalidRequest(
                 f"Unknown parameter: '{field}'.", param=field, code="unknown_parameter"
             )
-    if body.get("previous_response_id") is not None:
-        raise _unsupported("previous_response_id", STORED_RESPONSES_LATER)
     tools = body.get("tools")
     for i, tool in enumerate(tools if isinstance(tools, list) else ()):
         kind = tool.get("type") if isinstance(tool, dict) else None
@@ -341,7 +334,9 @@ class CreateResponseRequest(_Open):
                 param="tool_choice.name",
                 code="invalid_value",
             )
-        if isinstance(self.input, list):
+        # continuing a conversation, a call may be answered that only the stored
+        # conversation holds: the route checks against it (``check_call_outputs``)
+        if isinstance(self.input, list) and self.previous_response_id is None:
             calls: set[str] = set()
             items: list[dict[str, Any]] = self.input
             for i, item in enumerate(items):

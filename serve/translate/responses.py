@@ -3,8 +3,11 @@ model behind the platform answers a Responses request through its chat path.
 
 ``to_chat_request`` (a validated ``CreateResponse`` body as a chat completion request),
 ``to_response`` (a chat completion as a ``Response`` object) and ``ChatStreamToResponses``
-(chat completion chunks in, Responses SSE events out). Nothing is stored: the Response
-echoes ``store: false`` whatever the request said.
+(chat completion chunks in, Responses SSE events out); ``input_items`` (the request's
+input as stored and listed, every item with an id). A conversation continued with
+``previous_response_id`` arrives as ``history``: the stored items prepended to the input.
+The Response echoes ``store`` and ``previous_response_id`` as the request's body says
+(the route sets ``store`` to what it will really do).
 """
 
 from __future__ import annotations
@@ -64,9 +67,12 @@ def _output_text(output: Any) -> str:
     return "".join(part["text"] for part in output)
 
 
-def chat_messages(body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[ItemParam]]:
-    """The chat messages for the request's ``instructions`` and ``input``, and for each
-    the Responses param it came from (to name the client's field in a later 400)."""
+def chat_messages(
+    body: dict[str, Any], history: list[dict[str, Any]] | None = None
+) -> tuple[list[dict[str, Any]], list[ItemParam]]:
+    """The chat messages for the request's ``instructions``, the ``history`` of a
+    continued conversation and ``input``, and for each the Responses param it came from
+    (to name the client's field in a later 400)."""
     messages: list[dict[str, Any]] = []
     sources: list[ItemParam] = []
     if body.get("instructions"):
@@ -74,12 +80,13 @@ def chat_messages(body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Item
         sources.append("instructions")
     items = body["input"]
     if isinstance(items, str):
-        messages.append({"role": "user", "content": items})
-        sources.append("input")
-        return messages, sources
-    for i, item in enumerate(items):
+        items = [{"role": "user", "content": items}]
+        params = ["input"]
+    else:
+        params = [f"input[{i}]" for i in range(len(items))]
+    pairs = [(item, "previous_response_id") for item in history or ()]
+    for item, param in pairs + list(zip(items, params, strict=True)):
         kind = item.get("type", "message")
-        param = f"input[{i}]"
         if kind == "message":
             role = item["role"]
             content = _content(item["content"], f"{param}.content", role == "assistant")
@@ -111,6 +118,89 @@ def chat_messages(body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Item
     return messages, sources
 
 
+def check_call_outputs(body: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """A continued conversation's ``function_call_output`` items must answer a
+    ``function_call`` of the stored conversation or of the input (the request model
+    checks the input alone when there is no ``previous_response_id``)."""
+    calls = {item["call_id"] for item in history if item.get("type") == "function_call"}
+    items = body["input"] if isinstance(body["input"], list) else ()
+    for i, item in enumerate(items):
+        kind = item.get("type")
+        if kind == "function_call":
+            calls.add(item["call_id"])
+        elif kind == "function_call_output" and item["call_id"] not in calls:
+            raise InvalidRequest(
+                f"No tool call found for function call output with call_id {item['call_id']}.",
+                param=f"input[{i}].call_id",
+                code="invalid_value",
+            )
+
+
+def _stored_part(part: dict[str, Any], assistant: bool) -> dict[str, Any]:
+    kind = part["type"]
+    if assistant and kind in ("input_text", "output_text"):
+        return text_part(part["text"])
+    if kind == "input_text":
+        return {"type": "input_text", "text": part["text"]}
+    if kind == "input_image":
+        image = {"type": "input_image", "detail": part.get("detail") or "auto"}
+        for field in ("image_url", "file_id"):
+            if part.get(field) is not None:
+                image[field] = part[field]
+        return image
+    return dict(part)
+
+
+def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's input as OpenAI lists it (``input_items``): every item with its
+    ``type``, an ``id`` (the client's, else a new one) and a ``status``; message content
+    as parts (a string becomes one ``input_text``; an assistant's text, ``output_text``)."""
+    raw = body["input"]
+    if isinstance(raw, str):
+        raw = [{"role": "user", "content": raw}]
+    out: list[dict[str, Any]] = []
+    for item in raw:
+        kind = item.get("type", "message")
+        if kind == "message":
+            assistant = item["role"] == "assistant"
+            content = item["content"]
+            if isinstance(content, str):
+                content = [{"type": "input_text", "text": content}]
+            out.append(
+                {
+                    "id": item.get("id") or new_id("msg"),
+                    "type": "message",
+                    "role": item["role"],
+                    "status": item.get("status") or "completed",
+                    "content": [_stored_part(p, assistant) for p in content],
+                }
+            )
+        elif kind == "function_call":
+            out.append(
+                function_call_item(
+                    item.get("id") or new_id("fc"),
+                    item["call_id"],
+                    item["name"],
+                    item["arguments"],
+                    item.get("status") or "completed",
+                )
+            )
+        elif kind == "function_call_output":
+            output = item["output"]
+            if not isinstance(output, str):
+                output = [_stored_part(p, False) for p in output]
+            out.append(
+                {
+                    "id": item.get("id") or new_id("fco"),
+                    "type": "function_call_output",
+                    "status": item.get("status") or "completed",
+                    "call_id": item["call_id"],
+                    "output": output,
+                }
+            )
+    return out
+
+
 def _response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
     fmt = (text or {}).get("format") or {}
     kind = fmt.get("type")
@@ -133,11 +223,14 @@ def _chat_tool(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": fn}
 
 
-def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
+def to_chat_request(
+    body: dict[str, Any], history: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """A validated Responses request (``forge.protocol.responses``) as a chat completion
-    request. ``max_output_tokens`` becomes ``max_completion_tokens``, the field every
-    chat path of the platform reads first (and the one OpenAI's reasoning models take)."""
-    messages, _ = chat_messages(body)
+    request, after the ``history`` of the conversation it continues. ``max_output_tokens``
+    becomes ``max_completion_tokens``, the field every chat path of the platform reads
+    first (and the one OpenAI's reasoning models take)."""
+    messages, _ = chat_messages(body, history)
     if not messages:
         raise InvalidRequest(
             "The request has no input: give `input` at least one item.", param="input"
@@ -174,7 +267,9 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
     return chat
 
 
-def responses_param(param: str | None, body: dict[str, Any]) -> str | None:
+def responses_param(
+    param: str | None, body: dict[str, Any], history: list[dict[str, Any]] | None = None
+) -> str | None:
     """The Responses spelling of a chat request's ``param`` (from a 400 the chat path
     raised on the translated request): ``messages[2].content[0]`` → ``input[1].content[0]``."""
     if param is None:
@@ -192,11 +287,11 @@ def responses_param(param: str | None, body: dict[str, Any]) -> str | None:
     if not param.startswith("messages["):
         return param
     index, _, tail = param.removeprefix("messages[").partition("]")
-    _, sources = chat_messages(body)
+    _, sources = chat_messages(body, history)
     if not index.isdigit() or int(index) >= len(sources):
         return param
     source = sources[int(index)]
-    if source in ("instructions", "input"):
+    if source in ("instructions", "input", "previous_response_id"):
         return source
     return source + tail
 
@@ -267,8 +362,8 @@ def base_response(
         "model": request["model"],
         "output": [],
         "parallel_tool_calls": request.get("parallel_tool_calls") is not False,
-        "previous_response_id": None,
-        "store": False,
+        "previous_response_id": request.get("previous_response_id"),
+        "store": request.get("store") is not False,
         "temperature": _or(request.get("temperature"), 1.0),
         "text": echoed_text,
         "tool_choice": request.get("tool_choice") or "auto",
@@ -325,10 +420,8 @@ def to_response(completion: dict[str, Any], request: dict[str, Any]) -> dict[str
     message = choice.get("message") or {}
     finish_reason = choice.get("finish_reason")
     item_status = "incomplete" if finish_reason in INCOMPLETE else "completed"
-    chat_id = str(completion.get("id") or uuid.uuid4().hex)
-    response = base_response(
-        request, "resp_" + chat_id.removeprefix("chatcmpl-"), completion.get("created")
-    )
+    # the platform's own id, never the upstream's: stored responses are keyed by it
+    response = base_response(request, new_id("resp"), completion.get("created"))
     parts: list[dict[str, Any]] = []
     content = message.get("content")
     if isinstance(content, list):
@@ -508,6 +601,12 @@ class ChatStreamToResponses:
 
     def finish(self) -> list[bytes]:
         """The chat stream's ``[DONE]``: close the open item, then the response."""
+        return self.conclude() + self.final_event()
+
+    def conclude(self) -> list[bytes]:
+        """``finish`` up to its final event: the open item closed, ``response`` final
+        (``status`` completed or incomplete). The route stores ``response`` here, then
+        sends ``final_event`` (or, when it could not be stored, ``error_event``)."""
         if self.ended:
             return []
         out = [] if self.started else self._start()
@@ -517,9 +616,18 @@ class ChatStreamToResponses:
         self.response["output"] = self.items
         _set_usage(self.response, self.usage)
         _finish(self.response, self.finish_reason)
-        kind = "response.incomplete" if incomplete else "response.completed"
-        out.append(self._event(kind, response=self.response))
         return out
+
+    def final_event(self) -> list[bytes]:
+        """``response.completed`` (``response.incomplete``) after ``conclude``."""
+        if self.response["status"] not in ("completed", "incomplete"):
+            return []
+        kind = f"response.{self.response['status']}"
+        return [self._event(kind, response=self.response)]
+
+    def error_event(self, code: str, message: str) -> list[bytes]:
+        """The stream's ``error`` event, in place of the final event."""
+        return [self._event("error", code=code, message=message, param=None)]
 
     def fail(self, error: dict[str, Any]) -> list[bytes]:
         """An error in the chat stream (OpenAI's ``{"error": {...}}`` shape): the items

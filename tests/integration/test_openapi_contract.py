@@ -25,6 +25,7 @@ OPERATIONS = [
     ("/embeddings", "POST"),
     ("/models", "GET"),
     ("/models/{model}", "GET"),
+    ("/responses", "POST"),
 ]
 
 
@@ -74,6 +75,7 @@ def test_operation_conforms_to_openai_spec(platform, openai_schema, path, method
         "/chat/completions": "gpt-test",
         "/completions": "gpt-test",
         "/embeddings": "embed-test",
+        "/responses": "gpt-test",
     }
     headers = {"Authorization": f"Bearer {platform.user_key}"}
     seen: dict[int, int] = {}
@@ -108,6 +110,7 @@ def test_operation_conforms_to_openai_spec(platform, openai_schema, path, method
         "/chat/completions": {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]},
         "/completions": {"model": "gpt-test", "prompt": "hi"},
         "/embeddings": {"model": "embed-test", "input": "hi"},
+        "/responses": {"model": "gpt-test", "input": "hi"},
     }
     if path in minimal:
         case = operation.Case(body=minimal[path], media_type="application/json")

@@ -258,7 +258,9 @@ def test_a_gateway_replica_sets_up_its_paths_to_providers_as_it_starts(platform)
     channel to a provider deployment and the first key lookup (gateway/warm.py). Only
     the start-up warm-up fills `warm`; the readiness checks call through other methods."""
     expected = {
-        f"provider:{p.name}" for p in platform.config.providers if p.placement == "deployment"
+        f"provider:{p.name}"
+        for p in platform.config.providers
+        if p.placement == "deployment" and not p.scales_to_zero
     } | {"actor:directory"}
     deadline = time.monotonic() + 60
     while True:
@@ -267,3 +269,19 @@ def test_a_gateway_replica_sets_up_its_paths_to_providers_as_it_starts(platform)
             break
         time.sleep(0.5)
     assert set(warm) == expected and all(warm.values()), warm
+
+
+def test_a_stored_response_is_retrievable_through_serve(platform):
+    """Each gateway replica opens its own pool on the platform's database (docs: "Stored
+    responses"): a create, a continuation, a retrieve and a delete through the real app."""
+    client = platform.sdk()
+    first = client.responses.create(model="gpt-test", input="remember this")
+    assert first.store and client.responses.retrieve(first.id).id == first.id
+    second = client.responses.create(
+        model="gpt-test", input="and this", previous_response_id=first.id
+    )
+    assert second.previous_response_id == first.id
+    assert [i.id for i in client.responses.input_items.list(second.id).data]
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)

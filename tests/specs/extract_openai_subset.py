@@ -23,6 +23,8 @@ PATHS = (
     "/models",
     "/models/{model}",
     "/responses",
+    "/responses/{response_id}",
+    "/responses/{response_id}/input_items",
 )
 
 

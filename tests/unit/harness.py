@@ -25,6 +25,7 @@ from forge.db.engine import make_sessionmaker
 from forge.db.schema import UsageRecord
 from forge.directory import Directory
 from forge.keys import KeyStore
+from forge.responses_store import ResponseStore
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.runtime import GatewayRuntime
@@ -181,6 +182,7 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
         directory=directory,
         readiness=_all_ready,
         adapters=adapters,
+        responses=ResponseStore(engine),
     )
     app = build_app(runtime)
     runtime.start()

@@ -124,8 +124,6 @@ def test_valid_requests_pass(body):
          "tool_choice.name", "invalid_value", "weather"),
         ({"model": "m", "input": [{"type": "function_call_output", "call_id": "c9",
                                    "output": "x"}]}, "input[0].call_id", "invalid_value", "c9"),
-        ({"model": "m", "input": "x", "previous_response_id": "resp_1"}, "previous_response_id",
-         "unsupported_parameter", "later release"),
         ({"model": "m", "input": "x", "reasoning": {"effort": "low"}}, "reasoning",
          "unsupported_parameter", "reasoning"),
         ({"model": "m", "input": "x", "background": True}, "background",
@@ -296,7 +294,9 @@ def test_text_response_conforms_to_the_spec():
     request = {"model": "gpt-test", "input": "hi", "instructions": "terse", "metadata": {"a": "b"}}
     response = tr.to_response(completion(), request)
     assert violations("Response", response) == []
-    assert response["id"] == "resp_abc123" and response["object"] == "response"
+    # the platform's own id, not the upstream's chat id: stored responses are keyed by it
+    assert response["id"].startswith("resp_") and "abc123" not in response["id"]
+    assert response["object"] == "response"
     assert response["status"] == "completed" and response["completed_at"]
     assert response["model"] == "gpt-test" and response["instructions"] == "terse"
     [item] = response["output"]
@@ -311,7 +311,7 @@ def test_text_response_conforms_to_the_spec():
         "output_tokens_details": {"reasoning_tokens": 1},
         "total_tokens": 14,
     }
-    assert response["metadata"] == {"a": "b"} and response["store"] is False
+    assert response["metadata"] == {"a": "b"} and response["store"] is True  # as OpenAI
     assert (response["temperature"], response["top_p"], response["tool_choice"]) == (
         1.0,
         1.0,
@@ -494,3 +494,81 @@ def test_stream_with_no_chunks_still_opens_and_completes():
         "response.in_progress",
         "response.completed",
     ]
+
+
+# ----------------------------------------------------------------- stored conversations
+
+
+def test_history_comes_after_instructions_and_before_input():
+    history = [
+        *tr.input_items({"input": "first"}),
+        tr.message_item("msg_a", [tr.text_part("answer")], "completed"),
+        tr.function_call_item("fc_1", "call_1", "weather", "{}", "completed"),
+    ]
+    body = {
+        "model": "m",
+        "instructions": "rules",
+        "previous_response_id": "resp_1",
+        "input": [{"type": "function_call_output", "call_id": "call_1", "output": "sunny"}],
+    }
+    tr.check_call_outputs(body, history)  # answers a call of the stored conversation
+    messages, sources = tr.chat_messages(body, history)
+    assert messages == [
+        {"role": "system", "content": "rules"},
+        {"role": "user", "content": "first"},
+        {
+            "role": "assistant",
+            "content": "answer",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": "{}"},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    assert sources == ["instructions", "previous_response_id", "previous_response_id", "input[0]"]
+    assert tr.responses_param("messages[1].content[0]", body, history) == "previous_response_id"
+    assert tr.responses_param("messages[3]", body, history) == "input[0]"
+    with pytest.raises(InvalidRequest) as err:
+        tr.check_call_outputs(body, [])
+    assert err.value.param == "input[0].call_id"
+
+
+def test_input_items_are_normalised_as_openai_lists_them():
+    items = tr.input_items(
+        {
+            "input": [
+                {"role": "user", "content": "hi", "id": "msg_mine"},
+                {"type": "message", "role": "assistant", "content": [
+                    {"type": "output_text", "text": "yo"}]},
+                {"role": "user", "content": [{"type": "input_image", "image_url": "https://x/a.png"}]},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": [
+                    {"type": "input_text", "text": "out"}]},
+            ]
+        }
+    )  # fmt: skip
+    assert items[0] == {
+        "id": "msg_mine",
+        "type": "message",
+        "role": "user",
+        "status": "completed",
+        "content": [{"type": "input_text", "text": "hi"}],
+    }
+    assert items[1]["content"] == [tr.text_part("yo")] and items[1]["id"].startswith("msg_")
+    assert items[2]["content"] == [
+        {"type": "input_image", "detail": "auto", "image_url": "https://x/a.png"}
+    ]
+    assert [i["type"] for i in items[3:]] == ["function_call", "function_call_output"]
+    assert items[3]["id"].startswith("fc_") and items[4]["id"].startswith("fco_")
+    assert items[4]["output"] == [{"type": "input_text", "text": "out"}]
+    for item, schema in zip(
+        items,
+        ["InputMessageResource", "OutputMessage", "InputMessageResource",
+         "FunctionToolCallResource", "FunctionToolCallOutputResource"],
+        strict=True,
+    ):  # fmt: skip
+        assert violations(schema, item) == [], item
