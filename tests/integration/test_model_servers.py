@@ -115,6 +115,35 @@ def test_a_crashed_model_replica_fails_its_requests_and_is_replaced(platform):
             time.sleep(1)
 
 
+def test_an_engine_whose_loop_died_fails_the_health_check_and_is_replaced(platform):
+    """The replica process lives on, but its engine is dead: Serve's health check (every
+    5 s for model servers) must fail and Serve must start a replacement."""
+    assert ask(platform, "tiny-llama") is not None  # the engine has started
+    replica = _model_replica()
+
+    def break_the_engine(actor: object) -> str:
+        # Serve's replica actor → our ModelServerDeployment (Ray internals, test only)
+        deployment = actor._replica_impl._user_callable_wrapper._callable  # type: ignore[attr-defined]
+        deployment.provider.engine._batch.error = RuntimeError("injected: the loop died")
+        return deployment._replica
+
+    broken = ray.get(replica.__ray_call__.remote(break_the_engine), timeout=30)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            now = ray.get(_model_replica().__ray_call__.remote(_replica_id), timeout=10)
+            if now != broken and ask(platform, "tiny-llama") is not None:
+                break
+        except (AssertionError, ray.exceptions.RayError, openai.APIStatusError):
+            pass
+        assert time.monotonic() < deadline, "the replica with a dead engine was not replaced"
+        time.sleep(1)
+
+
+def _replica_id(actor: object) -> str:
+    return actor._replica_impl._user_callable_wrapper._callable._replica  # type: ignore[attr-defined]
+
+
 def test_status_reports_the_embedding_server_and_the_usage_ledger(platform):
     """`forge status` left the embedding model server out, and said nothing of usage."""
     from forge.cli import usage_stats
