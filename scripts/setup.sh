@@ -5,6 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
+# The Vercel AI SDK test's npm packages (tests/js/package-lock.json), again only when the
+# lock file changed: `npm ci` starts from an empty node_modules each time.
+js_stamp=tests/js/node_modules/.installed-$(sha256sum tests/js/package-lock.json | cut -c1-16)
+if [ ! -f "$js_stamp" ]; then
+  if command -v npm >/dev/null; then
+    npm ci --prefix tests/js --no-audit --no-fund --loglevel=error >/dev/null
+    touch "$js_stamp"
+  else
+    echo "setup.sh: npm not found; tests/unit/test_vercel_ai_sdk.py needs Node.js and" \
+      "'npm ci --prefix tests/js'" >&2
+  fi
+fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ -f "$stamp" ]; then exit 0; fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

@@ -6,10 +6,12 @@ schemas it refers to), for what the platform serves on its chat path (``store`` 
 Unlike the chat and Anthropic models, unknown top-level fields are refused: the request
 is translated, not forwarded, so a field nothing reads would be dropped without a word.
 Spec fields the slice cannot serve (built-in tools, background runs, conversations…)
-are a 400 ``unsupported_parameter`` naming the field. The checks that span fields
-(``tool_choice`` naming a declared function, a ``function_call_output`` answering a
-``function_call`` of the input) raise ``InvalidRequest`` from the model's validators,
-which pydantic lets through untouched, so that ``param`` is the client's own path.
+are a 400 ``unsupported_parameter`` naming the field. An ``item_reference`` input item
+is taken here and resolved by the route (an output item of the key's stored responses).
+The checks that span fields (``tool_choice`` naming a declared function, a
+``function_call_output`` answering a ``function_call`` of the input) raise
+``InvalidRequest`` from the model's validators, which pydantic lets through untouched,
+so that ``param`` is the client's own path.
 """
 
 from __future__ import annotations
@@ -104,12 +106,30 @@ class FunctionCallOutputItem(TypedDict):
     status: NotRequired[str | None]
 
 
-ITEM_TYPES = ("message", "function_call", "function_call_output")
+@with_config(OPEN)
+class ItemReference(TypedDict):
+    """``ItemReferenceParam``: an item of a stored response, by its id (the route puts the
+    item in its place; ``type`` may be left out or null)."""
+
+    type: NotRequired[Literal["item_reference"] | None]
+    id: Annotated[str, Field(min_length=1)]
+
+
+ITEM_TYPES = ("message", "function_call", "function_call_output", "item_reference")
+
+
+def is_reference(item: dict[str, Any]) -> bool:
+    """An ``item_reference``: so typed, or untyped with an ``id`` and no ``role``."""
+    kind = item.get("type")
+    return kind == "item_reference" or (kind is None and "role" not in item and "id" in item)
 
 
 def _item_kind(value: Any) -> str:
-    """An item without ``type`` is a message (``EasyInputMessage``)."""
-    kind = value.get("type", "message") if isinstance(value, dict) else None
+    """An item without ``type`` is a message (``EasyInputMessage``), or a reference when it
+    has an ``id`` and no ``role``."""
+    if not isinstance(value, dict):
+        return "literal[?]"
+    kind = "item_reference" if is_reference(value) else value.get("type", "message")
     return f"literal[{kind}]" if kind in ITEM_TYPES else "literal[?]"
 
 
@@ -189,6 +209,7 @@ else:
         Annotated[Message, Tag("literal[message]")]
         | Annotated[FunctionCallItem, Tag("literal[function_call]")]
         | Annotated[FunctionCallOutputItem, Tag("literal[function_call_output]")]
+        | Annotated[ItemReference, Tag("literal[item_reference]")]
         | Annotated[ItemTag, Tag("literal[?]")],
         Discriminator(_item_kind),
     ]
@@ -334,9 +355,14 @@ class CreateResponseRequest(_Open):
                 param="tool_choice.name",
                 code="invalid_value",
             )
-        # continuing a conversation, a call may be answered that only the stored
-        # conversation holds: the route checks against it (``check_call_outputs``)
-        if isinstance(self.input, list) and self.previous_response_id is None:
+        # continuing a conversation, or referring to stored items, a call may be answered
+        # that only the stored items hold: the route checks against them once it has
+        # them (``check_call_outputs``)
+        if (
+            isinstance(self.input, list)
+            and self.previous_response_id is None
+            and not any(is_reference(item) for item in self.input)
+        ):
             calls: set[str] = set()
             items: list[dict[str, Any]] = self.input
             for i, item in enumerate(items):

@@ -4,8 +4,10 @@ responses: `store` (the default) keeps the finished Response for its key, which 
 `GET` and `DELETE` it, list its `input_items` and continue it with
 `previous_response_id`.
 
-A response that is unknown, expired or another key's is one and the same 404, so a key
-never learns that someone else's exists. Built-in tools are a 400 naming the tool.
+An ``item_reference`` input item is replaced by the output item it names, taken from the
+key's stored response that holds it. A response (or item) that is unknown, expired or
+another key's is one and the same 404, so a key never learns that someone else's exists.
+Built-in tools are a 400 naming the tool.
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ async def create_response(
         if rt.responses is None:
             raise previous_not_found(previous)
         history = await _db(rt.responses.conversation(previous, key.id))
+    referenced = await _referenced_items(rt, body, key.id)
+    if referenced:
+        body = tr.with_referenced(body, referenced)
+    if previous is not None or referenced:
         tr.check_call_outputs(body, history)
     chat = tr.to_chat_request(body, history)
     save: Save | None = None
@@ -98,6 +104,32 @@ async def create_response(
             exc.message = NOT_STORED
             raise
     return Response(orjson.dumps(response), media_type="application/json", headers=headers)
+
+
+async def _referenced_items(
+    rt: GatewayRuntime, body: dict[str, Any], owner: str
+) -> dict[int, dict[str, Any]]:
+    """The stored output item each ``item_reference`` of the input names, by its index in
+    the input; one the key has no live stored response for is a 404 naming it."""
+    found: dict[int, dict[str, Any]] = {}
+    responses: dict[str, dict[str, Any] | None] = {}
+    for index, reference in tr.references(body):
+        response_id = tr.response_of_item(reference)
+        stored = None
+        if response_id is not None and rt.responses is not None:
+            if response_id not in responses:
+                responses[response_id] = await _db(rt.responses.get(response_id, owner))
+            stored = responses[response_id]
+        outputs = (stored or {}).get("output") or ()
+        item = next((o for o in outputs if o.get("id") == reference), None)
+        if item is None:
+            raise NotFound(
+                f"Item with id '{reference}' not found.",
+                param=f"input[{index}].id",
+                code="item_not_found",
+            )
+        found[index] = item
+    return found
 
 
 def _query_refusals(request: Request, allowed: tuple[str, ...] = ()) -> None:

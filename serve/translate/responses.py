@@ -7,7 +7,9 @@ model behind the platform answers a Responses request through its chat path.
 input as stored and listed, every item with an id). A conversation continued with
 ``previous_response_id`` arrives as ``history``: the stored items prepended to the input.
 The Response echoes ``store`` and ``previous_response_id`` as the request's body says
-(the route sets ``store`` to what it will really do).
+(the route sets ``store`` to what it will really do). An output item's id holds its
+response's (``item_id``), so that an ``item_reference`` to it leads the route to the
+stored response to take it from (``response_of_item``, ``with_referenced``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,44 @@ from typing import Any
 import orjson
 
 from forge.errors import InvalidRequest
+from forge.protocol.responses import is_reference
 
 ItemParam = str  # the Responses param path a chat message came from
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def item_id(prefix: str, response_id: str, index: int) -> str:
+    """An output item's id: the hex of its response's id, then its index in the output,
+    so that an ``item_reference`` to it names the stored response that holds it."""
+    return f"{prefix}_{response_id.removeprefix('resp_')}{index:04x}"
+
+
+def response_of_item(reference: str) -> str | None:
+    """The id of the response whose output holds the item ``reference`` names (an id
+    made by ``item_id``), or None for an id of any other shape."""
+    _, sep, rest = reference.partition("_")
+    head = rest[:32]
+    if not sep or len(rest) <= 32 or len(head.strip("0123456789abcdef")) != 0:
+        return None
+    return f"resp_{head}"
+
+
+def references(body: dict[str, Any]) -> list[tuple[int, str]]:
+    """The input's ``item_reference`` items: their index and the id they name."""
+    items = body["input"]
+    if isinstance(items, str):
+        return []
+    return [(i, item["id"]) for i, item in enumerate(items) if is_reference(item)]
+
+
+def with_referenced(body: dict[str, Any], found: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The body with each ``item_reference`` of the input (by index) replaced by the stored
+    item it names: the request as if the client had sent the item itself."""
+    items = [found.get(i, item) for i, item in enumerate(body["input"])]
+    return {**body, "input": items}
 
 
 # ----------------------------------------------------------------------------- request
@@ -432,12 +466,12 @@ def to_response(completion: dict[str, Any], request: dict[str, Any]) -> dict[str
         parts.append({"type": "refusal", "refusal": message["refusal"]})
     output: list[dict[str, Any]] = []
     if parts:
-        output.append(message_item(new_id("msg"), parts, item_status))
+        output.append(message_item(item_id("msg", response["id"], 0), parts, item_status))
     for call in message.get("tool_calls") or ():
         fn = call.get("function") or {}
         output.append(
             function_call_item(
-                new_id("fc"),
+                item_id("fc", response["id"], len(output)),
                 call.get("id") or new_id("call"),
                 fn.get("name", ""),
                 fn.get("arguments") or "",
@@ -485,6 +519,10 @@ class ChatStreamToResponses:
         event = {"type": kind, "sequence_number": self.sequence, **fields}
         self.sequence += 1
         return sse(event)
+
+    def _item_id(self, prefix: str) -> str:
+        """The id of the output item about to be added."""
+        return item_id(prefix, self.response["id"], len(self.items))
 
     def _snapshot(self) -> dict[str, Any]:
         return orjson.loads(orjson.dumps(self.response))  # type: ignore[no-any-return]
@@ -534,7 +572,7 @@ class ChatStreamToResponses:
     def _text(self, delta: str) -> list[bytes]:
         out: list[bytes] = []
         if self.open is None or self.items[self.open]["type"] != "message":
-            out += self._add(message_item(new_id("msg"), [text_part("")], "in_progress"))
+            out += self._add(message_item(self._item_id("msg"), [text_part("")], "in_progress"))
             where = {"item_id": self.items[-1]["id"], "output_index": self.open, "content_index": 0}
             out.append(self._event("response.content_part.added", **where, part=text_part("")))
         assert self.open is not None
@@ -559,7 +597,7 @@ class ChatStreamToResponses:
         if position not in self.calls:
             out += self._add(
                 function_call_item(
-                    new_id("fc"),
+                    self._item_id("fc"),
                     call.get("id") or new_id("call"),
                     fn.get("name") or "",
                     "",

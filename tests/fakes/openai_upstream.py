@@ -3,7 +3,10 @@
 What it does is chosen by the model name the request carries, so one server serves every
 scenario at once:
 
-- any name: a normal answer of ``reply_tokens`` words (fewer with max_tokens/stop);
+- any name: a normal answer of ``reply_tokens`` words (fewer with max_tokens/stop); with
+  ``tools`` (and ``tool_choice`` not "none") a call of the first tool instead, except when
+  the last message is a tool result and no call is forced: then the words, as a model
+  answers once it has what it asked for (so an agent's tool loop ends);
 - ``error-<status>``: that HTTP status with OpenAI's error body (429 carries Retry-After);
 - ``hang``: never answers; ``drop``: closes the connection without an answer;
 - ``malformed``: 200 with a body that is not JSON;
@@ -48,6 +51,20 @@ def _tool_name(tools: list[Any]) -> str:
     first = tools[0] if tools and isinstance(tools[0], dict) else {}
     function = first.get("function") if isinstance(first.get("function"), dict) else {}
     return str(function.get("name") or first.get("name") or "tool")
+
+
+def _calls_a_tool(body: dict[str, Any]) -> bool:
+    """Whether the answer is a tool call: tools were sent and not turned off, and either a
+    call is forced (``required`` or a named function) or the model has not yet got a tool
+    result back (the last message is not a ``tool`` message)."""
+    choice = body.get("tool_choice")
+    if not body.get("tools") or choice == "none":
+        return False
+    if choice == "required" or isinstance(choice, dict):
+        return True
+    messages = body.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    return last.get("role") != "tool"
 
 
 def _count_prompt(body: dict[str, Any]) -> int:
@@ -199,7 +216,7 @@ class FakeOpenAI(FakeUpstream):
         model = body["model"]
         words, finish = self._reply_words(body)
         tools = body.get("tools")
-        use_tool = bool(tools) and body.get("tool_choice") != "none"
+        use_tool = _calls_a_tool(body)
         n = int(body.get("n") or 1)
         prompt = _count_prompt(body)
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]

@@ -1,7 +1,7 @@
 """Stored responses through the in-process gateway, driven by the official `openai` SDK:
 `store` (the default), retrieve, delete, `input_items` pages, `previous_response_id`
-conversations, and one 404 for unknown, expired and someone else's. Every object checked
-against OpenAI's own schemas."""
+conversations, `item_reference` input items, and one 404 for unknown, expired and
+someone else's. Every object checked against OpenAI's own schemas."""
 
 from __future__ import annotations
 
@@ -290,6 +290,98 @@ async def test_a_tool_call_answered_in_the_next_turn(gw, fake_openai):
     )
     assert orphan.status_code == 400
     assert orphan.json()["error"]["param"] == "input[0].call_id"
+
+
+# ----------------------------------------------------------------- item references
+
+
+async def test_item_references_take_the_stored_items(gw, fake_openai):
+    """What the Vercel AI SDK sends for earlier output when `store` is on: an
+    `item_reference` by id (typed or not), in place of the item itself."""
+    client = gw.sdk()
+    first = await client.responses.create(model="gpt-test", input="hi")
+    [message] = first.output
+    second = await client.responses.create(
+        model="gpt-test",
+        input=[
+            {"role": "user", "content": "hi"},
+            {"type": "item_reference", "id": message.id},
+            {"role": "user", "content": "again"},
+        ],
+    )
+    assert second.output_text == WORDS and second.previous_response_id is None
+    assert fake_openai.requests[-1]["body"]["messages"] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": WORDS},
+        {"role": "user", "content": "again"},
+    ]
+    listed = await client.responses.input_items.list(second.id, order="asc")
+    assert listed.data[1].id == message.id and listed.data[1].type == "message"
+    assert (
+        violations("Response", (await call(gw, "GET", f"/v1/responses/{second.id}")).json()) == []
+    )
+    # a function call by reference, answered in the same input: checked once resolved
+    calling = await client.responses.create(model="gpt-test", input="weather?", tools=[TOOL])
+    [fc] = calling.output
+    answered = await call(
+        gw,
+        "POST",
+        "/v1/responses",
+        json={
+            "model": "gpt-test",
+            "input": [
+                {"role": "user", "content": "weather?"},
+                {"id": fc.id},
+                {"type": "function_call_output", "call_id": fc.call_id, "output": "sunny"},
+            ],
+            "tools": [TOOL],
+            "stream": True,
+        },
+    )
+    assert sse_events(answered.text)[-1]["type"] == "response.completed"
+    sent = fake_openai.requests[-1]["body"]["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == fc.call_id
+    assert sent[2] == {"role": "tool", "tool_call_id": fc.call_id, "content": "sunny"}
+    orphan = await call(
+        gw,
+        "POST",
+        "/v1/responses",
+        json={
+            "model": "gpt-test",
+            "input": [
+                {"type": "item_reference", "id": message.id},
+                {"type": "function_call_output", "call_id": "call_x", "output": "?"},
+            ],
+        },
+    )
+    assert orphan.status_code == 400 and orphan.json()["error"]["param"] == "input[1].call_id"
+
+
+async def test_an_item_reference_not_found(gw):
+    """Unknown, another key's, unstored or not an output item: the same 404 naming it."""
+    client = gw.sdk()
+    mine = await client.responses.create(model="gpt-test", input="secret")
+    unstored = await client.responses.create(model="gpt-test", input="x", store=False)
+    theirs = await other_key(gw)
+    cases = [
+        (theirs, mine.output[0].id),
+        (gw.user_key, unstored.output[0].id),
+        (gw.user_key, mine.output[0].id[:-1] + "9"),  # its response, not one of its items
+        (gw.user_key, "msg_" + "0" * 36),
+        (gw.user_key, "msg_1"),
+    ]
+    for key, ref in cases:
+        reference = {"type": "item_reference", "id": ref}
+        body = {"model": "gpt-test", "input": [{"role": "user", "content": "hi"}, reference]}
+        resp = await call(gw, "POST", "/v1/responses", key, json=body)
+        assert resp.status_code == 404, resp.text
+        error = resp.json()["error"]
+        assert error == {
+            "message": f"Item with id '{ref}' not found.",
+            "type": "invalid_request_error",
+            "param": "input[1].id",
+            "code": "item_not_found",
+        }
 
 
 async def test_a_refusal_caused_by_the_history_names_previous_response_id(gw):

@@ -101,6 +101,17 @@ def error_of(body: dict[str, Any]) -> InvalidRequest:
             "background": False,
             "include": [],
         },
+        # item references: typed, typed null, untyped; a call output may answer a call
+        # that only a referenced item holds (the route checks once it has resolved them)
+        {
+            "model": "m",
+            "input": [
+                {"type": "item_reference", "id": "fc_1"},
+                {"type": None, "id": "msg_1"},
+                {"id": "msg_2"},
+                {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+            ],
+        },
     ],
 )
 def test_valid_requests_pass(body):
@@ -124,6 +135,8 @@ def test_valid_requests_pass(body):
          "tool_choice.name", "invalid_value", "weather"),
         ({"model": "m", "input": [{"type": "function_call_output", "call_id": "c9",
                                    "output": "x"}]}, "input[0].call_id", "invalid_value", "c9"),
+        ({"model": "m", "input": [{"type": "item_reference"}]}, "input[0].id",
+         "invalid_value", "required"),
         ({"model": "m", "input": "x", "reasoning": {"effort": "low"}}, "reasoning",
          "unsupported_parameter", "reasoning"),
         ({"model": "m", "input": "x", "background": True}, "background",
@@ -572,3 +585,43 @@ def test_input_items_are_normalised_as_openai_lists_them():
         strict=True,
     ):  # fmt: skip
         assert violations(schema, item) == [], item
+
+
+# ----------------------------------------------------------------- item ids and references
+
+
+def test_output_item_ids_name_their_response():
+    """An `item_reference` to an output item leads to the stored response holding it."""
+    calls = [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]
+    done = completion("Let me check.", "tool_calls", calls)
+    response = tr.to_response(done, {"model": "m", "input": "x"})
+    ids = [o["id"] for o in response["output"]]
+    assert [i.split("_")[0] for i in ids] == ["msg", "fc"] and len(set(ids)) == 2
+    assert {tr.response_of_item(i) for i in ids} == {response["id"]}
+    evs = run(
+        {"model": "m", "input": "hi", "tools": [TOOL]},
+        [
+            chunk({"content": "Let me check."}),
+            chunk({"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+                                   "function": {"name": "weather", "arguments": "{}"}}]}),
+            chunk({}, "tool_calls"),
+        ],
+    )  # fmt: skip
+    final = evs[-1]["response"]
+    assert {tr.response_of_item(o["id"]) for o in final["output"]} == {final["id"]}
+    for other in ("msg_1", "fc_" + "a" * 32, "msg_" + "g" * 36, "nothing"):
+        assert tr.response_of_item(other) is None
+
+
+def test_references_are_replaced_by_their_items():
+    body = {"model": "m", "input": [
+        {"role": "user", "content": "hi"},
+        {"type": "item_reference", "id": "msg_x"},
+        {"id": "fc_y"},
+    ]}  # fmt: skip
+    assert tr.references(body) == [(1, "msg_x"), (2, "fc_y")]
+    assert tr.references({"model": "m", "input": "hi"}) == []
+    item = {"id": "msg_x", "type": "message", "role": "assistant", "content": "hello"}
+    out = tr.with_referenced(body, {1: item})
+    assert out["input"] == [body["input"][0], item, body["input"][2]]
+    assert body["input"][1] == {"type": "item_reference", "id": "msg_x"}  # not changed
