@@ -170,6 +170,29 @@ class TextParam(TypedDict):
     verbosity: NotRequired[Literal["low", "medium", "high"] | None]
 
 
+# ----------------------------------------------------------------------------- reasoning
+
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+SummaryMode = Literal["auto", "concise", "detailed"]
+
+
+@with_config(OPEN)
+class ReasoningParam(TypedDict):
+    """``Reasoning``: ``effort`` becomes the chat request's ``reasoning_effort``. A
+    ``summary`` (or the deprecated ``generate_summary``) is accepted and none is produced:
+    the chat path returns no reasoning to summarise, and OpenAI's own reasoning items may
+    carry an empty summary too, so clients already live without one (a 400 would refuse
+    the default of clients that ask for ``auto``). ``context`` only chooses which reasoning
+    items are replayed, and there are none; a ``mode`` other than ``standard`` is refused
+    (``_check_fields``)."""
+
+    effort: NotRequired[ReasoningEffort | None]
+    summary: NotRequired[SummaryMode | None]
+    generate_summary: NotRequired[SummaryMode | None]
+    context: NotRequired[Literal["auto", "current_turn", "all_turns"] | None]
+    mode: NotRequired[str | None]
+
+
 class StreamOptions(_Open):
     include_obfuscation: bool | None = None
 
@@ -259,7 +282,6 @@ UNSUPPORTED = {
     "background": False,
     "conversation": None,
     "prompt": None,
-    "reasoning": None,
     "include": None,
     "truncation": "disabled",
     "service_tier": "auto",
@@ -290,6 +312,13 @@ def _check_fields(body: dict[str, Any]) -> None:
             raise InvalidRequest(
                 f"Unknown parameter: '{field}'.", param=field, code="unknown_parameter"
             )
+    reasoning = body.get("reasoning")
+    mode = reasoning.get("mode") if isinstance(reasoning, dict) else None
+    if mode not in (None, "standard"):
+        raise _unsupported(
+            "reasoning.mode",
+            f"reasoning.mode '{mode}' is not supported on /v1/responses: only 'standard'.",
+        )
     tools = body.get("tools")
     for i, tool in enumerate(tools if isinstance(tools, list) else ()):
         kind = tool.get("type") if isinstance(tool, dict) else None
@@ -323,11 +352,11 @@ class CreateResponseRequest(_Open):
     user: str | None = None
     safety_identifier: Annotated[str, Field(max_length=64)] | None = None
     prompt_cache_key: str | None = None
+    reasoning: ReasoningParam | None = None
     # refused unless default (``UNSUPPORTED``); declared so that they are not "unknown"
     background: Any = None
     conversation: Any = None
     prompt: Any = None
-    reasoning: Any = None
     include: Any = None
     truncation: Any = None
     service_tier: Any = None

@@ -295,6 +295,12 @@ def to_chat_request(
     verbosity = (body.get("text") or {}).get("verbosity")
     if verbosity is not None:
         chat["verbosity"] = verbosity
+    effort = (body.get("reasoning") or {}).get("effort")
+    if effort is not None:
+        # the chat path treats it as for a chat request: passed through to an OpenAI
+        # compatible upstream, Ollama's ``think``, not read by the Anthropic and Gemini
+        # translators (summaries, which chat cannot return, are not asked for)
+        chat["reasoning_effort"] = effort
     if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
@@ -312,6 +318,8 @@ def responses_param(
         "response_format": "text.format",
         "max_completion_tokens": "max_output_tokens",
         "max_tokens": "max_output_tokens",
+        "reasoning_effort": "reasoning.effort",
+        "verbosity": "text.verbosity",
     }
     head, dot, rest = param.partition(".")
     if head in renames:
@@ -375,6 +383,13 @@ def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+def _echo_reasoning(reasoning: dict[str, Any] | None) -> dict[str, Any]:
+    """``reasoning`` as the Response echoes it, OpenAI's way (both fields, null when not
+    set): the effort as asked, ``summary`` null whatever was asked, since no summary is
+    produced (see ``forge.protocol.responses.ReasoningParam``)."""
+    return {"effort": (reasoning or {}).get("effort"), "summary": None}
+
+
 def base_response(
     request: dict[str, Any], response_id: str, created_at: int | None = None
 ) -> dict[str, Any]:
@@ -397,6 +412,7 @@ def base_response(
         "output": [],
         "parallel_tool_calls": request.get("parallel_tool_calls") is not False,
         "previous_response_id": request.get("previous_response_id"),
+        "reasoning": _echo_reasoning(request.get("reasoning")),
         "store": request.get("store") is not False,
         "temperature": _or(request.get("temperature"), 1.0),
         "text": echoed_text,

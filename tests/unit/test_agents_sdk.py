@@ -132,6 +132,57 @@ async def test_agent_on_the_sdks_default_model_name(gw, fake_openai, monkeypatch
     assert all(r["body"]["model"] == "gpt-fake" for r in fake_openai.requests[-2:])
 
 
+GPT_5 = "gpt-5.6-luna"  # the SDK's own default model name
+
+
+@pytest.fixture
+async def gw5(fake_openai, sqlite_engine):
+    """The platform with a model named as the SDK's default, a gpt-5 name, for which the
+    SDK sends its GPT-5 default settings (``reasoning``, ``text.verbosity``)."""
+    config = platform_config(fake_openai.base_url)
+    models = [
+        *config.model_dump()["models"],
+        {"name": GPT_5, "provider": "fake", "model": "gpt-fake"},
+    ]
+    config = type(config).model_validate({**config.model_dump(), "models": models})
+    async with in_process_gateway(config, sqlite_engine) as h:
+        yield h
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_agent_on_a_gpt_5_model_with_the_sdks_default_settings(
+    gw5, fake_openai, monkeypatch, stream
+):
+    """An agent that names no model and sets no model settings, on the SDK's default
+    name: the SDK's GPT-5 defaults (reasoning effort, low verbosity) reach the chat path
+    as ``reasoning_effort`` and ``verbosity``, and the tool loop runs through."""
+    from agents.models import get_default_model, get_default_model_settings
+
+    monkeypatch.delenv("OPENAI_DEFAULT_MODEL", raising=False)
+    assert get_default_model() == GPT_5
+    defaults = get_default_model_settings(GPT_5)
+    assert defaults.reasoning is not None and defaults.verbosity == "low"
+    calls: list[str] = []
+    start = len(fake_openai.requests)
+    agent = weather_agent(calls, model=None)
+    if stream:
+        run = Runner.run_streamed(agent, "Weather in Paris?", run_config=run_config(gw5))
+        async for _ in run.stream_events():
+            pass
+        result: Any = run
+    else:
+        result = await Runner.run(agent, "Weather in Paris?", run_config=run_config(gw5))
+    assert calls == ["Paris"] and result.final_output == ANSWER
+    sent = platform_requests(fake_openai, start)
+    assert len(sent) == 2
+    for body in sent:
+        assert body["model"] == "gpt-fake"
+        assert body["reasoning_effort"] == defaults.reasoning.effort
+        assert body["verbosity"] == "low"
+    for raw in result.raw_responses:
+        assert raw.response_id and raw.response_id.startswith("resp_")
+
+
 async def test_agent_with_a_function_tool_streamed(gw, fake_openai):
     calls: list[str] = []
     start = len(fake_openai.requests)

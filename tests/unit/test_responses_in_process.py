@@ -177,6 +177,55 @@ async def test_an_anthropic_model_behind_responses(gw, fake_anthropic):
     assert fake_anthropic.requests[-1]["body"]["system"] == "terse"
 
 
+async def test_reasoning_and_verbosity_reach_the_chat_path(gw, fake_openai):
+    """What the Agents SDK adds for a gpt-5 model name: ``reasoning.effort`` becomes the
+    chat ``reasoning_effort``, ``text.verbosity`` the chat ``verbosity``, both echoed."""
+    r = await gw.sdk().responses.create(
+        model="gpt-test",
+        input="hi",
+        reasoning={"effort": "none", "summary": "auto"},
+        text={"verbosity": "low"},
+    )
+    sent = fake_openai.requests[-1]["body"]
+    assert (sent["reasoning_effort"], sent["verbosity"]) == ("none", "low")
+    assert "reasoning" not in sent and "text" not in sent
+    assert r.output_text == WORDS and [item.type for item in r.output] == ["message"]
+    # the summary asked for is accepted, and none is made (the chat path has none)
+    assert (r.reasoning.effort, r.reasoning.summary) == ("none", None)
+    assert r.text.verbosity == "low"
+    raw = await post(
+        gw, {"model": "gpt-test", "input": "hi", "reasoning": {"effort": "high"},
+             "text": {"verbosity": "high"}, "stream": True}
+    )  # fmt: skip
+    assert raw.status_code == 200
+    events = sse_events(raw.text)
+    assert events[0]["response"]["reasoning"] == {"effort": "high", "summary": None}
+    assert events[-1]["response"]["text"]["verbosity"] == "high"
+    assert (fake_openai.requests[-1]["body"]["reasoning_effort"]) == "high"
+
+
+async def test_reasoning_on_an_anthropic_model_is_as_on_the_chat_route(gw, fake_anthropic):
+    """The Anthropic translator does not read ``reasoning_effort`` or ``verbosity`` on the
+    chat route (a 200, nothing of them upstream): the same through Responses."""
+    headers = {"authorization": f"Bearer {gw.user_key}"}
+    chat = await gw.http.post(
+        "/v1/chat/completions",
+        json={"model": "claude-test", "messages": [{"role": "user", "content": "hi"}],
+              "reasoning_effort": "low", "verbosity": "low"},
+        headers=headers,
+    )  # fmt: skip
+    assert chat.status_code == 200, chat.text
+    via_chat = fake_anthropic.requests[-1]["body"]
+    resp = await post(
+        gw, {"model": "claude-test", "input": "hi", "reasoning": {"effort": "low"},
+             "text": {"verbosity": "low"}}
+    )  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    assert violations("Response", resp.json()) == []
+    assert resp.json()["reasoning"] == {"effort": "low", "summary": None}
+    assert fake_anthropic.requests[-1]["body"] == via_chat
+
+
 # ----------------------------------------------------------------- streams
 
 
@@ -274,7 +323,8 @@ async def test_stream_refused_before_output_is_an_http_error(gw):
          "tool_choice.name", "invalid_value", "time"),
         ({"input": [{"type": "function_call_output", "call_id": "call_9", "output": "x"}]},
          "input[0].call_id", "invalid_value", "call_9"),
-        ({"reasoning": {"effort": "high"}}, "reasoning", "unsupported_parameter", "reasoning"),
+        ({"reasoning": {"mode": "pro"}}, "reasoning.mode", "unsupported_parameter", "pro"),
+        ({"reasoning": {"effort": "extreme"}}, "reasoning.effort", "invalid_value", "minimal"),
         ({"input": [{"role": "user", "content": [{"type": "input_text"}]}]},
          "input[0].content[0].text", "invalid_value", "Field required"),
         ({"text": {"format": {"type": "xml"}}}, "text.format.type", "invalid_value",

@@ -101,6 +101,26 @@ def error_of(body: dict[str, Any]) -> InvalidRequest:
             "background": False,
             "include": [],
         },
+        # what the Agents SDK sends for a gpt-5 model name, and the other reasoning fields
+        {
+            "model": "gpt-5.6-luna",
+            "input": "x",
+            "reasoning": {"effort": "none"},
+            "text": {"verbosity": "low"},
+        },
+        {
+            "model": "m",
+            "input": "x",
+            "reasoning": {
+                "effort": "max",
+                "summary": "auto",
+                "context": "all_turns",
+                "mode": "standard",
+            },
+        },
+        {"model": "m", "input": "x", "reasoning": {"generate_summary": "concise"}},
+        {"model": "m", "input": "x", "reasoning": {"effort": None, "summary": None}},
+        {"model": "m", "input": "x", "reasoning": None, "text": {"verbosity": None}},
         # item references: typed, typed null, untyped; a call output may answer a call
         # that only a referenced item holds (the route checks once it has resolved them)
         {
@@ -137,8 +157,14 @@ def test_valid_requests_pass(body):
                                    "output": "x"}]}, "input[0].call_id", "invalid_value", "c9"),
         ({"model": "m", "input": [{"type": "item_reference"}]}, "input[0].id",
          "invalid_value", "required"),
-        ({"model": "m", "input": "x", "reasoning": {"effort": "low"}}, "reasoning",
-         "unsupported_parameter", "reasoning"),
+        ({"model": "m", "input": "x", "reasoning": {"mode": "pro"}}, "reasoning.mode",
+         "unsupported_parameter", "pro"),
+        ({"model": "m", "input": "x", "reasoning": {"effort": "extreme"}}, "reasoning.effort",
+         "invalid_value", "minimal"),
+        ({"model": "m", "input": "x", "reasoning": {"summary": "brief"}}, "reasoning.summary",
+         "invalid_value", "concise"),
+        ({"model": "m", "input": "x", "text": {"verbosity": "terse"}}, "text.verbosity",
+         "invalid_value", "medium"),
         ({"model": "m", "input": "x", "background": True}, "background",
          "unsupported_parameter", "background"),
         ({"model": "m"}, "input", "invalid_value", "required"),
@@ -283,6 +309,80 @@ def test_tools_choice_format_and_sampling():
 def test_text_formats(fmt, expected):
     chat = tr.to_chat_request({"model": "m", "input": "x", "text": {"format": fmt}})
     assert chat.get("response_format") == expected
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "effort"),
+    [
+        ({"effort": "low"}, "low"),
+        ({"effort": "none", "summary": "auto"}, "none"),  # no summary to ask the chat path for
+        ({"summary": "detailed"}, None),
+        ({"effort": None}, None),
+        (None, None),
+    ],
+)
+def test_reasoning_effort_becomes_the_chat_reasoning_effort(reasoning, effort):
+    body = {"model": "m", "input": "x", "reasoning": reasoning, "text": {"verbosity": "high"}}
+    CreateResponseRequest.model_validate(body)
+    chat = tr.to_chat_request(body)
+    assert chat.get("reasoning_effort") == effort and chat["verbosity"] == "high"
+    assert "reasoning" not in chat and "summary" not in str(chat)
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "echoed"),
+    [
+        (None, {"effort": None, "summary": None}),
+        ({"effort": "low"}, {"effort": "low", "summary": None}),
+        # accepted, and no summary produced: the echo says so
+        ({"effort": "high", "summary": "auto"}, {"effort": "high", "summary": None}),
+    ],
+)
+def test_reasoning_and_verbosity_are_echoed(reasoning, echoed):
+    request = {"model": "gpt-5.6-luna", "input": "hi", "reasoning": reasoning,
+               "text": {"verbosity": "low"}}  # fmt: skip
+    for response in (
+        tr.to_response(completion(), request),
+        tr.ChatStreamToResponses(request).response,
+    ):
+        assert violations("Response", response) == []
+        assert response["reasoning"] == echoed
+        assert response["text"] == {"format": {"type": "text"}, "verbosity": "low"}
+        assert not any(item["type"] == "reasoning" for item in response["output"])
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [("reasoning_effort", "reasoning.effort"), ("verbosity", "text.verbosity")],
+)
+def test_chat_refusals_of_reasoning_and_verbosity_name_the_responses_field(param, expected):
+    assert tr.responses_param(param, {"model": "m", "input": "x"}) == expected
+
+
+def test_reasoning_downstream_of_the_chat_path_per_provider():
+    """The translated request through each provider's chat translator, as a chat request
+    with ``reasoning_effort`` and ``verbosity`` goes: Ollama's ``think`` (a 400 naming
+    ``reasoning.effort`` for the efforts it has no level for); Anthropic and Gemini do not
+    read either (as on the chat route); an OpenAI compatible upstream gets them as sent."""
+    from serve.translate.anthropic import to_anthropic_request
+    from serve.translate.gemini import to_gemini_request
+    from serve.translate.ollama import to_ollama_chat
+
+    def chat(effort: str) -> dict[str, Any]:
+        body = {"model": "m", "input": "x", "reasoning": {"effort": effort},
+                "text": {"verbosity": "low"}}  # fmt: skip
+        CreateResponseRequest.model_validate(body)
+        return tr.to_chat_request(body)
+
+    assert to_ollama_chat(chat("low"), "m", False)["think"] == "low"
+    assert to_ollama_chat(chat("none"), "m", False)["think"] is False
+    with pytest.raises(InvalidRequest) as err:
+        to_ollama_chat(chat("xhigh"), "m", False)
+    assert tr.responses_param(err.value.param, {"model": "m", "input": "x"}) == "reasoning.effort"
+    anthropic = to_anthropic_request(chat("high"), "claude")
+    gemini = to_gemini_request(chat("high"))
+    assert "effort" not in str(anthropic) and "thinking" not in str(anthropic)
+    assert "thinkingConfig" not in str(gemini) and "verbosity" not in str(gemini)
 
 
 def test_an_image_by_file_id_is_refused():
