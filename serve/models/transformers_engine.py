@@ -12,6 +12,11 @@ LoRA adapters: one padded batch mixes them, each row through its own adapter
 (``serve.models.multi_lora``: gathered batched matmuls; weights are read off the loop's
 thread, only their install pauses it). With continuous batching for the base model,
 adapter requests go to a padded batch beside it over the same model and weights.
+
+Structured outputs (``response_format``: ``serve.structured``): a request's constraint is
+compiled to an llguidance matcher off the loop (cached per schema), and our batches mask
+its row's logits each step. Beside transformers' continuous batch, constrained requests
+go to the padded side batch too (no grammar processor for continuous batching yet).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from serve.models.slot_batching import SlotBatcher
 from serve.models.slot_decoder import unsupported_reason
 from serve.models.stream_watch import StreamWatch, next_result
 from serve.models.torch_threads import available_memory, run_in_own_thread
+from serve.structured.grammar import GrammarCache
 
 log = logging.getLogger(__name__)
 # The slot batch's KV cache share of free memory (on CUDA: the rest is for prefill
@@ -52,6 +58,7 @@ CPU_BATCHING = {"num_blocks": 256, "page_size": 32, "max_batch_tokens": 1024}
 
 class TransformersEngine(TokenizerEncoding):
     kind = "transformers"
+    supports_structured_outputs = True
 
     def __init__(
         self,
@@ -88,9 +95,13 @@ class TransformersEngine(TokenizerEncoding):
         self._dtype = dtype
         self._model: Any = None
         self._batch: Any = None  # the base model's: padded, or transformers' continuous
-        self._adapters_batch: BatchLoop | None = None  # adapter rows' (``_adapter_batch``)
+        self._adapters_batch: BatchLoop | None = (
+            None  # adapter and constrained rows' (``_side_batch``)
+        )
         self._adapters: set[str] = set()  # installed in it
         self._watch = StreamWatch()  # fails the streams of a loop that stopped silently
+        self._grammars: GrammarCache | None = None  # on the first constrained request
+        self._grammars_lock = asyncio.Lock()
         self.tokenizer: Any = None
         self.context_window = 0
         self.config: dict[str, Any] = {}
@@ -208,15 +219,16 @@ class TransformersEngine(TokenizerEncoding):
     async def load_adapter(self, name: str, path: Path) -> None:
         if name in self._adapters:
             return
-        batcher = self._adapter_batch()
+        batcher = self._side_batch()
         weights = await run_in_own_thread(read_adapter, path)  # streams run on meanwhile
         await _between_steps(batcher, lambda: batcher.model.add(name, weights))
         self._adapters.add(name)
 
-    def _adapter_batch(self) -> BatchLoop:
-        """The batch that adapter requests join: the base batch itself when it is ours;
-        beside transformers' continuous batch (which cannot mix adapters: a step is one
-        packed sequence) a padded one over the same model, started on first use. Its
+    def _side_batch(self) -> BatchLoop:
+        """The batch that adapter and constrained requests join: the base batch itself
+        when it is ours; beside transformers' continuous batch (which cannot mix
+        adapters: a step is one packed sequence; nor mask a row's logits by a grammar)
+        a padded one over the same model, started on first use. Its
         LoRA wrappers act only on its own thread's rows, so the continuous batch's
         forwards through the shared layers stay the base model's."""
         if self._adapters_batch is None:
@@ -273,8 +285,13 @@ class TransformersEngine(TokenizerEncoding):
                 retry_after=1,
             )
         check_fits(len(prompt_ids), params, self.context_window)
+        grammar = None
+        if params.constraint is not None:
+            grammar = await (await self._grammar_cache()).acquire(params.constraint)  # may 400
+            if not isinstance(manager, BatchLoop):
+                manager = self._side_batch()
         results: asyncio.Queue[Any] = asyncio.Queue()
-        request_id = _submit(manager, prompt_ids, params, results.put_nowait, adapter)
+        request_id = _submit(manager, prompt_ids, params, results.put_nowait, adapter, grammar)
         self._watch.add(results, manager)
         decoder = IncrementalDecoder(self.tokenizer)
         text, sent, seen = "", 0, 0
@@ -296,7 +313,8 @@ class TransformersEngine(TokenizerEncoding):
                     return
                 if done:
                     finished = True
-                    reason = "length" if seen >= params.max_tokens else "stop"
+                    complete = getattr(result, "complete", False)  # a constrained output's end
+                    reason = "length" if seen >= params.max_tokens and not complete else "stop"
                     yield EngineOutput(text[sent:], len(prompt_ids), seen, reason)
                     return
                 ready = len(text) - stop_prefix_len(text, params.stop)  # maybe a stop's start
@@ -307,6 +325,21 @@ class TransformersEngine(TokenizerEncoding):
             self._watch.discard(results)
             if not finished:
                 manager.cancel_request(request_id)  # frees the slot and its KV blocks
+
+    async def _grammar_cache(self) -> GrammarCache:
+        """This model's compiled grammars: its tokenizer for llguidance (built once, off
+        the loop), over the logits' width and every end-of-turn id."""
+        if self._grammars is None:
+            async with self._grammars_lock:
+                if self._grammars is None:
+                    model = self._model
+                    self._grammars = await asyncio.to_thread(
+                        GrammarCache.from_hf,
+                        self.tokenizer,
+                        n_vocab=_logits_width(model),
+                        eos_ids=self._eos_ids(model),
+                    )
+        return self._grammars
 
     async def stop(self) -> None:
         managers = self._loops()
@@ -328,17 +361,28 @@ async def _between_steps(batcher: BatchLoop, change: Any) -> None:
         ) from None
 
 
+def _logits_width(model: Any) -> int:
+    """How many logits the model emits a step (its output embedding's rows: at least the
+    tokenizer's vocabulary, often padded beyond it)."""
+    head = model.get_output_embeddings()
+    if head is not None and getattr(head, "weight", None) is not None:
+        return int(head.weight.shape[0])
+    return int(model.config.vocab_size)
+
+
 def _submit(
     manager: Any,
     prompt_ids: list[int],
     params: SamplingParams,
     handler: Any,
     adapter: str | None,
+    grammar: Any = None,
 ) -> str:
     """Queue a request on any batch; ``handler`` gets each step's result. Only ours take
-    an adapter (per row); a continuous batch serves the base model."""
+    an adapter (per row) or a grammar; a continuous batch serves the base model."""
     if isinstance(manager, BatchLoop):
-        return manager.submit(prompt_ids, params, handler, adapter)
+        return manager.submit(prompt_ids, params, handler, adapter, grammar)
+    assert grammar is None, "constrained requests go to our batches"
     seeded = {} if params.seed is None else {"seed": params.seed}
     request_id = manager.add_request(
         list(prompt_ids),

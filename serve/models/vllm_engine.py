@@ -23,10 +23,12 @@ from serve.models.engine import (
     TokenizerEncoding,
     check_fits,
 )
+from serve.translate.common import unsupported
 
 
 class VllmEngine(TokenizerEncoding):
     kind = "vllm"
+    supports_structured_outputs = False  # not wired yet (docs/structured-outputs-plan.md)
 
     def __init__(
         self,
@@ -86,6 +88,8 @@ class VllmEngine(TokenizerEncoding):
             if lora is None:
                 raise ServiceUnavailable(f"{adapter!r} is not loaded.", retry_after=1)
         check_fits(len(prompt_ids), params, self.context_window)
+        if params.constraint is not None:
+            raise unsupported(self.kind, "response_format", "not enforced by this engine yet")
         sampling = VllmSampling(
             max_tokens=params.max_tokens,
             temperature=params.temperature,

@@ -174,6 +174,101 @@ class SeedConformance:
         assert together[0][0] == alone
 
 
+# Schemas the random model finishes: every string, number and array bounded.
+BOUNDED_SCHEMAS: list[dict[str, Any]] = [
+    {
+        "type": "object",
+        "properties": {
+            "status": {"enum": ["ok", "fail", "retry"]},
+            "count": {"type": "integer", "minimum": 0, "maximum": 99},
+        },
+        "required": ["status", "count"],
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 8},
+            "level": {"type": "integer", "minimum": -3, "maximum": 5},
+            "ok": {"type": "boolean"},
+        },
+        "required": ["name", "level", "ok"],
+        "additionalProperties": False,
+    },
+    {"type": "array", "items": {"enum": ["a", "b", "c"]}, "minItems": 1, "maxItems": 4},
+]
+
+
+def json_schema(schema: dict[str, Any]) -> Any:
+    from serve.structured.spec import parse_response_format
+
+    return parse_response_format(
+        {"type": "json_schema", "json_schema": {"name": "out", "schema": schema}}
+    )
+
+
+class StructuredConformance:
+    """For engines that enforce ``response_format`` (``supports_structured_outputs``)."""
+
+    async def test_constrained_rows_match_their_schemas_beside_untouched_free_rows(self, engine):
+        import json
+
+        import jsonschema
+
+        free = [chat(engine, f"x = {i}") for i in range(4)]
+        alone = [(await run(engine, p, max_tokens=12))[0] for p in free]
+        prompt = chat(engine, "Answer in JSON.")
+        asks = [  # (schema, sampling): greedy, sampled, seeded
+            (BOUNDED_SCHEMAS[0], {}),
+            (BOUNDED_SCHEMAS[1], {"temperature": 1.0}),
+            (BOUNDED_SCHEMAS[2], {"temperature": 1.2, "seed": 3}),
+            (BOUNDED_SCHEMAS[1], {"temperature": 0.8, "top_p": 0.9}),
+        ]
+        constrained = [
+            run(engine, prompt, max_tokens=64, constraint=json_schema(s), **kw) for s, kw in asks
+        ]
+        together = await asyncio.gather(
+            *(
+                x
+                for pair in zip(
+                    constrained, (run(engine, p, max_tokens=12) for p in free), strict=True
+                )
+                for x in pair
+            )
+        )
+        for (schema, _), (text, outs) in zip(asks, together[0::2], strict=True):
+            assert outs[-1].finish_reason == "stop", text
+            jsonschema.validate(json.loads(text), schema)
+        assert [text for text, _ in together[1::2]] == alone  # greedy: unchanged
+        assert await settled(engine)
+
+    async def test_json_object_and_a_json_cut_by_max_tokens(self, engine):
+        import json
+
+        from serve.structured.spec import parse_response_format
+
+        prompt = chat(engine, "JSON please")
+        c = parse_response_format({"type": "json_object"})
+        text, outs = await run(engine, prompt, max_tokens=64, temperature=1.0, constraint=c)
+        if outs[-1].finish_reason == "stop":
+            assert isinstance(json.loads(text), dict)
+        assert text.startswith("{")
+        long = json_schema(BOUNDED_SCHEMAS[1])  # more than 3 tokens, whatever they are
+        text, outs = await run(engine, prompt, max_tokens=3, constraint=long)
+        assert outs[-1].finish_reason == "length" and outs[-1].completion_tokens == 3
+        assert text.startswith('{"')
+        short = json_schema({"enum": ["yes", "no"]})
+        text, outs = await run(engine, prompt, max_tokens=16, temperature=1.0, constraint=short)
+        assert json.loads(text) in ("yes", "no") and outs[-1].finish_reason == "stop"
+
+    async def test_a_schema_it_cannot_enforce_is_a_400_before_any_work(self, engine):
+        unique = json_schema({"type": "array", "uniqueItems": True})
+        with pytest.raises(InvalidRequest) as err:
+            await run(engine, chat(engine, "hi"), max_tokens=4, constraint=unique)
+        assert err.value.code == "unsupported_parameter" and "uniqueItems" in err.value.message
+        assert await settled(engine)
+
+
 class JoinConformance:
     """Requests of different lengths joining and leaving a running batch."""
 

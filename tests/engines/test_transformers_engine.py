@@ -14,6 +14,7 @@ from tests.engines.conformance import (
     EngineConformance,
     JoinConformance,
     SeedConformance,
+    StructuredConformance,
     chat,
     run,
 )
@@ -50,7 +51,9 @@ async def engine(request, tiny_model):
     await eng.stop()
 
 
-class TestTransformersEngine(EngineConformance, SeedConformance, JoinConformance):
+class TestTransformersEngine(
+    EngineConformance, SeedConformance, JoinConformance, StructuredConformance
+):
     pass
 
 

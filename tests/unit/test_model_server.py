@@ -103,3 +103,103 @@ async def test_an_unset_max_tokens_means_256_capped_by_the_room_in_the_window(gw
     )
     room = 2048 - c.usage.prompt_tokens
     assert 0 < room < 256 and c.usage.completion_tokens <= room
+
+
+REPLY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "verdict": {"enum": ["yes", "no", "maybe"]},
+        "score": {"type": "integer", "minimum": 0, "maximum": 10},
+        "note": {"type": "string", "maxLength": 8},
+    },
+    "required": ["verdict", "score", "note"],
+    "additionalProperties": False,
+}
+
+
+async def test_response_format_is_enforced_by_constrained_decoding(gw):
+    import json
+
+    import jsonschema
+
+    client = gw.sdk()
+    ask = {
+        "model": "tiny-llama",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Rate it."}],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "rating", "schema": REPLY_SCHEMA, "strict": True},
+        },
+    }
+    c = await client.chat.completions.create(temperature=0, **ask)
+    assert c.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(c.choices[0].message.content), REPLY_SCHEMA)
+    stream = await client.chat.completions.create(temperature=0, stream=True, **ask)
+    text = "".join([x.choices[0].delta.content or "" async for x in stream if x.choices])
+    assert text == c.choices[0].message.content
+    plain = await client.chat.completions.create(
+        model="tiny-llama",
+        max_tokens=128,
+        temperature=0.7,
+        seed=1,
+        messages=[{"role": "user", "content": "JSON"}],
+        response_format={"type": "json_object"},
+    )
+    if plain.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(plain.choices[0].message.content), dict)
+
+
+@pytest.mark.parametrize(
+    ("response_format", "code", "named"),
+    [
+        ({"type": "json_schema", "json_schema": {"name": "x", "schema": []}}, "invalid_value", ""),
+        (
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}},
+            "invalid_value",
+            "",
+        ),
+        (
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": True}},
+            },
+            "unsupported_parameter",
+            "uniqueItems",
+        ),
+    ],
+)
+async def test_a_response_format_it_cannot_enforce_is_400(gw, response_format, code, named):
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as err:
+            await gw.sdk().chat.completions.create(
+                model="tiny-llama",
+                messages=[{"role": "user", "content": "hi"}],
+                response_format=response_format,
+                stream=stream,
+            )
+        body = err.value.body
+        assert body["param"] == "response_format.json_schema.schema" and body["code"] == code
+        assert named in body["message"]
+
+
+def test_an_engine_without_structured_outputs_refuses_response_format():
+    """vLLM's until it is wired: a 400 naming the field, not an unconstrained answer."""
+    from forge.config import ProviderConfig
+    from forge.errors import InvalidRequest
+    from serve.models.server import ModelServerProvider
+
+    class NotStructured:
+        kind = "vllm"
+        supports_structured_outputs = False
+
+        async def load_adapter(self, name, path): ...
+
+        async def unload_adapter(self, name): ...
+
+    cfg = ProviderConfig(name="v", type="vllm", model_path="m")
+    server = ModelServerProvider(cfg, engine=NotStructured())  # type: ignore[arg-type]
+    assert server._constraint("chat/completions", {"type": "text"}) is None
+    with pytest.raises(InvalidRequest) as err:
+        server._constraint("chat/completions", {"type": "json_object"})
+    assert err.value.param == "response_format" and err.value.code == "unsupported_parameter"
