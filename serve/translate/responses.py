@@ -321,6 +321,8 @@ def responses_param(
         "reasoning_effort": "reasoning.effort",
         "verbosity": "text.verbosity",
     }
+    if param.startswith("response_format.json_schema."):  # Responses flattens json_schema
+        return "text.format." + param.removeprefix("response_format.json_schema.")
     head, dot, rest = param.partition(".")
     if head in renames:
         return renames[head] + dot + rest

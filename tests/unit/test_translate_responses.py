@@ -235,6 +235,8 @@ def test_items_become_chat_messages_with_tool_calls_and_results():
     # a 400 the chat path raises on messages[4] names the client's input[6]
     assert tr.responses_param("messages[4].content[1]", body) == "input[6].content[1]"
     assert tr.responses_param("response_format", body) == "text.format"
+    # Responses flattens json_schema into text.format (a 400 from constrained decoding)
+    assert tr.responses_param("response_format.json_schema.schema", body) == "text.format.schema"
     assert tr.responses_param("messages", body) == "input"
     assert tr.responses_param("max_completion_tokens", body) == "max_output_tokens"
     assert tr.responses_param("tools[0].function", body) == "tools[0].function"
