@@ -235,6 +235,11 @@ class ProviderConfig(StrictModel):
         description="Self-hosted generative: LoRA adapters held per replica (LRU); 0: none.",
     )
     max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank accepted.")
+    tool_parser: Literal["hermes", "llama3_json", "mistral"] | None = Field(
+        None,
+        description="Self-hosted generative: how the model writes tool calls (vLLM's parser "
+        "families; Qwen's is `hermes`); default: told by the chat template's markers.",
+    )
     engine_args: dict[str, Any] = Field(
         default_factory=dict,
         description="Self-hosted: extra engine options (vLLM's engine arguments such as "

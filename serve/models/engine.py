@@ -8,7 +8,7 @@ adapter cache (``serve.models.adapters``) decides which LoRA adapters an engine 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -64,19 +64,25 @@ class Engine(Protocol):
 
     kind: str
     context_window: int
+    config: dict[str, Any]  # the model's config.json (what adapters are checked against)
     # Enforces ``SamplingParams.constraint`` (``response_format`` json_object/json_schema);
     # the model server refuses one with a 400 for an engine without it.
     supports_structured_outputs: bool
 
     async def start(self) -> None: ...
 
-    def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]: ...
+    def encode_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]: ...
+
+    @property
+    def chat_template(self) -> str: ...
 
     def encode_text(self, text: str) -> list[int]: ...
 
     def generate(
         self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
-    ) -> AsyncIterator[EngineOutput]:
+    ) -> AsyncGenerator[EngineOutput, None]:
         """Stream the completion; closing the iterator cancels the request and frees its slot."""
         ...
 
@@ -114,11 +120,19 @@ class TokenizerEncoding:
 
     tokenizer: Any
 
-    def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+    def encode_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         ids = self.tokenizer.apply_chat_template(
-            messages, tokenize=True, add_generation_prompt=True
+            messages, tools=tools, tokenize=True, add_generation_prompt=True
         )
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    @property
+    def chat_template(self) -> str:
+        """The template's source (all of them, for a tokenizer with several)."""
+        template = getattr(self.tokenizer, "chat_template", None) or ""
+        return "\n".join(template.values()) if isinstance(template, dict) else str(template)
 
     def encode_text(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False).input_ids)

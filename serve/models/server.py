@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,23 @@ from serve.models.engine import (
     StartOnce,
     check_fits,
 )
-from serve.models.tiny import build_tiny_model, is_built
+from serve.models.tiny import build_tiny_model, is_built, refresh_chat_template
 from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
 from serve.providers.sdk_base import ms_since, openai_stream
 from serve.structured.spec import Constraint, parse_response_format
-from serve.translate.common import text_of, unsupported
+from serve.structured.tool_parsers import (
+    CallDelta,
+    Piece,
+    ToolParserName,
+    ToolStream,
+    detect_family,
+    tool_stream,
+)
+from serve.structured.tools import ToolPlan, parse_tools, template_messages
+from serve.translate.common import unsupported
 
 DEFAULT_MAX_TOKENS = 256  # when a request sets none (capped by the room left in the window)
-UNSUPPORTED = ("tools", "tool_choice", "functions", "logprobs", "audio")
+UNSUPPORTED = ("functions", "logprobs", "audio")
 
 
 def resolve_model_path(model_path: str) -> str:
@@ -48,6 +58,7 @@ def resolve_model_path(model_path: str) -> str:
     target = Path(Settings().data_dir).resolve() / "models" / "tiny-llama"
     if not is_built(target):
         build_tiny_model(target)
+    refresh_chat_template(target)
     return str(target)
 
 
@@ -120,7 +131,7 @@ class ModelServerProvider:
             return EngineStats(engine=self.engine.kind, running=0, waiting=0)
         return self.engine.stats()
 
-    def _prompt(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[list[int], SamplingParams]:
+    def _prompt(self, endpoint: Endpoint, body: dict[str, Any]) -> Prepared:
         if endpoint == "embeddings":
             raise unsupported("transformers", "model", "it is a generative model")
         if (body.get("n") or 1) > 1:
@@ -129,15 +140,14 @@ class ModelServerProvider:
             if body.get(field):
                 raise unsupported("transformers", field)
         constraint = self._constraint(endpoint, body.get("response_format"))
+        plan = None
         if endpoint == "chat/completions":
-            messages = []
-            for i, m in enumerate(body["messages"]):
-                if isinstance(m.get("content"), list) and any(
-                    p.get("type") != "text" for p in m["content"]
-                ):
-                    raise unsupported("transformers", f"messages[{i}].content", "text only")
-                messages.append({"role": m["role"], "content": text_of(m.get("content"))})
-            ids = self.engine.encode_chat(messages)
+            plan = self._tool_plan(body, constraint)
+            messages = template_messages(body["messages"])
+            if plan is not None and plan.constraint is not None:
+                constraint = plan.constraint
+            self._check_template(messages, plan)
+            ids = self.engine.encode_chat(messages, plan.rendered if plan else None)
         else:
             prompt = body.get("prompt")
             if not isinstance(prompt, str):
@@ -154,7 +164,7 @@ class ModelServerProvider:
         check_fits(
             len(ids), params, window, "messages" if endpoint == "chat/completions" else "prompt"
         )
-        return list(ids), params
+        return Prepared(list(ids), params, tool_stream(plan, self._tool_family))
 
     def _constraint(self, endpoint: Endpoint, response_format: Any) -> Constraint | None:
         """The output constraint ``response_format`` asks for: checked here (a 400 names
@@ -165,32 +175,81 @@ class ModelServerProvider:
         if endpoint != "chat/completions":
             raise unsupported(self.engine.kind, "response_format", "chat/completions only")
         constraint = parse_response_format(response_format)
-        if constraint is not None and not getattr(
-            self.engine, "supports_structured_outputs", False
-        ):
+        if constraint is not None and not self.engine.supports_structured_outputs:
             raise unsupported(
                 self.engine.kind, "response_format", "not enforced by this engine yet"
             )
         return constraint
 
+    def _tool_plan(self, body: dict[str, Any], constraint: Constraint | None) -> ToolPlan | None:
+        """The request's tools, checked against what this model can do with them."""
+        plan = parse_tools(body)
+        if plan is None:
+            return None
+        if plan.constraint is not None:
+            if constraint is not None:
+                raise InvalidRequest(
+                    "'response_format' cannot be combined with a 'tool_choice' that forces a "
+                    "call on this model: both constrain the same output.",
+                    param="response_format",
+                    code="unsupported_parameter",
+                )
+            if not self.engine.supports_structured_outputs:
+                raise unsupported(self.engine.kind, "tool_choice", "'auto' or 'none' only")
+        if plan.mode == "auto" and self._tool_family is None:
+            raise InvalidRequest(
+                f"The model server {self.name!r} cannot tell how its model writes tool calls; "
+                "set its provider's 'tool_parser'.",
+                param="tools",
+                code="unsupported_parameter",
+            )
+        return plan
+
+    @property
+    def _tool_family(self) -> ToolParserName | None:
+        return self.cfg.tool_parser or detect_family(self.engine.chat_template)
+
+    def _check_template(self, messages: list[dict[str, Any]], plan: ToolPlan | None) -> None:
+        """Tools, calls and their results need a chat template that renders them."""
+        if "tools" in self.engine.chat_template and "tool_call" in self.engine.chat_template:
+            return
+        if plan is not None and plan.rendered:
+            raise unsupported(self.engine.kind, "tools", "its chat template renders no tools")
+        for i, message in enumerate(messages):
+            if message["role"] == "tool" or message.get("tool_calls"):
+                raise unsupported(
+                    self.engine.kind, f"messages[{i}]", "its chat template renders no tool calls"
+                )
+
     def _chunk(
-        self, endpoint: Endpoint, cid: str, public_model: str, out: EngineOutput, first: bool
+        self,
+        endpoint: Endpoint,
+        cid: str,
+        public_model: str,
+        pieces: list[Piece],
+        finish_reason: str | None,
+        first: bool,
     ) -> dict[str, Any]:
+        content, calls = _split(pieces)
         if endpoint == "completions":
             choice: dict[str, Any] = {
                 "index": 0,
-                "text": out.text,
+                "text": content,
                 "logprobs": None,
-                "finish_reason": out.finish_reason,
+                "finish_reason": finish_reason,
             }
             kind = "text_completion"
         else:
-            delta = {"role": "assistant", "content": out.text} if first else {"content": out.text}
+            delta: dict[str, Any] = {"role": "assistant"} if first else {}
+            if content or not calls:
+                delta["content"] = content
+            if calls:
+                delta["tool_calls"] = [call.openai() for call in calls]
             choice = {
                 "index": 0,
                 "delta": delta,
                 "logprobs": None,
-                "finish_reason": out.finish_reason,
+                "finish_reason": finish_reason,
             }
             kind = "chat.completion.chunk"
         return {
@@ -210,14 +269,15 @@ class ModelServerProvider:
         adapter: str | None = None,
     ) -> AsyncIterator[StreamItem]:
         engine = await self._ready()
-        ids, params = self._prompt(endpoint, body)
+        prepared = self._prompt(endpoint, body)
+        ids, params, reader = prepared.ids, prepared.params, prepared.reader
         name, version = parse_adapter_ref(adapter) if adapter else (None, None)
         if name is not None:
             await self.adapters.ensure(name, version=version)  # a 404 before the stream
         t0 = time.perf_counter()
         cid = ("chatcmpl-" if endpoint == "chat/completions" else "cmpl-") + uuid.uuid4().hex[:24]
 
-        async def chunks() -> AsyncIterator[dict[str, Any]]:
+        async def chunks() -> AsyncGenerator[dict[str, Any], None]:
             last: EngineOutput | None = None
             first = True
             # Closed inside the lease: the engine request is cancelled before the adapter
@@ -225,7 +285,13 @@ class ModelServerProvider:
             async with self._holding(adapter), aclosing(engine.generate(ids, params, name)) as outs:
                 async for out in outs:
                     last = out
-                    yield self._chunk(endpoint, cid, public_model, out, first)
+                    pieces = reader.feed(out.text)
+                    if out.finish_reason is not None:
+                        pieces += reader.finish()
+                    elif not pieces and not first:
+                        continue  # held back: it may be the start of a tool call
+                    reason = _finish_reason(out.finish_reason, reader)
+                    yield self._chunk(endpoint, cid, public_model, pieces, reason, first)
                     first = False
             if last is not None:
                 usage = {
@@ -266,31 +332,39 @@ class ModelServerProvider:
         adapter: str | None = None,
     ) -> ProviderReply:
         engine = await self._ready()
-        ids, params = self._prompt(endpoint, body)
+        prepared = self._prompt(endpoint, body)
+        ids, params, reader = prepared.ids, prepared.params, prepared.reader
         t0 = time.perf_counter()
-        text, last = [], None
+        pieces: list[Piece] = []
+        last = None
         name = parse_adapter_ref(adapter)[0] if adapter else None
         async with self._holding(adapter), aclosing(engine.generate(ids, params, name)) as outs:
             async for out in outs:
-                text.append(out.text)
+                pieces += reader.feed(out.text)
                 last = out
         assert last is not None
+        pieces += reader.finish()
         usage = Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens)
-        content = "".join(text)
+        content, calls = _split(pieces)
+        reason = _finish_reason(last.finish_reason, reader)
         if endpoint == "completions":
             choice: dict[str, Any] = {
                 "index": 0,
                 "text": content,
                 "logprobs": None,
-                "finish_reason": last.finish_reason,
+                "finish_reason": reason,
             }
             kind, prefix = "text_completion", "cmpl-"
         else:
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if calls:
+                message["content"] = content or None
+                message["tool_calls"] = _merge_calls(calls)
             choice = {
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": last.finish_reason,
+                "finish_reason": reason,
             }
             kind, prefix = "chat.completion", "chatcmpl-"
         payload = {
@@ -326,6 +400,39 @@ class ModelServerProvider:
     async def close(self) -> None:
         if self._ready.started:
             await self.engine.stop()
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request made ready for the engine, and how to read what it generates."""
+
+    ids: list[int]
+    params: SamplingParams
+    reader: ToolStream
+
+
+def _split(pieces: list[Piece]) -> tuple[str, list[CallDelta]]:
+    text = "".join(p for p in pieces if isinstance(p, str))
+    return text, [p for p in pieces if isinstance(p, CallDelta)]
+
+
+def _merge_calls(calls: list[CallDelta]) -> list[dict[str, Any]]:
+    """Streamed call pieces as the whole calls of a chat completion message."""
+    merged: dict[int, dict[str, Any]] = {}
+    for call in calls:
+        if call.index not in merged:
+            merged[call.index] = {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+        merged[call.index]["function"]["arguments"] += call.arguments
+    return [merged[i] for i in sorted(merged)]
+
+
+def _finish_reason(reason: str | None, reader: ToolStream) -> str | None:
+    """``tool_calls`` when the model called tools and was not cut short."""
+    return "tool_calls" if reason == "stop" and reader.calls else reason
 
 
 def _sampling(body: dict[str, Any], default_max_tokens: int) -> SamplingParams:

@@ -13,9 +13,22 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+# Hermes-style tools (as Qwen's template): the tools listed in a system turn, calls as
+# ``<tool_call>`` JSON in the assistant's turn, results as ``<tool_response>`` in a user
+# turn. The tags are plain text, not special tokens: decoding keeps them.
 CHAT_TEMPLATE = (
+    "{% if tools %}{{ '<|system|>\\n# Tools\\n<tools>\\n' }}"
+    "{% for tool in tools %}{{ tool | tojson }}{{ '\\n' }}{% endfor %}"
+    '{{ \'</tools>\\nTo call a function, answer <tool_call>{"name": <name>, '
+    '"arguments": <arguments>}</tool_call>.</s>\\n\' }}{% endif %}'
     "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>\\n' + message['content'] + '</s>\\n' }}"
+    "{% if message['role'] == 'tool' %}"
+    "{{ '<|user|>\\n<tool_response>\\n' + message['content'] + '\\n</tool_response></s>\\n' }}"
+    "{% else %}{{ '<|' + message['role'] + '|>\\n' + (message['content'] or '') }}"
+    "{% for call in message.get('tool_calls') or [] %}"
+    "{{ '<tool_call>' }}{{ {'name': call['function']['name'], "
+    "'arguments': call['function']['arguments']} | tojson }}{{ '</tool_call>' }}"
+    "{% endfor %}{{ '</s>\\n' }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
 )
@@ -106,6 +119,16 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> 
 def is_built(path: str | Path) -> bool:
     path = Path(path)
     return (path / "config.json").exists() and (path / "tokenizer.json").exists()
+
+
+def refresh_chat_template(path: str | Path) -> bool:
+    """Give a tiny model built by an earlier version the current chat template (tools
+    came later); True when it changed."""
+    template = Path(path) / "chat_template.jinja"
+    if template.exists() and template.read_text() == CHAT_TEMPLATE:
+        return False
+    template.write_text(CHAT_TEMPLATE)
+    return True
 
 
 def build_tiny_adapter(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -277,7 +277,7 @@ class TransformersEngine(TokenizerEncoding):
 
     async def generate(
         self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
-    ) -> AsyncIterator[EngineOutput]:
+    ) -> AsyncGenerator[EngineOutput, None]:
         manager = self._batch if adapter is None else self._adapters_batch
         if manager is None or (adapter is not None and adapter not in self._adapters):
             raise ServiceUnavailable(

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
-from forge.errors import ServiceUnavailable
+from forge.errors import InvalidRequest, ServiceUnavailable
 from serve.models.engine import (
     EngineOutput,
     EngineStats,
@@ -23,12 +23,14 @@ from serve.models.engine import (
     TokenizerEncoding,
     check_fits,
 )
-from serve.translate.common import unsupported
+from serve.structured.spec import Constraint, grammar_error
 
 
 class VllmEngine(TokenizerEncoding):
     kind = "vllm"
-    supports_structured_outputs = False  # not wired yet (docs/structured-outputs-plan.md)
+    # vLLM's own structured outputs, on llguidance (``backend: guidance``) like the
+    # transformers engine, so both enforce and refuse the same schemas.
+    supports_structured_outputs = True
 
     def __init__(
         self,
@@ -63,10 +65,16 @@ class VllmEngine(TokenizerEncoding):
         self.config: dict[str, Any] = {}
 
     async def start(self) -> None:
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = AsyncEngineArgs(**{k: v for k, v in self._args.items() if v is not None})
+        given = {k: v for k, v in self._args.items() if v is not None}
+        structured = {"backend": "guidance", "disable_any_whitespace": True}
+        structured.update(given.pop("structured_outputs_config", None) or {})
+        args = AsyncEngineArgs(
+            **given, structured_outputs_config=StructuredOutputsConfig(**structured)
+        )
         self._llm = AsyncLLM.from_engine_args(args)
         self.tokenizer = self._llm.tokenizer
         model_config = self._llm.model_config
@@ -75,8 +83,9 @@ class VllmEngine(TokenizerEncoding):
 
     async def generate(
         self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
-    ) -> AsyncIterator[EngineOutput]:
+    ) -> AsyncGenerator[EngineOutput, None]:
         from vllm import SamplingParams as VllmSampling
+        from vllm.exceptions import VLLMValidationError
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -88,8 +97,6 @@ class VllmEngine(TokenizerEncoding):
             if lora is None:
                 raise ServiceUnavailable(f"{adapter!r} is not loaded.", retry_after=1)
         check_fits(len(prompt_ids), params, self.context_window)
-        if params.constraint is not None:
-            raise unsupported(self.kind, "response_format", "not enforced by this engine yet")
         sampling = VllmSampling(
             max_tokens=params.max_tokens,
             temperature=params.temperature,
@@ -97,6 +104,7 @@ class VllmEngine(TokenizerEncoding):
             seed=params.seed,
             stop=params.stop or None,
             output_kind=RequestOutputKind.DELTA,
+            structured_outputs=_structured(params.constraint),
         )
         request_id = uuid.uuid4().hex
         completion_tokens = 0
@@ -117,6 +125,10 @@ class VllmEngine(TokenizerEncoding):
                     finished = True
                     reason = "length" if reason == "length" else "stop"
                 yield EngineOutput(step.text, len(prompt_ids), completion_tokens, reason)
+        except VLLMValidationError as exc:  # before any token: the request is refused
+            if params.constraint is not None:
+                raise grammar_error(str(exc), params.constraint.param) from None
+            raise InvalidRequest(str(exc)) from None
         except Exception as exc:
             if self._llm.errored:
                 raise ServiceUnavailable(
@@ -160,3 +172,13 @@ class VllmEngine(TokenizerEncoding):
         if self._llm is not None:
             llm, self._llm = self._llm, None
             await asyncio.to_thread(llm.shutdown)
+
+
+def _structured(constraint: Constraint | None) -> Any:
+    """The constraint as vLLM's ``StructuredOutputsParams`` (its schema, with the
+    schema's own ``x-guidance`` options already dropped: the engine's config rules)."""
+    if constraint is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return StructuredOutputsParams(json=constraint.schema)

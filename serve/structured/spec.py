@@ -35,15 +35,12 @@ _UNKNOWN_FORMAT = re.compile(r"Unknown format: (\S+)")
 class Constraint:
     """What a request's output must match: a JSON schema, or any JSON object."""
 
-    kind: Literal["json_schema", "json_object"]
+    kind: Literal["json_schema", "json_object", "tool_calls"]
     grammar: str = field(repr=False)  # llguidance's, from grammar_from_json_schema
     key: str  # the grammar's digest: what compiled matchers are cached by
     name: str | None = None
-
-    @property
-    def param(self) -> str:
-        """The request field an error about this constraint names."""
-        return SCHEMA_PARAM if self.kind == "json_schema" else "response_format"
+    param: str = SCHEMA_PARAM  # the request field an error about this constraint names
+    schema: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def invalid(message: str, param: str) -> InvalidRequest:
@@ -61,7 +58,7 @@ def parse_response_format(value: Any) -> Constraint | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        return _compile("json_object", {"type": "object"}, None)
+        return compile_schema("json_object", {"type": "object"}, None, "response_format")
     if kind != "json_schema":
         raise invalid(
             f"Invalid 'response_format.type': {kind!r}; expected 'text', 'json_object' or "
@@ -88,13 +85,17 @@ def parse_response_format(value: Any) -> Constraint | None:
     schema = spec.get("schema")
     if not isinstance(schema, dict):
         raise invalid(f"'{SCHEMA_PARAM}' must be a JSON object (a JSON Schema).", SCHEMA_PARAM)
-    return _compile("json_schema", schema, name)
+    return compile_schema("json_schema", schema, name, SCHEMA_PARAM)
 
 
-def _compile(
-    kind: Literal["json_schema", "json_object"], schema: dict[str, Any], name: str | None
+def compile_schema(
+    kind: Literal["json_schema", "json_object", "tool_calls"],
+    schema: dict[str, Any],
+    name: str | None,
+    param: str,
 ) -> Constraint:
-    param = SCHEMA_PARAM if kind == "json_schema" else "response_format"
+    """``schema`` checked (size, depth, metaschema) and compiled; ``param`` is the
+    request field a 400 about it names."""
     try:
         encoded = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:  # not JSON (only a caller that did not parse JSON can do it)
@@ -106,7 +107,7 @@ def _compile(
         )
     if _depth(schema) > MAX_SCHEMA_DEPTH:
         raise invalid(f"The schema nests deeper than {MAX_SCHEMA_DEPTH} levels.", param)
-    _check_schema(schema, param)
+    check_schema(schema, param)
     from llguidance import LLMatcher
 
     # The schema's own x-guidance would set the compiler's options (separators,
@@ -117,7 +118,7 @@ def _compile(
     except ValueError as exc:
         raise invalid(f"Invalid JSON schema: {exc}", param) from None
     key = hashlib.sha256(grammar.encode()).hexdigest()
-    return Constraint(kind, grammar, key, name)
+    return Constraint(kind, grammar, key, name, param, policed)
 
 
 def _depth(value: Any) -> int:
@@ -138,7 +139,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _check_schema(schema: dict[str, Any], param: str) -> None:
+def check_schema(schema: dict[str, Any], param: str) -> None:
     """The schema against its metaschema (its ``$schema``'s draft; 2020-12 by default)."""
     from jsonschema import Draft202012Validator, validators
     from jsonschema.exceptions import SchemaError

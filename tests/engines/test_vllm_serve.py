@@ -15,6 +15,7 @@ import pytest
 from forge.config import PlatformConfig
 from forge.db.migrate import upgrade
 from serve import launcher
+from tests.engines.conformance import CITY_DAYS
 from tests.fakes.server import free_port
 from tests.live_platform import (
     check_adapter_serving,
@@ -109,3 +110,44 @@ def test_bad_input_is_a_clear_400(platform):
             model="tiny-vllm", messages=[{"role": "user", "content": "word " * 5000}]
         )
     assert err.value.code == "context_length_exceeded"
+
+
+CITY = CITY_DAYS
+
+
+def test_json_schema_and_a_forced_tool_call_by_vllm_constrained_decoding(platform):
+    import json
+
+    import jsonschema
+
+    client = platform.sdk()
+    reply = client.chat.completions.create(
+        model="tiny-vllm",
+        messages=PROMPT,
+        max_tokens=64,
+        temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": CITY}},
+    )
+    jsonschema.validate(json.loads(reply.choices[0].message.content), CITY)
+    tool = {"type": "function", "function": {"name": "weather", "parameters": CITY}}
+    called = client.chat.completions.create(
+        model="tiny-vllm",
+        messages=PROMPT,
+        max_tokens=64,
+        temperature=0,
+        tools=[tool],
+        tool_choice={"type": "function", "function": {"name": "weather"}},
+    )
+    [call] = called.choices[0].message.tool_calls
+    assert call.function.name == "weather" and called.choices[0].finish_reason == "tool_calls"
+    jsonschema.validate(json.loads(call.function.arguments), CITY)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="tiny-vllm",
+            messages=PROMPT,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "u", "schema": {"type": "array", "uniqueItems": True}},
+            },
+        )
+    assert err.value.code == "unsupported_parameter" and "uniqueItems" in err.value.message

@@ -8,6 +8,7 @@ import pytest
 
 from forge.config import PlatformConfig
 from serve.models.tiny import TinyModelSpec, build_tiny_model
+from tests.engines.conformance import CITY_DAYS, called_and_answered
 from tests.unit.harness import in_process_gateway, usage_rows
 
 pytest.importorskip("transformers")
@@ -65,7 +66,8 @@ async def test_completions_endpoint(gw):
     ("extra", "param"),
     [
         ({"n": 2}, "n"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type"),
+        ({"functions": [{"name": "f"}]}, "functions"),
         ({"max_tokens": 5000}, "max_tokens"),
     ],
 )
@@ -184,7 +186,8 @@ async def test_a_response_format_it_cannot_enforce_is_400(gw, response_format, c
 
 
 def test_an_engine_without_structured_outputs_refuses_response_format():
-    """vLLM's until it is wired: a 400 naming the field, not an unconstrained answer."""
+    """An engine without constrained decoding: a 400 naming the field, not an
+    unconstrained answer."""
     from forge.config import ProviderConfig
     from forge.errors import InvalidRequest
     from serve.models.server import ModelServerProvider
@@ -203,3 +206,170 @@ def test_an_engine_without_structured_outputs_refuses_response_format():
     with pytest.raises(InvalidRequest) as err:
         server._constraint("chat/completions", {"type": "json_object"})
     assert err.value.param == "response_format" and err.value.code == "unsupported_parameter"
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": CITY_DAYS,
+    },
+}
+CLOCK = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {
+            "type": "object",
+            "properties": {"zone": {"enum": ["UTC", "CET"]}},
+            "required": ["zone"],
+            "additionalProperties": False,
+        },
+    },
+}
+ASK = [{"role": "user", "content": "What is the weather in Oslo?"}]
+
+
+def _valid_call(call, tools=(WEATHER, CLOCK)):
+    import json
+
+    import jsonschema
+
+    schema = next(t for t in tools if t["function"]["name"] == call.function.name)
+    jsonschema.validate(json.loads(call.function.arguments), schema["function"]["parameters"])
+    assert call.type == "function" and call.id.startswith("call_")
+
+
+async def test_a_named_tool_choice_is_a_call_that_matches_its_schema_streamed_or_not(gw):
+    client = gw.sdk()
+    ask = {
+        "model": "tiny-llama",
+        "messages": ASK,
+        "tools": [WEATHER, CLOCK],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "temperature": 0,
+        "max_tokens": 64,
+    }
+    c = await client.chat.completions.create(**ask)
+    choice = c.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    _valid_call(call)
+    stream = await client.chat.completions.create(stream=True, **ask)
+    chunks = [x async for x in stream if x.choices]
+    deltas = [d for x in chunks for d in (x.choices[0].delta.tool_calls or [])]
+    assert len(deltas) > 1  # the arguments arrive as they are generated
+    assert deltas[0].function.name == "get_weather" and deltas[0].id.startswith("call_")
+    assert "".join(d.function.arguments for d in deltas) == call.function.arguments
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+async def test_required_calls_name_given_tools_and_parallel_false_makes_one(gw):
+    client = gw.sdk()
+    for seed in range(3):
+        c = await client.chat.completions.create(
+            model="tiny-llama",
+            messages=ASK,
+            tools=[WEATHER, CLOCK],
+            tool_choice="required",
+            temperature=1.0,
+            seed=seed,
+            max_tokens=200,
+        )
+        if c.choices[0].finish_reason == "length":
+            continue  # a random model may ramble to max_tokens inside a string
+        assert c.choices[0].finish_reason == "tool_calls"
+        for call in c.choices[0].message.tool_calls:
+            _valid_call(call)
+    one = await client.chat.completions.create(
+        model="tiny-llama",
+        messages=ASK,
+        tools=[CLOCK],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_tokens=64,
+    )
+    assert len(one.choices[0].message.tool_calls) == 1
+    _valid_call(one.choices[0].message.tool_calls[0])
+
+
+async def test_a_tool_round_trip_renders_calls_and_results_and_none_renders_no_tools(gw):
+    client = gw.sdk()
+    base = {"model": "tiny-llama", "temperature": 0, "max_tokens": 4}
+    plain = await client.chat.completions.create(messages=ASK, **base)
+    none = await client.chat.completions.create(
+        messages=ASK, tools=[WEATHER], tool_choice="none", **base
+    )
+    assert none.usage.prompt_tokens == plain.usage.prompt_tokens  # no tools rendered
+    assert none.choices[0].message.tool_calls is None
+    auto = await client.chat.completions.create(messages=ASK, tools=[WEATHER], **base)
+    assert auto.usage.prompt_tokens > plain.usage.prompt_tokens + 20  # the tool is in it
+    history = called_and_answered(ASK[0]["content"], '{"city": "Oslo", "days": 1}', "Sunny.")
+    answer = await client.chat.completions.create(messages=history, tools=[WEATHER], **base)
+    assert answer.usage.prompt_tokens > auto.usage.prompt_tokens + 15
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "code"),
+    [
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "f"}}},
+            "tool_choice",
+            "invalid_value",
+        ),
+        (
+            {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "f",
+                            "parameters": {"type": "array", "uniqueItems": True},
+                        },
+                    }
+                ],
+                "tool_choice": {"type": "function", "function": {"name": "f"}},
+            },
+            "tools[0].function.parameters",
+            "unsupported_parameter",
+        ),
+        (
+            {
+                "tools": [WEATHER],
+                "tool_choice": "required",
+                "response_format": {"type": "json_object"},
+            },
+            "response_format",
+            "unsupported_parameter",
+        ),
+    ],
+)
+async def test_tool_requests_it_cannot_serve_are_400(gw, extra, param, code):
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as err:
+            await gw.sdk().chat.completions.create(
+                model="tiny-llama", messages=ASK, stream=stream, **extra
+            )
+        assert err.value.body["param"] == param and err.value.body["code"] == code
+
+
+async def test_responses_with_a_function_tool_on_the_self_hosted_model(gw):
+    import json
+
+    client = gw.sdk()
+    tool = {"type": "function", **WEATHER["function"], "strict": True}
+    r = await client.responses.create(
+        model="tiny-llama",
+        input="Weather in Oslo?",
+        tools=[tool],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_output_tokens=64,
+        store=False,
+    )
+    [call] = [item for item in r.output if item.type == "function_call"]
+    assert call.name == "get_weather" and set(json.loads(call.arguments)) == {"city", "days"}
