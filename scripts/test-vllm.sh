@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-vllm-cpu.sh
 exec .venv-vllm/bin/python -m pytest -p no:cacheprovider --confcutdir=tests/engines \
   -p tests.engines.fixtures \
-  tests/engines/test_vllm_engine.py tests/engines/test_vllm_serve.py "$@"
+  tests/engines/test_vllm_engine.py tests/engines/test_vllm_serve.py \
+  tests/engines/test_vllm_tool_parsers.py "$@"

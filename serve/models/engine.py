@@ -31,6 +31,11 @@ class SamplingParams(BaseModel):
     seed: int | None = Field(
         None, description="Makes sampling repeatable: the same seed gives the same tokens."
     )
+    keep_special: tuple[int, ...] = Field(
+        (),
+        description="Special tokens kept in the text (a model's tool-call markers, where "
+        "they are special tokens); the others are dropped as usual.",
+    )
     constraint: Constraint | None = Field(
         None,
         exclude=True,
@@ -77,6 +82,8 @@ class Engine(Protocol):
 
     @property
     def chat_template(self) -> str: ...
+
+    def special_ids(self, texts: tuple[str, ...]) -> tuple[int, ...]: ...
 
     def encode_text(self, text: str) -> list[int]: ...
 
@@ -128,6 +135,11 @@ class TokenizerEncoding:
         )
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
+    def special_ids(self, texts: tuple[str, ...]) -> tuple[int, ...]:
+        """The ids of those of ``texts`` that are special tokens of this tokenizer."""
+        specials = special_ids(self.tokenizer)
+        return tuple(specials[t] for t in texts if t in specials)
+
     @property
     def chat_template(self) -> str:
         """The template's source (all of them, for a tokenizer with several)."""
@@ -143,8 +155,13 @@ class IncrementalDecoder:
     whole list at every step (vLLM's prefix/read offsets): decode a short window and emit
     what it adds; hold back while the window ends in half a UTF-8 character."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, keep_special: tuple[int, ...] = ()) -> None:
         self._decode = _fast_decode(tokenizer)
+        self._drop: frozenset[int] = frozenset()
+        if keep_special:  # special tokens are text here, all but these dropped first
+            self._drop = frozenset(special_ids(tokenizer).values()) - set(keep_special)
+            decode = _fast_decode(tokenizer, skip_special_tokens=False)
+            self._decode = lambda ids: decode([i for i in ids if i not in self._drop])
         self._tokens: list[int] = []
         self._prefix = 0  # window start: a few tokens of context before the new ones
         self._read = 0  # tokens whose text has been emitted
@@ -166,7 +183,13 @@ class IncrementalDecoder:
         return window[len(emitted) :] if len(window) > len(emitted) else ""
 
 
-def _fast_decode(tokenizer: Any) -> Callable[[list[int]], str]:
+def special_ids(tokenizer: Any) -> dict[str, int]:
+    """The tokenizer's special tokens (added tokens marked special), text to id."""
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    return {token.content: i for i, token in added.items() if getattr(token, "special", False)}
+
+
+def _fast_decode(tokenizer: Any, skip_special_tokens: bool = True) -> Callable[[list[int]], str]:
     """``tokenizer.decode(ids, skip_special_tokens=True)``, straight through the Rust
     tokenizer where transformers' wrapper would add nothing (no clean-up of spaces, no
     override): 0.8 instead of 3.3 µs a call, twice per streamed token."""
@@ -180,11 +203,11 @@ def _fast_decode(tokenizer: Any) -> Callable[[list[int]], str]:
         and type(tokenizer).decode is TokenizersBackend.decode
     )
     if backend is not None and plain and not tokenizer.clean_up_tokenization_spaces:
-        return lambda ids: backend.decode(ids, skip_special_tokens=True)
+        return lambda ids: backend.decode(ids, skip_special_tokens=skip_special_tokens)
     # Without clean-up: it rewrites spaces around punctuation across the whole text
     # (WordPiece-era), which a window of the text cannot reproduce piece by piece.
     return lambda ids: tokenizer.decode(
-        ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False
     )
 
 

@@ -37,6 +37,7 @@ from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
 from serve.providers.sdk_base import ms_since, openai_stream
 from serve.structured.spec import Constraint, parse_response_format
 from serve.structured.tool_parsers import (
+    FAMILIES,
     CallDelta,
     Piece,
     ToolParserName,
@@ -159,8 +160,14 @@ class ModelServerProvider:
         params = _sampling(
             body, default_max_tokens=max(1, min(DEFAULT_MAX_TOKENS, window - len(ids)))
         )
+        update: dict[str, Any] = {}
         if constraint is not None:
-            params = params.model_copy(update={"constraint": constraint})
+            update["constraint"] = constraint
+        if plan is not None and plan.mode == "auto" and self._tool_family is not None:
+            # a family whose markers are special tokens must see them in the text
+            update["keep_special"] = self.engine.special_ids(FAMILIES[self._tool_family].markers)
+        if update:
+            params = params.model_copy(update=update)
         check_fits(
             len(ids), params, window, "messages" if endpoint == "chat/completions" else "prompt"
         )

@@ -293,7 +293,7 @@ class TransformersEngine(TokenizerEncoding):
         results: asyncio.Queue[Any] = asyncio.Queue()
         request_id = _submit(manager, prompt_ids, params, results.put_nowait, adapter, grammar)
         self._watch.add(results, manager)
-        decoder = IncrementalDecoder(self.tokenizer)
+        decoder = IncrementalDecoder(self.tokenizer, params.keep_special)
         text, sent, seen = "", 0, 0
         finished = False  # by the engine; a stop string ends it here and cancels it there
         try:

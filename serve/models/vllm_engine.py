@@ -105,6 +105,8 @@ class VllmEngine(TokenizerEncoding):
             stop=params.stop or None,
             output_kind=RequestOutputKind.DELTA,
             structured_outputs=_structured(params.constraint),
+            # vLLM keeps every special token then; ours drops all but the kept ones
+            skip_special_tokens=not params.keep_special,
         )
         request_id = uuid.uuid4().hex
         completion_tokens = 0

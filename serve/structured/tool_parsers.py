@@ -7,9 +7,11 @@ follow the same families):
   any number of them, after some text or none.
 - ``llama3_json`` (Llama 3.1-3.3): the whole answer is ``{"name", "parameters"}``
   (several joined by ``;``), optionally after ``<|python_tag|>``.
-- ``mistral``: ``[TOOL_CALLS]`` and a JSON array of ``{"name", "arguments"}``; the
-  marker is a special token that decoding drops, so an answer that *starts* with that
-  array counts too.
+- ``mistral``: ``[TOOL_CALLS]`` and a JSON array of ``{"name", "arguments"}``, or (v11
+  tokenizers: Mistral Small 3.2, Magistral) ``[TOOL_CALLS]name[ARGS]{...}`` per call. The
+  markers are special tokens: the model server keeps them in the text for ``auto``
+  (``SamplingParams.keep_special``), and an answer that *starts* with the array counts
+  even without its marker.
 
 Text that could still become a marker is held back (like a stop string) so no part of
 one reaches the client; a call that does not parse is passed on as text, as vLLM does.
@@ -73,12 +75,18 @@ class Family:
     arguments_key: str  # "arguments" or "parameters"
     listed: bool  # the calls are one JSON array, not one object per marker
     separator: str | None = None  # between objects in one body (Llama 3's ";")
+    args_marker: str | None = None  # Mistral v11's "name[ARGS]{...}" form
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        """The marker strings, kept in the text where they are special tokens."""
+        return tuple(m for m in (self.start, self.end, self.args_marker) if m)
 
 
 FAMILIES: dict[ToolParserName, Family] = {
     "hermes": Family("<tool_call>", "</tool_call>", None, "arguments", listed=False),
     "llama3_json": Family("<|python_tag|>", None, "{", "parameters", False, separator=";"),
-    "mistral": Family("[TOOL_CALLS]", None, "[", "arguments", listed=True),
+    "mistral": Family("[TOOL_CALLS]", None, "[", "arguments", True, args_marker="[ARGS]"),
 }
 
 
@@ -102,6 +110,7 @@ class TaggedCalls:
         self.calls = 0
         self._buffer = ""
         self._in_call = False
+        self._opened = ""  # the marker the open call began with ("": the bare form)
         self._started = False  # any non-blank text seen (the bare form only at the start)
 
     def feed(self, text: str) -> list[Piece]:
@@ -126,14 +135,14 @@ class TaggedCalls:
                 self._started = True
                 bare = self.family.bare
                 if bare and stripped.startswith(bare) and not stripped.startswith(start):
-                    self._buffer, self._in_call = stripped, True
+                    self._buffer, self._in_call, self._opened = stripped, True, ""
                     continue
             at = self._buffer.find(self.family.start)
             if at != -1:
                 if at:
                     out.append(self._buffer[:at])
                 self._buffer = self._buffer[at + len(self.family.start) :]
-                self._in_call = True
+                self._in_call, self._opened = True, self.family.start
                 continue
             held = stop_prefix_len(self._buffer, [self.family.start])
             ready = len(self._buffer) - held
@@ -147,7 +156,7 @@ class TaggedCalls:
         if not self._in_call:
             return [rest] if rest else []
         self._in_call = False
-        return self._calls(rest, rest if self.family.end is None else self.family.start + rest)
+        return self._calls(rest, self._opened + rest)
 
     def _calls(self, body: str, as_text: str) -> list[Piece]:
         """The calls in one body, or the body back as text when it is not calls."""
@@ -165,6 +174,8 @@ def _parse_calls(body: str, family: Family) -> list[tuple[str, str]] | None:
     body = body.strip()
     if family.start == "<|python_tag|>" and body.startswith(family.start):
         body = body[len(family.start) :].lstrip()
+    if family.args_marker and family.args_marker in body and not body.startswith("["):
+        return _parse_named_args(body, family)
     try:
         if family.listed:
             items = orjson.loads(body)
@@ -188,6 +199,24 @@ def _parse_calls(body: str, family: Family) -> list[tuple[str, str]] | None:
                 return None
         calls.append((item["name"], orjson.dumps(arguments).decode()))
     return calls
+
+
+def _parse_named_args(body: str, family: Family) -> list[tuple[str, str]] | None:
+    """``name[ARGS]{...}``, calls joined by the start marker."""
+    assert family.args_marker is not None
+    calls = []
+    for part in body.split(family.start):
+        if not part.strip():
+            continue
+        name, marker, arguments = part.partition(family.args_marker)
+        if not marker or not name.strip():
+            return None
+        try:
+            parsed = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            return None
+        calls.append((name.strip(), orjson.dumps(parsed).decode()))
+    return calls or None
 
 
 class NamedCall:

@@ -62,3 +62,22 @@ def test_a_tokenizer_that_cleans_up_spaces_streams_its_plain_decode():
     streamed = "".join(decoder.push([i]) for i in ids) + decoder.flush()
     plain = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     assert streamed == plain
+
+
+def test_kept_special_tokens_are_text_and_the_other_specials_still_dropped(tiny_model):
+    """A model whose tool-call markers are special tokens (Hermes 2 Pro): the model
+    server keeps them in the text so the parser sees them; end-of-turn stays out."""
+    from transformers import AutoTokenizer
+
+    from serve.models.engine import special_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.add_tokens(["<tool_call>", "</tool_call>"], special_tokens=True)
+    specials = special_ids(tokenizer)
+    keep = (specials["<tool_call>"], specials["</tool_call>"])
+    text = 'ok<tool_call>{"name": "f"}</tool_call>'
+    ids = [*tokenizer(text, add_special_tokens=False).input_ids, specials["</s>"]]
+    assert keep[0] in ids
+    plain, kept = IncrementalDecoder(tokenizer), IncrementalDecoder(tokenizer, keep)
+    assert "".join(plain.push([i]) for i in ids) + plain.flush() == 'ok{"name": "f"}'
+    assert "".join(kept.push([i]) for i in ids) + kept.flush() == text

@@ -357,19 +357,31 @@ async def test_tool_requests_it_cannot_serve_are_400(gw, extra, param, code):
 
 
 async def test_responses_with_a_function_tool_on_the_self_hosted_model(gw):
+    """The Responses route over the self-hosted chat path: a forced call, plain and
+    streamed (its arguments as ``function_call_arguments.delta`` events while generated)."""
     import json
 
     client = gw.sdk()
     tool = {"type": "function", **WEATHER["function"], "strict": True}
-    r = await client.responses.create(
-        model="tiny-llama",
-        input="Weather in Oslo?",
-        tools=[tool],
-        tool_choice="required",
-        parallel_tool_calls=False,
-        temperature=0,
-        max_output_tokens=64,
-        store=False,
-    )
+    ask = {
+        "model": "tiny-llama",
+        "input": "Weather in Oslo?",
+        "tools": [tool],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "temperature": 0,
+        "max_output_tokens": 64,
+        "store": False,
+    }
+    r = await client.responses.create(**ask)
     [call] = [item for item in r.output if item.type == "function_call"]
     assert call.name == "get_weather" and set(json.loads(call.arguments)) == {"city", "days"}
+    async with client.responses.stream(**ask) as stream:
+        events = [event async for event in stream]
+        final = await stream.get_final_response()
+    deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    assert len(deltas) > 1 and "".join(deltas) == call.arguments
+    assert final.output[0].type == "function_call" and final.output[0].arguments == call.arguments
+    one = await client.responses.create(
+        **{**ask, "tool_choice": "required", "parallel_tool_calls": False}
+    )
+    assert [item.type for item in one.output] == ["function_call"]

@@ -119,6 +119,16 @@ def test_mistral_calls_with_or_without_the_dropped_special_token(marker):
     assert content == "" and calls[0]["name"] == "get_weather"
 
 
+def test_mistral_v11_calls_name_then_args():
+    text = '[TOOL_CALLS]get_weather[ARGS]{"city": "Oslo"}[TOOL_CALLS]get_time[ARGS]{}'
+    content, calls = run(TaggedCalls(FAMILIES["mistral"]), "Sure. " + text)
+    assert content == "Sure. " and [c["name"] for c in calls] == ["get_weather", "get_time"]
+    assert json.loads(calls[0]["arguments"]) == {"city": "Oslo"}
+    assert FAMILIES["mistral"].markers == ("[TOOL_CALLS]", "[ARGS]")
+    content, calls = run(TaggedCalls(FAMILIES["mistral"]), "[TOOL_CALLS]get_weather[ARGS]{bad")
+    assert content == "[TOOL_CALLS]get_weather[ARGS]{bad" and calls == []
+
+
 def test_detect_family_from_the_chat_template():
     from serve.models.tiny import CHAT_TEMPLATE
 
