@@ -90,7 +90,9 @@ def start_mock(latency_ms: float, inter_token_ms: float, work: Path) -> subproce
     return proc
 
 
-def start_forge(work: Path, ready_path: str = "/health/ready") -> tuple[subprocess.Popen, float]:
+def start_forge(
+    work: Path, ready_path: str = "/health/ready", env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, float]:
     """`forge up` on the mock; returns once ``ready_path`` answers 200 (`/health/live` does
     not call the providers, so it leaves their paths as a client would first find them)."""
     base = f"http://127.0.0.1:{MOCK_PORT}/v1"
@@ -121,7 +123,12 @@ def start_forge(work: Path, ready_path: str = "/health/ready") -> tuple[subproce
     proc = start(
         [str(ROOT / ".venv/bin/forge"), "up", "--config", str(work / "forge.yaml")],
         work / "forge.log",
-        {"FORGE_DATA_DIR": str(work / "data"), "FORGE_MASTER_KEY": FORGE_KEY, "MOCK_KEY": "mock"},
+        {
+            "FORGE_DATA_DIR": str(work / "data"),
+            "FORGE_MASTER_KEY": FORGE_KEY,
+            "MOCK_KEY": "mock",
+            **(env or {}),
+        },
     )
     took = wait_http(f"http://127.0.0.1:{FORGE_PORT}{ready_path}", 180)
     return proc, took
