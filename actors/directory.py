@@ -8,15 +8,12 @@ each model replica reports every few seconds and `forge status` reads the latest
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 import ray
 
-from forge.adapters import AdapterInfo, AdapterSpec
 from forge.db.engine import make_engine, make_sessionmaker
 from forge.directory import Directory
-from forge.keys import CreatedKey, KeyInfo, Role
 from forge.settings import Settings
 
 STATS_TTL_S = 15.0  # a replica silent this long is gone (stopped, replaced)
@@ -26,40 +23,19 @@ STATS_TTL_S = 15.0  # a replica silent this long is gone (stopped, replaced)
 @ray.remote(  # type: ignore[call-overload]
     max_restarts=-1, max_task_retries=0, num_cpus=0, enable_task_events=False
 )
-class DirectoryActor:
-    """Ray shell over ``Directory``. The database is the state, so a restart loses nothing;
-    calls that hit a restart fail (no blind retry of a key creation) and callers retry.
-    Task events are off: Ray's GCS keeps one per call (key lookups, replica reports)."""
+class DirectoryActor(Directory):
+    """Ray shell over ``Directory``, whose methods it serves as they are (its interface,
+    declared once: clients are ``actors.remote.remote(handle, Directory)``). The database
+    is the state, so a restart loses nothing; calls that hit a restart fail (no blind
+    retry of a key creation) and callers retry. Task events are off: Ray's GCS keeps one
+    per call (key lookups, replica reports). Replica stats and the drain deadline are
+    the actor's own soft state."""
 
     def __init__(self) -> None:
         self._engine = make_engine(Settings().resolved_database_url())
-        self._directory = Directory(make_sessionmaker(self._engine))
+        super().__init__(make_sessionmaker(self._engine))
         self._replicas: dict[str, tuple[float, dict[str, Any]]] = {}
         self._drain_deadline: float | None = None
-
-    async def verify(self, key_hash: str) -> KeyInfo | None:
-        return await self._directory.verify(key_hash)
-
-    async def create_key(self, name: str, role: Role = "user") -> CreatedKey:
-        return await self._directory.create_key(name, role)
-
-    async def list_keys(self) -> list[KeyInfo]:
-        return await self._directory.list_keys()
-
-    async def revoke_key(self, key_id: str) -> KeyInfo:
-        return await self._directory.revoke_key(key_id)
-
-    async def register_adapter(self, spec: AdapterSpec) -> AdapterInfo:
-        return await self._directory.register_adapter(spec)
-
-    async def get_adapter(self, name: str) -> AdapterInfo | None:
-        return await self._directory.get_adapter(name)
-
-    async def list_adapters(self) -> list[AdapterInfo]:
-        return await self._directory.list_adapters()
-
-    async def delete_adapter(self, name: str, created_at: datetime | None = None) -> None:
-        await self._directory.delete_adapter(name, created_at)
 
     def report_replica(self, replica_id: str, stats: dict[str, Any]) -> None:
         self._replicas[replica_id] = (time.monotonic(), stats)

@@ -7,37 +7,17 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from actors.usage_shipper import UsageShipper
-from forge.adapters import AdapterInfo, AdapterSpec, CachedAdapterLookup
+from forge.adapters import CachedAdapterLookup
 from forge.config import PlatformConfig
-from forge.keys import CreatedKey, KeyInfo, Role
+from forge.directory import Directory
 from gateway.auth import KeyVerifier
 from gateway.drain import Drain, DrainWatcher
 from gateway.relay import Relay
 from gateway.warm import WarmUp
 from serve.router import Router
-
-
-class Directory(Protocol):
-    """The org directory as the admin routes need it (the actor, or the plain class)."""
-
-    async def create_key(self, name: str, role: Role = "user") -> CreatedKey: ...
-
-    async def list_keys(self) -> list[KeyInfo]: ...
-
-    async def revoke_key(self, key_id: str) -> KeyInfo: ...
-
-    async def register_adapter(self, spec: AdapterSpec) -> AdapterInfo: ...
-
-    async def get_adapter(self, name: str) -> AdapterInfo | None: ...
-
-    async def list_adapters(self) -> list[AdapterInfo]: ...
-
-    async def delete_adapter(self, name: str, created_at: datetime | None = None) -> None:
-        """Unregister ``name`` (only its registration made at ``created_at``, if given)."""
 
 
 class Responses(Protocol):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,18 +13,18 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from actors.directory import DirectoryActor
+from actors.remote import remote
 from actors.usage_recorder import UsageRecorderActor
 from actors.usage_shipper import UsageShipper
 from actors.usage_spool import UsageSpool
 from forge.adapters import (
-    AdapterInfo,
     AdapterSpec,
     CachedAdapterLookup,
     adapter_ref,
     parse_adapter_ref,
 )
 from forge.config import PlatformConfig, ProviderConfig
-from forge.keys import KeyInfo
+from forge.directory import Directory
 from forge.responses_store import ResponseStore
 from forge.settings import Settings
 from gateway.app import build_app
@@ -199,34 +198,6 @@ class ModelServerDeployment:
             log.info("unloaded adapters deleted from the registry: %s", ", ".join(stale))
 
 
-class _ActorDirectory:
-    """The admin routes' `Directory`, backed by the directory actor."""
-
-    def __init__(self, actor: Any) -> None:
-        self._actor = actor
-
-    async def create_key(self, name: str, role: str = "user") -> Any:
-        return await self._actor.create_key.remote(name, role)
-
-    async def list_keys(self) -> list[KeyInfo]:
-        return await self._actor.list_keys.remote()
-
-    async def revoke_key(self, key_id: str) -> KeyInfo:
-        return await self._actor.revoke_key.remote(key_id)
-
-    async def register_adapter(self, spec: AdapterSpec) -> AdapterInfo:
-        return await self._actor.register_adapter.remote(spec)
-
-    async def get_adapter(self, name: str) -> AdapterInfo | None:
-        return await self._actor.get_adapter.remote(name)
-
-    async def list_adapters(self) -> list[AdapterInfo]:
-        return await self._actor.list_adapters.remote()
-
-    async def delete_adapter(self, name: str, created_at: datetime | None = None) -> None:
-        await self._actor.delete_adapter.remote(name, created_at)
-
-
 @serve.deployment
 @serve.ingress()
 class GatewayDeployment:
@@ -265,7 +236,7 @@ class GatewayDeployment:
                 max_batch=config.usage.max_batch,
                 unready_after_s=config.usage.unready_after_s,
             ),
-            directory=_ActorDirectory(directory),
+            directory=remote(directory, Directory),
             readiness=self.readiness,
             adapters=adapters,
             # this replica's own small pool on the platform's database, no actor between
