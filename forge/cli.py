@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -11,10 +10,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from forge.cli_db import on_database
+from forge.cli_tenancy import orgs_app, projects_app
 from forge.config import load_config
-from forge.db.engine import make_engine, make_sessionmaker
 from forge.db.migrate import upgrade
-from forge.errors import ForgeError
 from forge.keys import KeyStore, Role
 from forge.settings import Settings
 
@@ -29,6 +28,8 @@ models_app = typer.Typer(help="Self-hosted models.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+app.add_typer(orgs_app, name="orgs")
+app.add_typer(projects_app, name="projects")
 
 
 @app.command()
@@ -213,30 +214,22 @@ def model_stats(replicas: dict[str, dict]) -> dict[str, dict]:
 
 def _with_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:
     """Run ``action`` against the key store of the configured database (migrated first)."""
-    url = Settings().resolved_database_url()
-    upgrade(url)
-
-    async def main() -> T:
-        engine = make_engine(url)
-        try:
-            return await action(KeyStore(make_sessionmaker(engine)))
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(main())
-    except ForgeError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from None
+    return on_database(KeyStore, action)
 
 
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key.")],
-    admin: Annotated[bool, typer.Option("--admin", help="Give it admin rights.")] = False,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="The default organization's admin key.")
+    ] = False,
+    operator: Annotated[
+        bool, typer.Option("--operator", help="A platform operator's key (every organization).")
+    ] = False,
 ) -> None:
-    """Create a key and print it (the only time it is shown)."""
-    role: Role = "admin" if admin else "user"
+    """Create a key of the default organization's default project and print it (the only
+    time it is shown)."""
+    role: Role = "platform" if operator else "admin" if admin else "user"
     created = _with_store(lambda store: store.create_key(name, role))
     typer.echo(created.key)
 
@@ -246,7 +239,9 @@ def keys_list() -> None:
     """List keys (prefixes only)."""
     for k in _with_store(lambda store: store.list_keys()):
         state = "revoked" if k.revoked_at else "active"
-        typer.echo(f"{k.id}  {k.prefix}…  {k.role:<5}  {state:<7}  {k.name}")
+        typer.echo(
+            f"{k.id}  {k.prefix}…  {k.role:<8}  {state:<7}  {k.org_id}/{k.project_id}  {k.name}"
+        )
 
 
 @keys_app.command("revoke")

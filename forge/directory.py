@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from forge.adapters import AdapterInfo, AdapterRegistry, AdapterSpec
+from forge.db.schema import DEFAULT_ORG_ID, DEFAULT_PROJECT_ID
 from forge.keys import CreatedKey, KeyInfo, KeyStore, Role
 
 
@@ -21,14 +22,21 @@ class Directory:
     async def verify(self, key_hash: str) -> KeyInfo | None:
         return await self.keys.lookup(key_hash)
 
-    async def create_key(self, name: str, role: Role = "user") -> CreatedKey:
-        return await self.keys.create_key(name, role)
+    async def create_key(
+        self,
+        name: str,
+        role: Role = "user",
+        *,
+        org_id: str = DEFAULT_ORG_ID,
+        project_id: str = DEFAULT_PROJECT_ID,
+    ) -> CreatedKey:
+        return await self.keys.create_key(name, role, org_id=org_id, project_id=project_id)
 
-    async def list_keys(self) -> list[KeyInfo]:
-        return await self.keys.list_keys()
+    async def list_keys(self, org_id: str | None = None) -> list[KeyInfo]:
+        return await self.keys.list_keys(org_id)
 
-    async def revoke_key(self, key_id: str) -> KeyInfo:
-        return await self.keys.revoke_key(key_id)
+    async def revoke_key(self, key_id: str, org_id: str | None = None) -> KeyInfo:
+        return await self.keys.revoke_key(key_id, org_id)
 
     async def register_adapter(self, spec: AdapterSpec) -> AdapterInfo:
         return await self.adapters.register(spec)

@@ -12,16 +12,26 @@ from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from forge.db.schema import ApiKey, utcnow
+from forge.db.schema import (
+    DEFAULT_ORG_ID,
+    DEFAULT_PROJECT_ID,
+    ApiKey,
+    Organization,
+    Project,
+    aware,
+    utcnow,
+)
 from forge.errors import NotFound
 
 KEY_PREFIX = "sk-forge-"
 MASTER_KEY_NAME = "master"
-Role = Literal["admin", "user"]
+Role = Literal["platform", "admin", "user"]
+OwnerType = Literal["user", "service_account"]
 
 
 class KeyInfo(BaseModel):
-    """What a gateway needs to know about a verified key (never the key itself)."""
+    """What a gateway needs to know about a verified key (never the key itself): who it
+    is, whose (organisation and project), and whether those still let it in."""
 
     id: str
     name: str
@@ -29,6 +39,13 @@ class KeyInfo(BaseModel):
     role: Role
     created_at: datetime
     revoked_at: datetime | None = None
+    org_id: str = DEFAULT_ORG_ID
+    project_id: str = DEFAULT_PROJECT_ID
+    owner_type: OwnerType | None = None
+    owner_id: str | None = None
+    expires_at: datetime | None = None
+    org_status: str = "active"  # of its organisation at lookup: active, suspended, deleted
+    project_status: str = "active"  # of its project: active, archived
 
     @property
     def active(self) -> bool:
@@ -50,14 +67,32 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _info(row: ApiKey) -> KeyInfo:
+def new_key_id() -> str:
+    return "key_" + uuid.uuid4().hex[:24]
+
+
+def redacted(prefix: str) -> str:
+    """A key as lists show it: its visible prefix, the rest hidden."""
+    return f"{prefix}...****"
+
+
+def _info(
+    row: ApiKey, org_status: str | None = "active", project_status: str | None = None
+) -> KeyInfo:
     return KeyInfo(
         id=row.id,
         name=row.name,
         prefix=row.prefix,
         role=row.role,  # type: ignore[arg-type]
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
+        created_at=aware(row.created_at),
+        revoked_at=aware(row.revoked_at),
+        org_id=row.org_id,
+        project_id=row.project_id,
+        owner_type=row.owner_type,  # type: ignore[arg-type]
+        owner_id=row.owner_id,
+        expires_at=aware(row.expires_at),
+        org_status=org_status or "deleted",
+        project_status=project_status or "active",
     )
 
 
@@ -68,54 +103,84 @@ class KeyStore:
         self._sessions = sessions
 
     async def create_key(
-        self, name: str, role: Role = "user", key: str | None = None
+        self,
+        name: str,
+        role: Role = "user",
+        key: str | None = None,
+        *,
+        org_id: str = DEFAULT_ORG_ID,
+        project_id: str = DEFAULT_PROJECT_ID,
+        owner_type: OwnerType | None = None,
+        owner_id: str | None = None,
+        expires_at: datetime | None = None,
     ) -> CreatedKey:
+        """A new key of ``project_id`` in ``org_id`` (the caller checked both exist)."""
         key = key or generate_key()
         row = ApiKey(
-            id=uuid.uuid4().hex,
+            id=new_key_id(),
             name=name,
             key_hash=hash_key(key),
             prefix=key[: len(KEY_PREFIX) + 4],
             role=role,
             created_at=utcnow(),
+            org_id=org_id,
+            project_id=project_id,
+            owner_type=owner_type,
+            owner_id=owner_id,
+            expires_at=expires_at,
         )
         async with self._sessions() as s, s.begin():
             s.add(row)
         return CreatedKey(info=_info(row), key=key)
 
     async def lookup(self, key_hash: str) -> KeyInfo | None:
+        """The key with this hash, with its organisation's and project's status (one
+        query: the hot path's only database read, on a cache miss)."""
+        query = (
+            select(ApiKey, Organization.status, Project.status)
+            .outerjoin(Organization, Organization.id == ApiKey.org_id)
+            .outerjoin(Project, Project.id == ApiKey.project_id)
+            .where(ApiKey.key_hash == key_hash)
+        )
         async with self._sessions() as s:
-            row = await s.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
-        return _info(row) if row else None
+            found = (await s.execute(query)).first()
+        return _info(found[0], found[1], found[2]) if found else None
 
-    async def list_keys(self) -> list[KeyInfo]:
+    async def list_keys(self, org_id: str | None = None) -> list[KeyInfo]:
+        """Every key of ``org_id`` (None: of every organisation), oldest first."""
+        query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+        if org_id is not None:
+            query = query.where(ApiKey.org_id == org_id)
         async with self._sessions() as s:
-            rows = await s.scalars(select(ApiKey).order_by(ApiKey.created_at))
-            return [_info(r) for r in rows]
+            return [_info(r) for r in await s.scalars(query)]
 
-    async def revoke_key(self, key_id: str) -> KeyInfo:
+    async def revoke_key(self, key_id: str, org_id: str | None = None) -> KeyInfo:
+        """Revoke a key of ``org_id`` (None: of any organisation); 404 for another's."""
+        scope = [ApiKey.id == key_id]
+        if org_id is not None:
+            scope.append(ApiKey.org_id == org_id)
         async with self._sessions() as s, s.begin():
             await s.execute(
                 update(ApiKey)
-                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .where(*scope, ApiKey.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
-            row = await s.get(ApiKey, key_id)
+            row = await s.scalar(select(ApiKey).where(*scope))
             if row is None:
                 raise NotFound(f"No API key with id {key_id!r}.", param="key_id")
             return _info(row)
 
     async def ensure_master(self, master_key: str | None) -> str | None:
-        """Make sure an admin key exists. Returns a newly generated key (to show once),
-        or None when ``master_key`` was given or an admin key already existed."""
+        """Make sure a platform (operator) key exists. Returns a newly generated key (to
+        show once), or None when ``master_key`` was given or one already existed."""
         if master_key:
             if await self.lookup(hash_key(master_key)) is None:
-                await self.create_key(MASTER_KEY_NAME, role="admin", key=master_key)
+                await self.create_key(MASTER_KEY_NAME, role="platform", key=master_key)
             return None
         async with self._sessions() as s:
             existing = await s.scalar(
-                select(ApiKey.id).where(ApiKey.role == "admin", ApiKey.revoked_at.is_(None))
+                select(ApiKey.id).where(ApiKey.role == "platform", ApiKey.revoked_at.is_(None))
             )
         if existing:
             return None
-        return (await self.create_key(MASTER_KEY_NAME, role="admin")).key
+        return (await self.create_key(MASTER_KEY_NAME, role="platform")).key

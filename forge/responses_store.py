@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from forge.config import ResponsesConfig
-from forge.db.engine import make_engine
+from forge.db.engine import replica_engine
 from forge.db.schema import StoredResponse
 from forge.errors import InvalidRequest, NotFound
 
@@ -64,15 +64,18 @@ class ResponseStore:
 
     @classmethod
     def open(cls, url: str, config: ResponsesConfig) -> ResponseStore:
-        """A store on its own engine (a gateway replica's): a small pool on PostgreSQL."""
-        pool: dict[str, Any] = {}
-        if not url.startswith("sqlite"):
-            pool = {"pool_size": config.pool_size, "max_overflow": config.pool_size}
+        """A store on its own engine: a small pool on PostgreSQL."""
+        store = cls.on(replica_engine(url, config.pool_size), config)
+        store._owns_engine = True
+        return store
+
+    @classmethod
+    def on(cls, engine: AsyncEngine, config: ResponsesConfig) -> ResponseStore:
+        """A store on ``engine`` (a gateway replica's pool, shared), as configured."""
         return cls(
-            make_engine(url, **pool),
+            engine,
             retention=timedelta(days=config.retention_days),
             limits=ChainLimits(config.max_chain, config.max_chain_bytes),
-            owns_engine=True,
         )
 
     async def close(self) -> None:
@@ -91,7 +94,7 @@ class ResponseStore:
             await conn.execute(
                 insert(StoredResponse).values(
                     id=response["id"],
-                    key_id=owner,
+                    project_id=owner,
                     model=str(response.get("model", ""))[:200],
                     created_at=now,
                     expires_at=now + self.retention,
@@ -109,7 +112,7 @@ class ResponseStore:
             result = await conn.execute(
                 delete(StoredResponse).where(
                     StoredResponse.id == response_id,
-                    StoredResponse.key_id == owner,
+                    StoredResponse.project_id == owner,
                     StoredResponse.expires_at > self._now(),
                 )
             )
@@ -136,7 +139,7 @@ class ResponseStore:
     def _live(self, response_id: str, owner: str) -> tuple[ColumnElement[bool], ...]:
         return (
             StoredResponse.id == response_id,
-            StoredResponse.key_id == owner,
+            StoredResponse.project_id == owner,
             StoredResponse.expires_at > self._now(),
         )
 
@@ -229,7 +232,7 @@ class ResponseStore:
                             StoredResponse.previous_response_id,
                         ).where(
                             StoredResponse.id == current,
-                            StoredResponse.key_id == owner,
+                            StoredResponse.project_id == owner,
                             StoredResponse.expires_at > now,
                         )
                     )

@@ -17,6 +17,8 @@ class UsageEvent(BaseModel):
     client_request_id: str | None = None
     created_at: datetime
     key_id: str | None
+    org_id: str | None = None  # None: recorded before organisations existed
+    project_id: str | None = None
     endpoint: str
     model: str
     provider: str

@@ -9,7 +9,16 @@ from fastapi import FastAPI
 
 from gateway.errors import install_error_handlers
 from gateway.middleware import RequestContextMiddleware
-from gateway.routes import admin, anthropic, health, inference, models, responses
+from gateway.routes import (
+    admin,
+    anthropic,
+    health,
+    inference,
+    models,
+    operator,
+    organization,
+    responses,
+)
 from gateway.runtime import GatewayRuntime
 
 
@@ -32,7 +41,7 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    for module in (inference, anthropic, responses, models, health, admin):
+    for module in (inference, anthropic, responses, models, health, admin, organization, operator):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from fastapi import Request
 
@@ -61,8 +62,7 @@ class KeyVerifier:
             self._cache.put(digest, info, self._ttl if info is not None else NEGATIVE_TTL_S)
         if info is None:
             raise AuthenticationFailed("Incorrect API key provided.")
-        if info.revoked_at is not None:
-            raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
+        check_usable(info)
         return info
 
     async def _fetch(self, digest: str) -> KeyInfo | None:
@@ -90,7 +90,42 @@ class KeyVerifier:
             del self._inflight[digest]
 
 
+def check_usable(info: KeyInfo) -> None:
+    """401 for a key revoked, expired or whose organisation is gone; 403 for one whose
+    organisation is suspended or whose project is archived."""
+    if info.revoked_at is not None:
+        raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
+    if info.expires_at is not None and info.expires_at <= datetime.now(UTC):
+        raise AuthenticationFailed(
+            f"This API key expired at {info.expires_at.isoformat(timespec='seconds')}.",
+            code="expired_api_key",
+        )
+    if info.org_status == "deleted":
+        raise AuthenticationFailed(
+            "This API key's organization has been deleted.", code="invalid_api_key"
+        )
+    if info.org_status == "suspended":
+        raise PermissionDenied(
+            f"The organization {info.org_id!r} is suspended; its keys are refused until the "
+            "platform operator reactivates it.",
+            code="organization_suspended",
+        )
+    if info.project_status == "archived":
+        raise PermissionDenied(
+            f"The project {info.project_id!r} is archived; its keys no longer work.",
+            code="project_archived",
+        )
+
+
 def require_admin(info: KeyInfo) -> KeyInfo:
-    if info.role != "admin":
+    """An organisation's admin key (or the platform operator's)."""
+    if info.role not in ("admin", "platform"):
         raise PermissionDenied("This route needs an admin key.")
+    return info
+
+
+def require_platform(info: KeyInfo) -> KeyInfo:
+    """The platform operator's key: the routes above organisations."""
+    if info.role != "platform":
+        raise PermissionDenied("This route needs the platform operator's key.")
     return info

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from forge.keys import KeyInfo
-from gateway.auth import presented_key, require_admin
+from gateway.auth import presented_key, require_admin, require_platform
 from gateway.runtime import GatewayRuntime
 
 
@@ -22,3 +22,7 @@ async def caller(request: Request) -> KeyInfo:
 
 async def admin(request: Request) -> KeyInfo:
     return require_admin(await caller(request))
+
+
+async def operator(request: Request) -> KeyInfo:
+    return require_platform(await caller(request))

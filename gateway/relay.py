@@ -24,6 +24,7 @@ from forge.errors import (
     UpstreamError,
     unwrap_remote,
 )
+from forge.keys import KeyInfo
 from forge.usage import UsageEvent, UsageStatus, cost_usd
 from gateway.drain import SHUTTING_DOWN, Drain
 from serve.capabilities import check_request
@@ -43,17 +44,21 @@ class CallContext:
     client_request_id: str | None = None
     # Run once the response has been handed to the server (RequestContextMiddleware).
     after_response: list[Callable[[], None]] | None = None
+    org_id: str | None = None
+    project_id: str | None = None
 
     @classmethod
-    def of(cls, state: Any, key_id: str | None, endpoint: Endpoint) -> CallContext:
-        """From the request state ``RequestContextMiddleware`` stamped."""
+    def of(cls, state: Any, key: KeyInfo, endpoint: Endpoint) -> CallContext:
+        """From the request state ``RequestContextMiddleware`` stamped, for ``key``."""
         return cls(
             state.request_id,
-            key_id,
+            key.id,
             state.t0,
             endpoint,
             state.client_request_id,
             state.after_response,
+            key.org_id,
+            key.project_id,
         )
 
 
@@ -104,6 +109,8 @@ class Relay:
             client_request_id=ctx.client_request_id,
             created_at=datetime.now(UTC),
             key_id=ctx.key_id,
+            org_id=ctx.org_id,
+            project_id=ctx.project_id,
             endpoint=ctx.endpoint,
             model=model.name,
             provider=model.provider,

@@ -9,10 +9,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from actors.usage_shipper import UsageShipper
 from forge.adapters import CachedAdapterLookup
 from forge.config import PlatformConfig
 from forge.directory import Directory
+from forge.tenancy.store import TenancyStore
 from gateway.auth import KeyVerifier
 from gateway.drain import Drain, DrainWatcher
 from gateway.relay import Relay
@@ -71,6 +74,8 @@ class GatewayRuntime:
     drain_watcher: DrainWatcher | None = None
     warm_up: WarmUp | None = None
     responses: Responses | None = None
+    tenancy: TenancyStore | None = None  # the Admin API's organisations and projects
+    database: AsyncEngine | None = None  # the replica's own pool, disposed at close
 
     def __post_init__(self) -> None:
         self.relay = Relay(self.router, self.shipper, self.drain)
@@ -113,6 +118,8 @@ class GatewayRuntime:
         await self.shipper.close()
         if self.responses is not None:
             await self.responses.close()
+        if self.database is not None:
+            await self.database.dispose()
         for client in self.router.clients.values():
             close = getattr(client, "close", None)
             if close is not None:

@@ -24,9 +24,11 @@ from forge.adapters import (
     parse_adapter_ref,
 )
 from forge.config import PlatformConfig, ProviderConfig
+from forge.db.engine import make_sessionmaker, replica_engine
 from forge.directory import Directory
 from forge.responses_store import ResponseStore
 from forge.settings import Settings
+from forge.tenancy.store import TenancyStore
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.drain import DrainWatcher
@@ -203,6 +205,7 @@ class ModelServerDeployment:
 class GatewayDeployment:
     def __init__(self, config: PlatformConfig, providers: dict[str, DeploymentHandle]) -> None:
         directory, recorder = platform_actors()
+        database = replica_engine(Settings().resolved_database_url(), config.responses.pool_size)
         clients: dict[str, ProviderClient] = {
             name: HandleProviderClient(h) for name, h in providers.items()
         }
@@ -241,7 +244,9 @@ class GatewayDeployment:
             adapters=adapters,
             # this replica's own small pool on the platform's database, no actor between
             # (docs/architecture.md, "Stored responses")
-            responses=ResponseStore.open(Settings().resolved_database_url(), config.responses),
+            responses=ResponseStore.on(database, config.responses),
+            tenancy=TenancyStore(make_sessionmaker(database)),
+            database=database,
         )
         # Set up, before any request needs them: the path to each provider deployment,
         # and the directory's key lookup (this replica's first actor call, the directory's

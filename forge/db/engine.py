@@ -29,3 +29,12 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def replica_engine(url: str, pool_size: int) -> AsyncEngine:
+    """A gateway replica's own engine (stored responses, the Admin API): a small pool
+    on PostgreSQL, SQLite's defaults otherwise."""
+    pool: dict[str, Any] = {}
+    if not url.startswith("sqlite"):
+        pool = {"pool_size": pool_size, "max_overflow": pool_size}
+    return make_engine(url, **pool)

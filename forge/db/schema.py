@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -20,12 +30,67 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(when: datetime | None) -> datetime | None:
+    """A stored time as UTC (SQLite hands back naive datetimes for timezone=True)."""
+    return when if when is None or when.tzinfo else when.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+DEFAULT_ORG_ID = "org-default"  # where keys made before organisations existed live
+DEFAULT_PROJECT_ID = "proj_default"
+
+
+class Organization(Base):
+    """A tenant. ``plan`` names its tier (forge.tenancy.plans); a suspended one is refused
+    (403) on every route; a deleted one keeps its rows (usage, audit) but no key works."""
+
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    plan: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    default_project_id: Mapped[str] = mapped_column(String(40))  # admin keys' project
+
+
+class Project(Base):
+    """A project of an organisation: what keys, usage and stored objects belong to."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_projects_org_id_name"),)
+
+
+class ServiceAccount(Base):
+    """A project's non-human member; its API keys act for it."""
+
+    __tablename__ = "service_accounts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    project_id: Mapped[str] = mapped_column(String(40), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default="member")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class ApiKey(Base):
-    """An API key. Only its SHA-256 is stored; the key itself is shown once at creation."""
+    """An API key. Only its SHA-256 is stored; the key itself is shown once at creation.
+
+    ``role``: ``platform`` (the operator's: every organisation), ``admin`` (an
+    organisation's admin key) or ``user`` (a project key). Every key belongs to an
+    organisation and a project (an admin key's is the one its inference calls use)."""
 
     __tablename__ = "api_keys"
 
@@ -36,6 +101,11 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16), default="user")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    org_id: Mapped[str] = mapped_column(String(40), default=DEFAULT_ORG_ID, index=True)
+    project_id: Mapped[str] = mapped_column(String(40), default=DEFAULT_PROJECT_ID, index=True)
+    owner_type: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    owner_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class UsageRecord(Base):
@@ -49,6 +119,8 @@ class UsageRecord(Base):
     client_request_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    org_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    project_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     endpoint: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(200))
     provider: Mapped[str] = mapped_column(String(100))
@@ -67,6 +139,7 @@ class UsageRecord(Base):
     __table_args__ = (
         Index("ix_usage_records_key_created", "key_id", "created_at"),
         Index("ix_usage_records_created", "created_at"),
+        Index("ix_usage_records_org_created", "org_id", "created_at"),
     )
 
 
@@ -98,13 +171,13 @@ class LoraAdapter(Base):
 class StoredResponse(Base):
     """A Response created with ``store`` (the default): the whole Response object and its
     input items (normalised, with ids) as JSON text, exactly as they were returned.
-    ``key_id`` is the owner (the only one who can read, continue or delete it); one
-    column, so that scoping can move to projects by migrating it."""
+    ``project_id`` is the owner: any key of the project can read, continue or delete it
+    (OpenAI's scoping); another project's keys get 404."""
 
     __tablename__ = "responses"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    key_id: Mapped[str] = mapped_column(String(32))
+    project_id: Mapped[str] = mapped_column(String(40))
     model: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -113,6 +186,6 @@ class StoredResponse(Base):
     input_items: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (
-        Index("ix_responses_key_created", "key_id", "created_at"),
+        Index("ix_responses_project_created", "project_id", "created_at"),
         Index("ix_responses_expires", "expires_at"),
     )

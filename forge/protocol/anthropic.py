@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from forge.protocol.base64data import looks_base64
 from forge.protocol.openai import ModelName
 
 
@@ -55,10 +56,18 @@ class TextBlock(_Open):
     citations: list[dict[str, Any]] | None = None
 
 
+def _base64(data: str) -> str:
+    if not looks_base64(data):
+        raise PydanticCustomError("base64", "not valid base64")
+    return data
+
+
 class Base64ImageSource(_Open):
     type: Literal["base64"]
     media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
     data: str
+
+    _is_base64 = field_validator("data")(_base64)
 
 
 class UrlSource(_Open):
@@ -76,6 +85,8 @@ class Base64PdfSource(_Open):
     type: Literal["base64"]
     media_type: Literal["application/pdf"]
     data: str
+
+    _is_base64 = field_validator("data")(_base64)
 
 
 class PlainTextSource(_Open):

@@ -23,27 +23,43 @@ class CreateKeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     role: Literal["admin", "user"] = "user"
+    project_id: str | None = Field(
+        None, description="A project of the caller's organization; default: its default one."
+    )
+
+
+def _org_scope(caller: KeyInfo) -> str | None:
+    """The organisation an ``/admin/keys`` call sees: the caller's (the operator's: all)."""
+    return None if caller.role == "platform" else caller.org_id
 
 
 @router.post("/keys", response_model=CreatedKey, status_code=201)
 async def create_key(
-    req: CreateKeyRequest, _: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
+    req: CreateKeyRequest, caller: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
 ) -> CreatedKey:
-    return await rt.directory.create_key(req.name, req.role)
+    """A key in the caller's organisation: in ``project_id`` (checked to be one of its
+    projects), else in the project of the caller's key. The Admin API's service accounts
+    and admin keys (``/v1/organization``) are the OpenAI-shaped way to the same."""
+    project_id = caller.project_id
+    if req.project_id is not None and rt.tenancy is not None:
+        project_id = (await rt.tenancy.get_project(caller.org_id, req.project_id)).id
+    return await rt.directory.create_key(
+        req.name, req.role, org_id=caller.org_id, project_id=project_id
+    )
 
 
 @router.get("/keys", response_model=list[KeyInfo])
 async def list_keys(
-    _: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
+    caller: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
 ) -> list[KeyInfo]:
-    return await rt.directory.list_keys()
+    return await rt.directory.list_keys(_org_scope(caller))
 
 
 @router.delete("/keys/{key_id}", response_model=KeyInfo)
 async def revoke_key(
-    key_id: str, _: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
+    key_id: str, caller: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
 ) -> KeyInfo:
-    info = await rt.directory.revoke_key(key_id)
+    info = await rt.directory.revoke_key(key_id, _org_scope(caller))
     rt.verifier.forget(key_id)
     return info
 

@@ -28,7 +28,7 @@ async def messages(
     body = await validated_body(request, rt, MessagesRequest)
     chat = tr.from_anthropic_request(body)
     public_model = body["model"]
-    ctx = CallContext.of(request.state, key.id, "chat/completions")
+    ctx = CallContext.of(request.state, key, "chat/completions")
     if body.get("stream"):
         source, headers = await rt.relay.open_stream(ctx, chat, include_usage=True)
         return EventStreamResponse(_anthropic_events(source, public_model), headers, rt.drain)

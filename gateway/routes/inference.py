@@ -35,7 +35,7 @@ async def validated_body(
 async def _serve(
     request: Request, rt: GatewayRuntime, key: KeyInfo, endpoint: Endpoint, body: dict[str, Any]
 ) -> Response:
-    ctx = CallContext.of(request.state, key.id, endpoint)
+    ctx = CallContext.of(request.state, key, endpoint)
     if body.get("stream") and endpoint != "embeddings":
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         source, headers = await rt.relay.open_stream(ctx, body, include_usage)

@@ -72,8 +72,8 @@ async def create_response(
     if previous is not None:
         if rt.responses is None:
             raise previous_not_found(previous)
-        history = await _db(rt.responses.conversation(previous, key.id))
-    referenced = await _referenced_items(rt, body, key.id)
+        history = await _db(rt.responses.conversation(previous, key.project_id))
+    referenced = await _referenced_items(rt, body, key.project_id)
     if referenced:
         body = tr.with_referenced(body, referenced)
     if previous is not None or referenced:
@@ -84,9 +84,9 @@ async def create_response(
         items = tr.input_items(body)
 
         async def save(response: dict[str, Any]) -> None:
-            await _db(store.save(key.id, response, items))
+            await _db(store.save(key.project_id, response, items))
 
-    ctx = CallContext.of(request.state, key.id, "chat/completions")
+    ctx = CallContext.of(request.state, key, "chat/completions")
     try:
         if body.get("stream"):
             source, headers = await rt.relay.open_stream(ctx, chat, include_usage=True)
@@ -158,7 +158,7 @@ async def retrieve_response(
     rt: GatewayRuntime = Depends(runtime),
 ) -> Response:
     _query_refusals(request)
-    stored = await _db(_store(rt, response_id).get(response_id, key.id))
+    stored = await _db(_store(rt, response_id).get(response_id, key.project_id))
     if stored is None:
         raise _not_found(response_id)
     return Response(orjson.dumps(stored), media_type="application/json")
@@ -168,7 +168,7 @@ async def retrieve_response(
 async def delete_response(
     response_id: str, key: KeyInfo = Depends(caller), rt: GatewayRuntime = Depends(runtime)
 ) -> Response:
-    if not await _db(_store(rt, response_id).delete(response_id, key.id)):
+    if not await _db(_store(rt, response_id).delete(response_id, key.project_id)):
         raise _not_found(response_id)
     body = {"id": response_id, "object": "response", "deleted": True}
     return Response(orjson.dumps(body), media_type="application/json")
@@ -210,7 +210,7 @@ async def list_input_items(
     page = await _db(
         _store(rt, response_id).input_items(
             response_id,
-            key.id,
+            key.project_id,
             limit=limit,
             order=cast(Literal["asc", "desc"], order),
             after=query.get("after"),

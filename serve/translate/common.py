@@ -4,13 +4,12 @@ open) from crashing a translator: a wrong shape is a 400 naming the field."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 import orjson
 
 from forge.errors import InvalidRequest
+from forge.protocol.base64data import looks_base64
 
 
 def unsupported(provider: str, param: str, why: str = "") -> InvalidRequest:
@@ -89,10 +88,8 @@ def parse_data_url(url: str, param: str) -> tuple[str, str] | None:
     if not sep or ";base64" not in header:
         raise InvalidRequest("Image data URLs must be base64 encoded.", param=param)
     media_type = header.split(";", 1)[0] or "application/octet-stream"
-    try:
-        base64.b64decode(data[:64] + "=" * (-len(data[:64]) % 4), validate=True)
-    except binascii.Error:
-        raise InvalidRequest("Image data URL is not valid base64.", param=param) from None
+    if not looks_base64(data):
+        raise InvalidRequest("Image data URL is not valid base64.", param=param)
     return media_type, data
 
 

@@ -25,6 +25,16 @@ PATHS = (
     "/responses",
     "/responses/{response_id}",
     "/responses/{response_id}/input_items",
+    "/organization/projects",
+    "/organization/projects/{project_id}",
+    "/organization/projects/{project_id}/archive",
+    "/organization/projects/{project_id}/service_accounts",
+    "/organization/projects/{project_id}/service_accounts/{service_account_id}",
+    "/organization/projects/{project_id}/service_accounts/{service_account_id}/api_keys",
+    "/organization/projects/{project_id}/api_keys",
+    "/organization/projects/{project_id}/api_keys/{api_key_id}",
+    "/organization/admin_api_keys",
+    "/organization/admin_api_keys/{key_id}",
 )
 
 

@@ -26,6 +26,7 @@ from forge.db.schema import UsageRecord
 from forge.directory import Directory
 from forge.keys import KeyStore
 from forge.responses_store import ResponseStore
+from forge.tenancy.store import TenancyStore
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.runtime import GatewayRuntime
@@ -139,6 +140,7 @@ class Harness:
     http: httpx2.AsyncClient
     engine: AsyncEngine
     app: Any
+    operator_key: str = ""  # the platform operator's (role platform)
 
     def anthropic_sdk(self, key: str | None = None):
         import anthropic
@@ -183,14 +185,16 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
         readiness=_all_ready,
         adapters=adapters,
         responses=ResponseStore(engine),
+        tenancy=TenancyStore(make_sessionmaker(engine)),
     )
     app = build_app(runtime)
     runtime.start()
     user = await keys.create_key("user")
     admin = await keys.create_key("admin", role="admin")
+    operator = await keys.create_key("operator", role="platform")
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://gateway") as http:
-        yield Harness(runtime, keys, user.key, admin.key, http, engine, app)
+        yield Harness(runtime, keys, user.key, admin.key, http, engine, app, operator.key)
     await runtime.close()
     for p in providers.values():
         await p.close()

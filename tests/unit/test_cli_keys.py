@@ -37,3 +37,36 @@ def test_status_without_a_running_platform_says_so_in_one_line(monkeypatch):
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "PromptForge is not running" in result.output
+
+
+def test_orgs_and_projects_verbs_with_json(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    runner = CliRunner()
+    made = runner.invoke(
+        app, ["orgs", "create", "--name", "acme", "--plan", "enterprise", "--json"]
+    )
+    assert made.exit_code == 0, made.output
+    created = json.loads(made.output)
+    org = created["organization"]["id"]
+    assert created["admin_key"].startswith("sk-forge-") and created["organization"]["plan"] == (
+        "enterprise"
+    )
+    again = runner.invoke(app, ["orgs", "create", "--name", "acme"])
+    assert again.exit_code == 1 and "already exists" in again.output
+    listed = json.loads(runner.invoke(app, ["orgs", "list", "--json"]).output)
+    assert {o["name"] for o in listed} == {"Default organization", "acme"}
+    project = json.loads(
+        runner.invoke(app, ["projects", "create", "--org", org, "--name", "web", "--json"]).output
+    )
+    archived = runner.invoke(app, ["projects", "archive", project["id"], "--org", org, "--json"])
+    assert json.loads(archived.output)["status"] == "archived"
+    other = runner.invoke(app, ["projects", "archive", project["id"], "--org", "org-default"])
+    assert other.exit_code == 1 and "No project" in other.output  # another org's: not found
+    suspended = runner.invoke(app, ["orgs", "suspend", org, "--json"])
+    assert json.loads(suspended.output)["status"] == "suspended"
+    assert runner.invoke(app, ["orgs", "plan", org, "gold"]).exit_code != 0
+    listed_projects = runner.invoke(app, ["projects", "list", "--org", org]).output
+    assert "Default project" in listed_projects and "web" not in listed_projects  # archived

@@ -198,7 +198,7 @@ async def test_migration_adds_and_drops_the_table(db_url, engine):
     async with engine.connect() as conn:
         names, indexes = await conn.run_sync(tables)
     assert "responses" in names
-    assert indexes == {"ix_responses_expires", "ix_responses_key_created"}
+    assert indexes == {"ix_responses_expires", "ix_responses_project_created"}
     await engine.dispose()
     await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0003")
     async with engine.connect() as conn:

@@ -37,7 +37,17 @@ async def call(gw, method: str, path: str, key: str | None = None, **kw: Any):
 
 
 async def other_key(gw) -> str:
-    return (await gw.keys.create_key("someone-else")).key
+    """A key of another project of the same organisation (stored responses belong to a
+    project: every key of the project shares them)."""
+    project = await gw.runtime.tenancy.create_project("org-default", "elsewhere")
+    return (await gw.keys.create_key("someone-else", project_id=project.id)).key
+
+
+async def test_every_key_of_the_project_shares_its_stored_responses(gw, fake_openai):
+    mine = await gw.sdk().responses.create(model="gpt-test", input="shared")
+    colleague = (await gw.keys.create_key("colleague")).key  # the same (default) project
+    found = await call(gw, "GET", f"/v1/responses/{mine.id}", colleague)
+    assert found.status_code == 200 and found.json()["id"] == mine.id
 
 
 def assert_not_found(resp, rid: str, param: str | None = None) -> dict[str, Any]:
@@ -110,7 +120,7 @@ async def test_store_false_is_echoed_and_not_retrievable(gw, fake_openai):
         await client.responses.retrieve(events[-1].response.id)
 
 
-async def test_another_key_cannot_see_list_continue_or_delete_it(gw, fake_openai):
+async def test_another_projects_key_cannot_see_list_continue_or_delete_it(gw, fake_openai):
     mine = await gw.sdk().responses.create(model="gpt-test", input="secret")
     theirs = await other_key(gw)
     unknown = "resp_" + "0" * 32

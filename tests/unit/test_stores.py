@@ -58,7 +58,7 @@ async def test_master_key_is_generated_once_or_taken_from_the_environment(engine
     assert first and first.startswith("sk-forge-")
     assert await store.ensure_master(None) is None
     assert await store.ensure_master("sk-forge-given") is None
-    assert (await store.lookup(hash_key("sk-forge-given"))).role == "admin"
+    assert (await store.lookup(hash_key("sk-forge-given"))).role == "platform"
 
 
 async def test_usage_write_is_idempotent(engine):

@@ -1,0 +1,1 @@
+"""Organisations, projects, service accounts and their keys (issue 12)."""

@@ -1,0 +1,59 @@
+"""Plans: the product's tiers, as templates of quotas and features.
+
+An organisation's plan sets its default limits and switches features on; a feature
+outside the plan is a 403 naming the cheapest plan that has it (``require_feature``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from forge.errors import PermissionDenied
+
+PlanName = Literal["community", "professional", "enterprise", "platform"]
+Feature = Literal[
+    "all_providers", "teams", "sso", "fine_tuning", "sub_organizations", "usage_export"
+]
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: PlanName
+    title: str
+    requests_per_month: int | None  # None: unlimited
+    features: frozenset[Feature]
+
+
+PLANS: dict[PlanName, Plan] = {
+    "community": Plan("community", "Community", 100, frozenset()),
+    "professional": Plan("professional", "Professional", None, frozenset({"all_providers"})),
+    "enterprise": Plan(
+        "enterprise",
+        "Enterprise",
+        None,
+        frozenset({"all_providers", "teams", "sso", "fine_tuning"}),
+    ),
+    "platform": Plan(
+        "platform",
+        "Platform",
+        None,
+        frozenset(
+            {"all_providers", "teams", "sso", "fine_tuning", "sub_organizations", "usage_export"}
+        ),
+    ),
+}
+ORDER: tuple[PlanName, ...] = ("community", "professional", "enterprise", "platform")
+
+
+def require_feature(plan: str, feature: Feature) -> None:
+    """403 unless ``plan`` has ``feature``, naming the first plan that does."""
+    current = PLANS.get(plan)  # type: ignore[call-overload]
+    if current is not None and feature in current.features:
+        return
+    having = next(PLANS[name] for name in ORDER if feature in PLANS[name].features)
+    raise PermissionDenied(
+        f"{feature.replace('_', ' ').capitalize()} is not in the "
+        f"{current.title if current else plan} plan; it comes with the {having.title} plan.",
+        code="plan_feature_unavailable",
+    )

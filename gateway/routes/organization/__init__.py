@@ -1,0 +1,10 @@
+"""The Admin API under ``/v1/organization`` (OpenAI's paths and objects), one module per
+resource; each call is scoped to one organisation (``scope.org_call``)."""
+
+from fastapi import APIRouter
+
+from gateway.routes.organization import api_keys, projects, service_accounts
+
+router = APIRouter(prefix="/v1/organization")
+for module in (projects, service_accounts, api_keys):
+    router.include_router(module.router)
