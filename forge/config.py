@@ -82,8 +82,9 @@ class GatewayConfig(StrictModel):
     auth_cache_ttl_s: float = Field(
         5.0,
         ge=0,
-        description="How long a replica trusts a verified key before asking again; "
-        "a revoked key stops working on other replicas within this time.",
+        description="How long a replica trusts a verified key before asking again. Changes "
+        "made through the API are pushed to every replica at once; a key revoked straight "
+        "in the database (`forge keys revoke`) stops working within this time.",
     )
     num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per gateway replica.")
     drain_timeout_s: float = Field(

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from forge.adapters import AdapterInfo, AdapterRegistry, AdapterSpec
 from forge.db.schema import DEFAULT_ORG_ID, DEFAULT_PROJECT_ID
+from forge.key_changes import ChangeFeed, KeyChanges
 from forge.keys import CreatedKey, KeyInfo, KeyStore, Role
 
 
@@ -18,6 +19,15 @@ class Directory:
     def __init__(self, sessions: async_sessionmaker) -> None:
         self.keys = KeyStore(sessions)
         self.adapters = AdapterRegistry(sessions)
+        self.key_feed = ChangeFeed()
+
+    async def announce_key_changes(self, key_ids: list[str] | None) -> int:
+        """Keys changed (revoked; None: their organisation or project did): every
+        replica's watcher hears it at once (``gateway.key_changes``)."""
+        return self.key_feed.publish(key_ids)
+
+    async def key_changes(self, feed_id: str | None, epoch: int, timeout_s: float) -> KeyChanges:
+        return await self.key_feed.since(feed_id, epoch, timeout_s)
 
     async def verify(self, key_hash: str) -> KeyInfo | None:
         return await self.keys.lookup(key_hash)

@@ -106,9 +106,16 @@ class PayloadTooLarge(ForgeError):
 
 
 class RateLimited(ForgeError):
+    """A 429. Raised as such by the platform's own limits and budgets, which are the
+    caller's, not the model's: they never send a request to a fallback model."""
+
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+
+
+class UpstreamRateLimited(RateLimited):
+    """The provider's 429: another model (a fallback) may well answer."""
 
 
 class UpstreamError(ForgeError):

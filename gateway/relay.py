@@ -19,9 +19,9 @@ from actors.usage_spool import PROGRESS_EVERY
 from forge.errors import (
     ForgeError,
     InvalidRequest,
-    RateLimited,
     ServiceUnavailable,
     UpstreamError,
+    UpstreamRateLimited,
     unwrap_remote,
 )
 from forge.keys import KeyInfo
@@ -32,7 +32,9 @@ from serve.providers.base import Endpoint, StreamEnd, StreamHead, Usage
 from serve.providers.sse import DONE, error_event
 from serve.router import Router, Target
 
-RETRYABLE = (UpstreamError, RateLimited, ServiceUnavailable)
+# What a fallback model may answer instead: the provider's failures and 429s, and a part
+# of the platform restarting; never the platform's own limits (a plain RateLimited).
+RETRYABLE = (UpstreamError, UpstreamRateLimited, ServiceUnavailable)
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from forge.directory import Directory
 from forge.tenancy.store import TenancyStore
 from gateway.auth import KeyVerifier
 from gateway.drain import Drain, DrainWatcher
+from gateway.key_changes import KeyChangeWatcher
 from gateway.relay import Relay
 from gateway.warm import WarmUp
 from serve.router import Router
@@ -75,6 +76,7 @@ class GatewayRuntime:
     warm_up: WarmUp | None = None
     responses: Responses | None = None
     tenancy: TenancyStore | None = None  # the Admin API's organisations and projects
+    key_watcher: KeyChangeWatcher | None = None  # hears other replicas' key changes
     database: AsyncEngine | None = None  # the replica's own pool, disposed at close
 
     def __post_init__(self) -> None:
@@ -94,8 +96,24 @@ class GatewayRuntime:
             self._tasks.append(loop.create_task(self.drain_watcher.run()))
         if self.warm_up is not None:
             self._tasks.append(loop.create_task(self.warm_up.run()))
+        if self.key_watcher is not None:
+            self._tasks.append(loop.create_task(self.key_watcher.run()))
         if self.responses is not None:
             self._tasks.append(loop.create_task(self._prune_responses(self.responses)))
+
+    async def keys_changed(self, key_ids: list[str] | None) -> None:
+        """Forget ``key_ids`` (None: every key) here at once, and tell every other
+        replica through the directory. Best effort: the change is in the database, so a
+        replica that misses it still follows within ``auth_cache_ttl_s``."""
+        if key_ids is None:
+            self.verifier.forget()
+        else:
+            for key_id in key_ids:
+                self.verifier.forget(key_id)
+        try:
+            await self.directory.announce_key_changes(key_ids)
+        except Exception as exc:
+            log.warning("announcing key changes failed: %s", type(exc).__name__)
 
     async def _prune_responses(self, store: Responses) -> None:
         """Delete expired stored responses every ``responses.prune_interval_s``, first at

@@ -32,6 +32,7 @@ from forge.tenancy.store import TenancyStore
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.drain import DrainWatcher
+from gateway.key_changes import KeyChangeWatcher
 from gateway.runtime import GatewayRuntime
 from gateway.warm import NO_KEY_DIGEST, WarmUp, provider_warm_calls
 from serve.handles import HandleProviderClient
@@ -255,6 +256,7 @@ class GatewayDeployment:
         warm_calls["actor:directory"] = lambda: directory.verify.remote(NO_KEY_DIGEST)
         self.runtime.warm_up = WarmUp(warm_calls)
         runtime = self.runtime
+        runtime.key_watcher = KeyChangeWatcher(runtime.directory.key_changes, runtime.verifier)
         runtime.drain_watcher = DrainWatcher(
             runtime.drain,
             lambda: directory.drain_deadline.remote(),

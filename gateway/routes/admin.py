@@ -60,7 +60,7 @@ async def revoke_key(
     key_id: str, caller: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
 ) -> KeyInfo:
     info = await rt.directory.revoke_key(key_id, _org_scope(caller))
-    rt.verifier.forget(key_id)
+    await rt.keys_changed([key_id])
     return info
 
 

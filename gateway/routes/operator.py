@@ -77,7 +77,7 @@ async def update_organization(
 ) -> OrganizationObject:
     """A suspended organisation's keys get 403 on every route until it is active again."""
     org = await tenancy.set_org(org_id, status=body.status, plan=body.plan)
-    rt.verifier.forget()  # cached keys carry their organisation's status
+    await rt.keys_changed(None)  # cached keys carry their organisation's status
     return org
 
 
@@ -87,5 +87,5 @@ async def delete_organization(
 ) -> Deleted:
     """Its keys stop working; its rows (usage, audit) stay for the record."""
     await tenancy.set_org(org_id, status="deleted")
-    rt.verifier.forget()
+    await rt.keys_changed(None)
     return Deleted(object="organization.deleted", id=org_id)

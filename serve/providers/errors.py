@@ -15,8 +15,8 @@ from forge.errors import (
     ModelNotFound,
     PayloadTooLarge,
     PermissionDenied,
-    RateLimited,
     UpstreamError,
+    UpstreamRateLimited,
     UpstreamUnavailable,
 )
 
@@ -86,7 +86,7 @@ def status_error(provider: str, status: int, body: Any, headers: Mapping[str, st
         return PayloadTooLarge(f"{where}: {text}", provider=provider)
     if status == 429:
         # Every 429 the platform sends carries Retry-After, even when the upstream's did not.
-        return RateLimited(
+        return UpstreamRateLimited(
             f"{where} is rate limiting: {text}",
             code=code or "rate_limit_exceeded",
             retry_after=retry_after_seconds(headers) or DEFAULT_RETRY_AFTER_S,

@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 
+import httpx2
 import pytest
 import ray
 
@@ -71,6 +72,7 @@ def test_with_two_gateway_replicas_a_kill_fails_no_later_request(platform, fake_
         while len(gateway_replica_pids()) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert wait_until_ready(platform.url, 90)
+        a_revocation_reaches_both_replicas_within_a_second(platform)
         key, key_id = asyncio.run(new_key(platform.db_url))
         upstream_before = len(fake_openai.requests)
         out = asyncio.run(
@@ -90,6 +92,22 @@ def test_with_two_gateway_replicas_a_kill_fails_no_later_request(platform, fake_
     finally:
         launcher.deploy(platform.config, "127.0.0.1", port)
         assert wait_until_ready(platform.url, 120)
+
+
+def a_revocation_reaches_both_replicas_within_a_second(platform) -> None:
+    """Both replicas cache the key (for ``auth_cache_ttl_s``, 5 s); revoked through the
+    admin API on one, it is refused by both within a second (pushed through the
+    directory actor's key-change feed), not after the TTL."""
+    admin = {"authorization": f"Bearer {platform.admin_key}"}
+    with httpx2.Client(base_url=platform.url, timeout=10) as http:
+        made = http.post("/admin/keys", json={"name": "revoked-soon"}, headers=admin)
+        key, key_id = made.json()["key"], made.json()["info"]["id"]
+        user = {"authorization": f"Bearer {key}"}
+        assert all(http.get("/v1/models", headers=user).status_code == 200 for _ in range(40))
+        assert http.delete(f"/admin/keys/{key_id}", headers=admin).status_code == 200
+        time.sleep(1.0)
+        codes = [http.get("/v1/models", headers=user).status_code for _ in range(40)]
+    assert set(codes) == {401}, codes
 
 
 def test_a_sigkilled_usage_recorder_fails_no_request_and_loses_no_record(platform, fake_openai):

@@ -35,3 +35,13 @@ def test_unwrap_follows_ray_style_causes():
     assert unwrap_remote(Wrapper(Wrapper(inner))) is inner
     plain = ValueError("x")
     assert unwrap_remote(plain) is plain
+
+
+def test_only_the_providers_429_sends_a_request_to_a_fallback_model():
+    """The platform's own limits and budgets are the caller's: another model would be
+    limited just the same, so they never fall back (issue 12)."""
+    from forge.errors import UpstreamRateLimited
+    from gateway.relay import RETRYABLE
+
+    assert isinstance(UpstreamRateLimited("provider says slow down"), RETRYABLE)
+    assert not isinstance(RateLimited("your key's requests per minute"), RETRYABLE)

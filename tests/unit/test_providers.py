@@ -14,6 +14,7 @@ from forge.errors import (
     ModelNotFound,
     RateLimited,
     UpstreamError,
+    UpstreamRateLimited,
     UpstreamUnavailable,
 )
 from serve.providers.errors import retry_after_seconds, status_error
@@ -85,7 +86,7 @@ async def test_connection_refused_is_502(fake_openai):
         (422, InvalidRequest, 400),
         (401, AuthenticationFailed, 401),
         (404, ModelNotFound, 404),
-        (429, RateLimited, 429),
+        (429, UpstreamRateLimited, 429),
         (500, UpstreamError, 502),
         (502, UpstreamError, 502),
         (503, UpstreamUnavailable, 503),

@@ -47,7 +47,7 @@ async def delete_project_key(
     project_id: str, key_id: str, request: Request, call: OrgCall = Depends(org_call)
 ) -> Deleted:
     await call.store.delete_project_key(call.org_id, project_id, key_id)
-    request.app.state.runtime.verifier.forget(key_id)
+    await request.app.state.runtime.keys_changed([key_id])
     return Deleted(object="organization.project.api_key.deleted", id=key_id)
 
 
@@ -77,5 +77,5 @@ async def delete_admin_key(
     key_id: str, request: Request, call: OrgCall = Depends(org_call)
 ) -> Deleted:
     await call.store.delete_admin_key(call.org_id, key_id)
-    request.app.state.runtime.verifier.forget(key_id)
+    await request.app.state.runtime.keys_changed([key_id])
     return Deleted(object="organization.admin_api_key.deleted", id=key_id)

@@ -53,5 +53,5 @@ async def archive_project(
 ) -> ProjectObject:
     """Its keys stop working (403): cached ones carry the project's status, so they go."""
     project = await call.store.archive_project(call.org_id, project_id)
-    request.app.state.runtime.verifier.forget()
+    await request.app.state.runtime.keys_changed(None)
     return project

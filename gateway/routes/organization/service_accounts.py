@@ -59,8 +59,7 @@ async def delete_service_account(
     project_id: str, service_account_id: str, request: Request, call: OrgCall = Depends(org_call)
 ) -> Deleted:
     revoked = await call.store.delete_service_account(call.org_id, project_id, service_account_id)
-    for key_id in revoked:
-        request.app.state.runtime.verifier.forget(key_id)
+    await request.app.state.runtime.keys_changed(revoked)
     return Deleted(object="organization.project.service_account.deleted", id=service_account_id)
 
 
