@@ -1,0 +1,2 @@
+"""Rate limits: the authoritative buckets (``limiter``) and the gateway replica's leases
+on them (``lease``). See docs/architecture.md, "Rate limits"."""

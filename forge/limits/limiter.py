@@ -1,0 +1,71 @@
+"""The authoritative rate-limit buckets: what the RateLimiter actor holds.
+
+Replicas do not ask per request: they take leases (``grant``) of a few tokens and admit
+locally until a lease is spent (``forge.limits.lease``). Tokens leave the bucket when
+granted, so leases can never admit more than the bucket holds: the only bound on a
+window is the bucket's own (``TokenBucket``). Unused tokens come back when a lease
+expires (``give_back``), so leases idle on one replica do not starve another for long.
+
+In memory on purpose: a restarted limiter starts full, which admits at most one extra
+burst (``limit * burst_s / 60``, a second's worth by default) per restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from forge.limits.bucket import TokenBucket
+
+BURST_S = 1.0
+MAX_BUCKETS = 100_000  # buckets idle long enough to be full are dropped past this
+
+
+class Grant(BaseModel):
+    granted: int  # tokens the lease holds (0: refused)
+    remaining: int  # tokens left in the bucket after this grant
+    retry_after_s: float  # when refused: until one token is there
+    reset_s: float  # until the bucket is full again (OpenAI's x-ratelimit-reset-*)
+
+
+class RateLimiter:
+    def __init__(
+        self, burst_s: float = BURST_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.burst_s = burst_s
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def _bucket(self, name: str, limit_per_min: int, now: float) -> TokenBucket:
+        bucket = self._buckets.get(name)
+        if bucket is None or bucket.limit_per_min != limit_per_min:
+            # a changed limit starts from its own full burst
+            bucket = TokenBucket.full(limit_per_min, self.burst_s, now)
+            if len(self._buckets) >= MAX_BUCKETS:
+                self._drop_full(now)
+            self._buckets[name] = bucket
+        return bucket
+
+    async def grant(self, name: str, limit_per_min: int, want: int) -> Grant:
+        """Up to ``want`` tokens of bucket ``name`` (``limit_per_min`` requests or tokens a
+        minute)."""
+        now = self._clock()
+        bucket = self._bucket(name, limit_per_min, now)
+        granted = bucket.take(want, now)
+        return Grant(
+            granted=granted,
+            remaining=int(bucket.level),
+            retry_after_s=0.0 if granted else bucket.wait_s(now),
+            reset_s=bucket.until_full_s(now),
+        )
+
+    async def give_back(self, name: str, limit_per_min: int, tokens: int) -> None:
+        if tokens > 0:
+            now = self._clock()
+            self._bucket(name, limit_per_min, now).give_back(tokens, now)
+
+    def _drop_full(self, now: float) -> None:
+        for name in [n for n, b in self._buckets.items() if b.until_full_s(now) <= 0]:
+            del self._buckets[name]
