@@ -108,6 +108,7 @@ class ModelServerProvider:
             unload=self.engine.unload_adapter,
         )
         self._ready = StartOnce(self.engine)
+        self._template_tools: TemplateTools | None = None
 
     async def _prepare(self, spec: AdapterSpec) -> Path:
         """Fetch the adapter and check it fits this model: 400 before the engine sees it."""
@@ -163,15 +164,15 @@ class ModelServerProvider:
         update: dict[str, Any] = {}
         if constraint is not None:
             update["constraint"] = constraint
-        if plan is not None and plan.mode == "auto" and self._tool_family is not None:
+        if plan is not None and plan.mode == "auto" and self._template.keep_special:
             # a family whose markers are special tokens must see them in the text
-            update["keep_special"] = self.engine.special_ids(FAMILIES[self._tool_family].markers)
+            update["keep_special"] = self._template.keep_special
         if update:
             params = params.model_copy(update=update)
         check_fits(
             len(ids), params, window, "messages" if endpoint == "chat/completions" else "prompt"
         )
-        return Prepared(list(ids), params, tool_stream(plan, self._tool_family))
+        return Prepared(list(ids), params, tool_stream(plan, self._template.family))
 
     def _constraint(self, endpoint: Endpoint, response_format: Any) -> Constraint | None:
         """The output constraint ``response_format`` asks for: checked here (a 400 names
@@ -203,7 +204,7 @@ class ModelServerProvider:
                 )
             if not self.engine.supports_structured_outputs:
                 raise unsupported(self.engine.kind, "tool_choice", "'auto' or 'none' only")
-        if plan.mode == "auto" and self._tool_family is None:
+        if plan.mode == "auto" and self._template.family is None:
             raise InvalidRequest(
                 f"The model server {self.name!r} cannot tell how its model writes tool calls; "
                 "set its provider's 'tool_parser'.",
@@ -213,12 +214,23 @@ class ModelServerProvider:
         return plan
 
     @property
-    def _tool_family(self) -> ToolParserName | None:
-        return self.cfg.tool_parser or detect_family(self.engine.chat_template)
+    def _template(self) -> TemplateTools:
+        """What the model's chat template does with tools: read once, after the engine
+        has started (the prompt is built only then)."""
+        if self._template_tools is None:
+            family = self.cfg.tool_parser or detect_family(self.engine.chat_template)
+            markers = FAMILIES[family].markers if family else ()
+            template = self.engine.chat_template
+            self._template_tools = TemplateTools(
+                family=family,
+                renders_tools="tools" in template and "tool_call" in template,
+                keep_special=self.engine.special_ids(markers),
+            )
+        return self._template_tools
 
     def _check_template(self, messages: list[dict[str, Any]], plan: ToolPlan | None) -> None:
         """Tools, calls and their results need a chat template that renders them."""
-        if "tools" in self.engine.chat_template and "tool_call" in self.engine.chat_template:
+        if self._template.renders_tools:
             return
         if plan is not None and plan.rendered:
             raise unsupported(self.engine.kind, "tools", "its chat template renders no tools")
@@ -407,6 +419,13 @@ class ModelServerProvider:
     async def close(self) -> None:
         if self._ready.started:
             await self.engine.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateTools:
+    family: ToolParserName | None  # how the model writes tool calls (None: unknown)
+    renders_tools: bool  # the template renders tools, calls and results
+    keep_special: tuple[int, ...]  # the family's markers that are special tokens
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from forge.tenancy.objects import (
@@ -44,10 +44,10 @@ async def get_project_key(
 
 @router.delete(PROJECT_KEYS + "/{key_id}", response_model=Deleted)
 async def delete_project_key(
-    project_id: str, key_id: str, request: Request, call: OrgCall = Depends(org_call)
+    project_id: str, key_id: str, call: OrgCall = Depends(org_call)
 ) -> Deleted:
     await call.store.delete_project_key(call.org_id, project_id, key_id)
-    await request.app.state.runtime.keys_changed([key_id])
+    await call.runtime.keys_changed([key_id])
     return Deleted(object="organization.project.api_key.deleted", id=key_id)
 
 
@@ -73,9 +73,7 @@ async def get_admin_key(key_id: str, call: OrgCall = Depends(org_call)) -> Admin
 
 
 @router.delete("/admin_api_keys/{key_id}", response_model=Deleted)
-async def delete_admin_key(
-    key_id: str, request: Request, call: OrgCall = Depends(org_call)
-) -> Deleted:
+async def delete_admin_key(key_id: str, call: OrgCall = Depends(org_call)) -> Deleted:
     await call.store.delete_admin_key(call.org_id, key_id)
-    await request.app.state.runtime.keys_changed([key_id])
+    await call.runtime.keys_changed([key_id])
     return Deleted(object="organization.admin_api_key.deleted", id=key_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from forge.tenancy.objects import Page, ProjectObject
@@ -48,10 +48,8 @@ async def modify_project(
 
 
 @router.post("/{project_id}/archive", response_model=ProjectObject)
-async def archive_project(
-    project_id: str, request: Request, call: OrgCall = Depends(org_call)
-) -> ProjectObject:
+async def archive_project(project_id: str, call: OrgCall = Depends(org_call)) -> ProjectObject:
     """Its keys stop working (403): cached ones carry the project's status, so they go."""
     project = await call.store.archive_project(call.org_id, project_id)
-    await request.app.state.runtime.keys_changed(None)
+    await call.runtime.keys_changed(None)
     return project

@@ -28,6 +28,7 @@ class OrgCall:
     store: TenancyStore
     org_id: str
     key: KeyInfo
+    runtime: GatewayRuntime  # for telling replicas about changed keys
 
 
 async def org_call(
@@ -46,7 +47,7 @@ async def org_call(
             )
         await rt.tenancy.get_org(named)  # 404 for one that does not exist
         org_id = named
-    return OrgCall(rt.tenancy, org_id, key)
+    return OrgCall(rt.tenancy, org_id, key, rt)
 
 
 class Paging:

@@ -3,7 +3,7 @@ members; creating one creates its first API key (shown once), as OpenAI's does."
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from forge.tenancy.objects import (
@@ -56,10 +56,10 @@ async def get_service_account(
 
 @router.delete("/{service_account_id}", response_model=Deleted)
 async def delete_service_account(
-    project_id: str, service_account_id: str, request: Request, call: OrgCall = Depends(org_call)
+    project_id: str, service_account_id: str, call: OrgCall = Depends(org_call)
 ) -> Deleted:
     revoked = await call.store.delete_service_account(call.org_id, project_id, service_account_id)
-    await request.app.state.runtime.keys_changed(revoked)
+    await call.runtime.keys_changed(revoked)
     return Deleted(object="organization.project.service_account.deleted", id=service_account_id)
 
 
