@@ -13,12 +13,14 @@ from forge.adapters import AdapterInfo, AdapterRegistry, AdapterSpec
 from forge.db.schema import DEFAULT_ORG_ID, DEFAULT_PROJECT_ID
 from forge.key_changes import ChangeFeed, KeyChanges
 from forge.keys import CreatedKey, KeyInfo, KeyStore, Role
+from forge.limits.store import RateLimitStore
 
 
 class Directory:
     def __init__(self, sessions: async_sessionmaker) -> None:
         self.keys = KeyStore(sessions)
         self.adapters = AdapterRegistry(sessions)
+        self.limits = RateLimitStore(sessions)
         self.key_feed = ChangeFeed()
 
     async def announce_key_changes(self, key_ids: list[str] | None) -> int:
@@ -30,7 +32,11 @@ class Directory:
         return await self.key_feed.since(feed_id, epoch, timeout_s)
 
     async def verify(self, key_hash: str) -> KeyInfo | None:
-        return await self.keys.lookup(key_hash)
+        """The key with its rate-limit rules (none for the operator's keys)."""
+        info = await self.keys.lookup(key_hash)
+        if info is not None and info.role != "platform" and info.active:
+            info.limits = await self.limits.rules_for_key(info.org_id, info.project_id, info.id)
+        return info
 
     async def create_key(
         self,

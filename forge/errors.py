@@ -6,6 +6,7 @@ each one pickles by its constructor arguments and carries everything the HTTP la
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -107,11 +108,33 @@ class PayloadTooLarge(ForgeError):
 
 class RateLimited(ForgeError):
     """A 429. Raised as such by the platform's own limits and budgets, which are the
-    caller's, not the model's: they never send a request to a fallback model."""
+    caller's, not the model's: they never send a request to a fallback model.
+    ``limit_headers``: OpenAI's ``x-ratelimit-*`` for the limit that refused."""
 
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+
+    def __init__(
+        self, message: str, *, limit_headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.limit_headers = limit_headers or {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        cls, (kind, message, kwargs) = super().__reduce__()
+        return (cls, (kind, message, {**kwargs, "limit_headers": self.limit_headers}))
+
+    def headers(self) -> dict[str, str]:
+        """Retry-After in whole seconds, rounded up (and in milliseconds, which the
+        official SDKs read first), with the limit's headers."""
+        if self.retry_after is None:
+            return dict(self.limit_headers)
+        return {
+            "retry-after": str(max(0, math.ceil(self.retry_after))),
+            "retry-after-ms": str(max(0, math.ceil(self.retry_after * 1000))),
+            **self.limit_headers,
+        }
 
 
 class UpstreamRateLimited(RateLimited):

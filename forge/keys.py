@@ -22,6 +22,7 @@ from forge.db.schema import (
     utcnow,
 )
 from forge.errors import NotFound
+from forge.limits.rules import LimitRule
 
 KEY_PREFIX = "sk-forge-"
 MASTER_KEY_NAME = "master"
@@ -46,6 +47,8 @@ class KeyInfo(BaseModel):
     expires_at: datetime | None = None
     org_status: str = "active"  # of its organisation at lookup: active, suspended, deleted
     project_status: str = "active"  # of its project: active, archived
+    plan: str | None = None  # its organisation's, at lookup
+    limits: list[LimitRule] = []  # the rate-limit rules it is under (forge.limits.rules)
 
     @property
     def active(self) -> bool:
@@ -77,7 +80,10 @@ def redacted(prefix: str) -> str:
 
 
 def _info(
-    row: ApiKey, org_status: str | None = "active", project_status: str | None = None
+    row: ApiKey,
+    org_status: str | None = "active",
+    project_status: str | None = None,
+    plan: str | None = None,
 ) -> KeyInfo:
     return KeyInfo(
         id=row.id,
@@ -93,6 +99,7 @@ def _info(
         expires_at=aware(row.expires_at),
         org_status=org_status or "deleted",
         project_status=project_status or "active",
+        plan=plan,
     )
 
 
@@ -137,14 +144,14 @@ class KeyStore:
         """The key with this hash, with its organisation's and project's status (one
         query: the hot path's only database read, on a cache miss)."""
         query = (
-            select(ApiKey, Organization.status, Project.status)
+            select(ApiKey, Organization.status, Project.status, Organization.plan)
             .outerjoin(Organization, Organization.id == ApiKey.org_id)
             .outerjoin(Project, Project.id == ApiKey.project_id)
             .where(ApiKey.key_hash == key_hash)
         )
         async with self._sessions() as s:
             found = (await s.execute(query)).first()
-        return _info(found[0], found[1], found[2]) if found else None
+        return _info(*found) if found else None
 
     async def list_keys(self, org_id: str | None = None) -> list[KeyInfo]:
         """Every key of ``org_id`` (None: of every organisation), oldest first."""

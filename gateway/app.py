@@ -14,6 +14,7 @@ from gateway.routes import (
     anthropic,
     health,
     inference,
+    limits,
     models,
     operator,
     organization,
@@ -41,7 +42,8 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    for module in (inference, anthropic, responses, models, health, admin, organization, operator):
+    routers = (inference, anthropic, responses, models, health, admin, limits, organization)
+    for module in (*routers, operator):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,

@@ -30,6 +30,7 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
             raise PayloadTooLarge(f"Request body exceeds the {max_bytes}-byte limit.")
         chunks.append(chunk)
     raw = b"".join(chunks)
+    request.state.body_bytes = size  # what a request's tokens are estimated from
     if not raw:
         raise InvalidRequest(
             "The request body is empty; expected a JSON object.", code="invalid_json"

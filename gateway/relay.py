@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -25,6 +26,7 @@ from forge.errors import (
     unwrap_remote,
 )
 from forge.keys import KeyInfo
+from forge.limits.admission import Admission, Admitted
 from forge.usage import UsageEvent, UsageStatus, cost_usd
 from gateway.drain import SHUTTING_DOWN, Drain
 from serve.capabilities import check_request
@@ -48,10 +50,14 @@ class CallContext:
     after_response: list[Callable[[], None]] | None = None
     org_id: str | None = None
     project_id: str | None = None
+    key: KeyInfo | None = None  # None: under no limits
+    body_bytes: int = 0  # of the request as sent, for the tokens it is estimated at
+    admitted: Admitted | None = None  # by the rate limits; settled with the real usage
 
     @classmethod
     def of(cls, state: Any, key: KeyInfo, endpoint: Endpoint) -> CallContext:
-        """From the request state ``RequestContextMiddleware`` stamped, for ``key``."""
+        """From the request state ``RequestContextMiddleware`` (and ``read_json_object``)
+        stamped, for ``key``."""
         return cls(
             state.request_id,
             key.id,
@@ -61,6 +67,8 @@ class CallContext:
             state.after_response,
             key.org_id,
             key.project_id,
+            key,
+            getattr(state, "body_bytes", 0),
         )
 
 
@@ -88,10 +96,17 @@ def _ms_since(t0: float) -> float:
 
 
 class Relay:
-    def __init__(self, router: Router, shipper: UsageShipper, drain: Drain | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        shipper: UsageShipper,
+        drain: Drain | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self.router = router
         self.shipper = shipper
         self.drain = drain or Drain()
+        self.admission = admission
 
     def _event(
         self,
@@ -144,8 +159,12 @@ class Relay:
         )
 
     def _record(self, ctx: CallContext, target: Target, **fields: Any) -> None:
-        """Settle the call: its one record, to the shipper (``_event``'s fields)."""
-        self.shipper.add(self._event(ctx, target, **fields))
+        """Settle the call: its one record, to the shipper (``_event``'s fields), and its
+        real tokens against its rate limits' estimate."""
+        event = self._event(ctx, target, **fields)
+        self.shipper.add(event)
+        if ctx.admitted is not None:
+            ctx.admitted.settle(event.prompt_tokens + event.completion_tokens)
 
     def _after_response(self, ctx: CallContext, record: Callable[[], None]) -> None:
         """Settle an answered call once its answer is out: a replica that dies before
@@ -167,17 +186,28 @@ class Relay:
             error_code=error.code,
         )
 
-    async def _targets(self, body: dict[str, Any]) -> tuple[Target, ...]:
-        """The model's targets that can serve ``body``; a 400 if the model itself cannot."""
+    async def _targets(self, ctx: CallContext, body: dict[str, Any]) -> tuple[Target, ...]:
+        """The model's targets that can serve ``body``; a 400 if the model itself cannot,
+        a 429 past the caller's rate limits on it."""
         targets = await self.router.resolve(body["model"])
         check_request(targets[0].model, body)
+        if self.admission is not None and ctx.key is not None:
+            model = targets[0].model.name
+            ctx.admitted = await self.admission.admit(ctx.key, model, body, ctx.body_bytes)
         return tuple(t for t in targets if _can_serve(t, body))
+
+    @staticmethod
+    def _headers(ctx: CallContext, overhead_ms: float) -> dict[str, str]:
+        headers = {"x-forge-overhead-ms": f"{max(overhead_ms, 0):.2f}"}
+        if ctx.admitted is not None:
+            headers.update(ctx.admitted.headers)
+        return headers
 
     async def complete(
         self, ctx: CallContext, body: dict[str, Any]
     ) -> tuple[bytes, dict[str, str]]:
         """The provider's JSON answer and the headers to send with it."""
-        targets = await self._targets(body)
+        targets = await self._targets(ctx, body)
         for i, target in enumerate(targets):
             call = {**body, "model": target.model.provider_model}
             self._started(ctx, target, stream=False)
@@ -189,14 +219,18 @@ class Relay:
                     continue
                 self._fail(ctx, target, error, stream=False)
                 raise error from None
-            self._after_response(
+            settle = partial(
+                self._record,
                 ctx,
-                lambda target=target, usage=reply.usage: self._record(
-                    ctx, target, stream=False, usage=usage, status="ok", http_status=200
-                ),
+                target,
+                stream=False,
+                usage=reply.usage,
+                status="ok",
+                http_status=200,
             )
+            self._after_response(ctx, settle)
             overhead = _ms_since(ctx.t0) - reply.upstream_ms
-            return reply.body, {"x-forge-overhead-ms": f"{max(overhead, 0):.2f}"}
+            return reply.body, self._headers(ctx, overhead)
         raise AssertionError("a model always has at least one target")
 
     async def open_stream(
@@ -204,7 +238,7 @@ class Relay:
     ) -> tuple[AsyncIterator[bytes], dict[str, str]]:
         """Start the stream and wait for its first chunk, so that failures before any
         output are still answered with a proper HTTP status."""
-        targets = await self._targets(body)
+        targets = await self._targets(ctx, body)
         for i, target in enumerate(targets):
             call = {**body, "model": target.model.provider_model}
             self._started(ctx, target, stream=True)
@@ -221,8 +255,7 @@ class Relay:
                 raise AssertionError(f"stream began with {type(head).__name__}")
             ttft_ms = _ms_since(ctx.t0)
             overhead = ttft_ms - head.upstream_ms
-            headers = {"x-forge-overhead-ms": f"{max(overhead, 0):.2f}"}
-            return self._relay(ctx, target, source, head, ttft_ms), headers
+            return self._relay(ctx, target, source, head, ttft_ms), self._headers(ctx, overhead)
         raise AssertionError("a model always has at least one target")
 
     async def _relay(

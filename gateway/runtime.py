@@ -15,6 +15,7 @@ from actors.usage_shipper import UsageShipper
 from forge.adapters import CachedAdapterLookup
 from forge.config import PlatformConfig
 from forge.directory import Directory
+from forge.limits.admission import Admission
 from forge.tenancy.store import TenancyStore
 from gateway.auth import KeyVerifier
 from gateway.drain import Drain, DrainWatcher
@@ -78,9 +79,10 @@ class GatewayRuntime:
     tenancy: TenancyStore | None = None  # the Admin API's organisations and projects
     key_watcher: KeyChangeWatcher | None = None  # hears other replicas' key changes
     database: AsyncEngine | None = None  # the replica's own pool, disposed at close
+    admission: Admission | None = None  # rate limits (None: none are enforced)
 
     def __post_init__(self) -> None:
-        self.relay = Relay(self.router, self.shipper, self.drain)
+        self.relay = Relay(self.router, self.shipper, self.drain, self.admission)
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
 

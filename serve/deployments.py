@@ -13,6 +13,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from actors.directory import DirectoryActor
+from actors.rate_limiter import RateLimiterActor
 from actors.remote import remote
 from actors.usage_recorder import UsageRecorderActor
 from actors.usage_shipper import UsageShipper
@@ -26,6 +27,9 @@ from forge.adapters import (
 from forge.config import PlatformConfig, ProviderConfig
 from forge.db.engine import make_sessionmaker, replica_engine
 from forge.directory import Directory
+from forge.limits.admission import Admission
+from forge.limits.lease import LeasedAdmission
+from forge.limits.limiter import RateLimiter
 from forge.responses_store import ResponseStore
 from forge.settings import Settings
 from forge.tenancy.store import TenancyStore
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 ACTOR_NAMESPACE = "promptforge"
 DIRECTORY_ACTOR = "forge-directory"
 USAGE_ACTOR = "forge-usage-recorder"
+RATE_LIMITER_ACTOR = "forge-rate-limiter"
 READY_TIMEOUT_S = 3.0
 PRUNE_TIMEOUT_S = 30.0  # a slow directory must not pile up prunes
 
@@ -65,6 +70,17 @@ def platform_actors() -> tuple[Any, Any]:
     directory = DirectoryActor.options(name=DIRECTORY_ACTOR, **common).remote()
     recorder = UsageRecorderActor.options(name=USAGE_ACTOR, **common).remote()
     return directory, recorder
+
+
+def rate_limiter_actor() -> Any:
+    """The RateLimiter actor, created on first use; its buckets are soft state (a
+    restart starts them full: forge.limits.limiter)."""
+    return RateLimiterActor.options(
+        name=RATE_LIMITER_ACTOR,
+        namespace=ACTOR_NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+    ).remote()
 
 
 @serve.deployment
@@ -206,6 +222,7 @@ class ModelServerDeployment:
 class GatewayDeployment:
     def __init__(self, config: PlatformConfig, providers: dict[str, DeploymentHandle]) -> None:
         directory, recorder = platform_actors()
+        limiter = remote(rate_limiter_actor(), RateLimiter)
         database = replica_engine(Settings().resolved_database_url(), config.responses.pool_size)
         clients: dict[str, ProviderClient] = {
             name: HandleProviderClient(h) for name, h in providers.items()
@@ -248,12 +265,14 @@ class GatewayDeployment:
             responses=ResponseStore.on(database, config.responses),
             tenancy=TenancyStore(make_sessionmaker(database)),
             database=database,
+            admission=Admission(LeasedAdmission(limiter.grant, config.gateway.replicas)),
         )
         # Set up, before any request needs them: the path to each provider deployment,
         # and the directory's key lookup (this replica's first actor call, the directory's
         # first database query) with a digest no key has.
         warm_calls = provider_warm_calls(awake)
         warm_calls["actor:directory"] = lambda: directory.verify.remote(NO_KEY_DIGEST)
+        warm_calls["actor:rate-limiter"] = lambda: limiter.give_back("warm-up", 1, 0)
         self.runtime.warm_up = WarmUp(warm_calls)
         runtime = self.runtime
         runtime.key_watcher = KeyChangeWatcher(runtime.directory.key_changes, runtime.verifier)

@@ -108,6 +108,23 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class RateLimitRule(Base):
+    """Limits set on an organisation, a project or a key (``scope``, ``subject_id``), for
+    one model or, with model ``*``, for all its models together. A field left null sets
+    no limit at that level (an organisation's then comes from its plan)."""
+
+    __tablename__ = "rate_limits"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    max_requests_per_1_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_tokens_per_1_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_requests_per_1_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class UsageRecord(Base):
     """One request that reached a provider. Keyed by the platform's request id (never
     the client's) so that re-sent batches (after an actor restart, a spool replay) are

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from forge.limits.bucket import TokenBucket
+from forge.limits.bucket import MINUTE_S, TokenBucket
 
 BURST_S = 1.0
 MAX_BUCKETS = 100_000  # buckets idle long enough to be full are dropped past this
@@ -38,33 +38,49 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[str, TokenBucket] = {}
 
-    def _bucket(self, name: str, limit_per_min: int, now: float) -> TokenBucket:
+    def _bucket(self, name: str, limit: int, period_s: float, now: float) -> TokenBucket:
         bucket = self._buckets.get(name)
-        if bucket is None or bucket.limit_per_min != limit_per_min:
-            # a changed limit starts from its own full burst
-            bucket = TokenBucket.full(limit_per_min, self.burst_s, now)
+        if bucket is None or bucket.limit != limit or bucket.period_s != period_s:
+            # a changed limit starts from its own full burst; a limit per day bursts its
+            # whole day (a daily quota, not a rate)
+            burst_s = self.burst_s if period_s <= MINUTE_S else period_s
+            bucket = TokenBucket.full(limit, burst_s, now, period_s)
             if len(self._buckets) >= MAX_BUCKETS:
                 self._drop_full(now)
             self._buckets[name] = bucket
         return bucket
 
-    async def grant(self, name: str, limit_per_min: int, want: int) -> Grant:
-        """Up to ``want`` tokens of bucket ``name`` (``limit_per_min`` requests or tokens a
-        minute)."""
+    async def grant(
+        self,
+        name: str,
+        limit: int,
+        want: int,
+        need: int = 1,
+        period_s: float = MINUTE_S,
+        returned: int = 0,
+    ) -> Grant:
+        """Up to ``want`` tokens of bucket ``name`` (``limit`` requests or tokens per
+        ``period_s``), if it has the ``need`` that the asking request must have; first
+        taking back what the asking lease ``returned`` (negative: spent beyond it)."""
         now = self._clock()
-        bucket = self._bucket(name, limit_per_min, now)
-        granted = bucket.take(want, now)
+        bucket = self._bucket(name, limit, period_s, now)
+        if returned:
+            bucket.give_back(returned, now)
+        granted = bucket.take(max(want, need), now, need)
         return Grant(
             granted=granted,
-            remaining=int(bucket.level),
-            retry_after_s=0.0 if granted else bucket.wait_s(now),
+            remaining=max(0, int(bucket.level)),
+            retry_after_s=0.0 if granted else bucket.wait_s(now, need),
             reset_s=bucket.until_full_s(now),
         )
 
-    async def give_back(self, name: str, limit_per_min: int, tokens: int) -> None:
-        if tokens > 0:
+    async def give_back(
+        self, name: str, limit: int, tokens: int, period_s: float = MINUTE_S
+    ) -> None:
+        """An expired lease's unused tokens, or (negative) what it spent beyond them."""
+        if tokens:
             now = self._clock()
-            self._bucket(name, limit_per_min, now).give_back(tokens, now)
+            self._bucket(name, limit, period_s, now).give_back(tokens, now)
 
     def _drop_full(self, now: float) -> None:
         for name in [n for n, b in self._buckets.items() if b.until_full_s(now) <= 0]:

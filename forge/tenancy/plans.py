@@ -23,16 +23,22 @@ class Plan:
     title: str
     requests_per_month: int | None  # None: unlimited
     features: frozenset[Feature]
+    requests_per_minute: int  # per model, the organisation's unless set otherwise
+    tokens_per_minute: int  # per model, likewise
 
 
 PLANS: dict[PlanName, Plan] = {
-    "community": Plan("community", "Community", 100, frozenset()),
-    "professional": Plan("professional", "Professional", None, frozenset({"all_providers"})),
+    "community": Plan("community", "Community", 100, frozenset(), 60, 100_000),
+    "professional": Plan(
+        "professional", "Professional", None, frozenset({"all_providers"}), 5_000, 2_000_000
+    ),
     "enterprise": Plan(
         "enterprise",
         "Enterprise",
         None,
         frozenset({"all_providers", "teams", "sso", "fine_tuning"}),
+        10_000,
+        10_000_000,
     ),
     "platform": Plan(
         "platform",
@@ -41,6 +47,8 @@ PLANS: dict[PlanName, Plan] = {
         frozenset(
             {"all_providers", "teams", "sso", "fine_tuning", "sub_organizations", "usage_export"}
         ),
+        30_000,
+        150_000_000,
     ),
 }
 ORDER: tuple[PlanName, ...] = ("community", "professional", "enterprise", "platform")

@@ -27,6 +27,7 @@ from forge.db.schema import (
 )
 from forge.errors import Conflict, InvalidRequest, NotFound
 from forge.keys import KeyStore, redacted
+from forge.limits.store import RateLimitStore
 from forge.tenancy.objects import (
     AdminApiKeyCreated,
     AdminApiKeyObject,
@@ -129,6 +130,7 @@ class TenancyStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self.keys = KeyStore(sessions)
+        self.limits = RateLimitStore(sessions)
 
     # ------------------------------------------------------------ the operator's
 

@@ -255,13 +255,14 @@ def test_local_embeddings_through_their_deployment(platform):
 
 def test_a_gateway_replica_sets_up_its_paths_to_providers_as_it_starts(platform):
     """The first request through a replica used to pay ~86 ms setting up the handle's
-    channel to a provider deployment and the first key lookup (gateway/warm.py). Only
+    channel to a provider deployment, the first key lookup and the rate limiter's first
+    grant (gateway/warm.py). Only
     the start-up warm-up fills `warm`; the readiness checks call through other methods."""
     expected = {
         f"provider:{p.name}"
         for p in platform.config.providers
         if p.placement == "deployment" and not p.scales_to_zero
-    } | {"actor:directory"}
+    } | {"actor:directory", "actor:rate-limiter"}
     deadline = time.monotonic() + 60
     while True:
         warm = httpx2.get(platform.url + "/health/ready", timeout=10).json()["warm"]
@@ -285,3 +286,27 @@ def test_a_stored_response_is_retrievable_through_serve(platform):
     client.responses.delete(first.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(first.id)
+
+
+def test_a_key_limit_is_enforced_by_the_rate_limiter_actor_behind_serve(platform):
+    """Through Serve and the real RateLimiter actor: a key limited to 120 requests a
+    minute (a burst of 2) is answered with OpenAI's headers, then refused with a 429."""
+    admin = {"authorization": f"Bearer {platform.admin_key}"}
+    made = httpx2.post(
+        platform.url + "/admin/keys", headers=admin, json={"name": "limited"}, timeout=30
+    )
+    assert made.status_code == 201, made.text
+    key, key_id = made.json()["key"], made.json()["info"]["id"]
+    limit = {"scope": "key", "subject_id": key_id, "max_requests_per_1_minute": 120}
+    set_ = httpx2.put(platform.url + "/admin/rate_limits", headers=admin, json=limit, timeout=30)
+    assert set_.status_code == 200, set_.text
+    client = platform.sdk(key)
+    seen = []
+    with pytest.raises(openai.RateLimitError) as err:
+        for _ in range(10):
+            raw = client.chat.completions.with_raw_response.create(model="gpt-test", messages=MSG)
+            seen.append(raw.headers["x-ratelimit-limit-requests"])
+    assert seen and set(seen) == {"120"} and len(seen) <= 3
+    refused = err.value.response
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert int(refused.headers["retry-after"]) >= 1

@@ -33,6 +33,8 @@ PATHS = (
     "/organization/projects/{project_id}/service_accounts/{service_account_id}/api_keys",
     "/organization/projects/{project_id}/api_keys",
     "/organization/projects/{project_id}/api_keys/{api_key_id}",
+    "/organization/projects/{project_id}/rate_limits",
+    "/organization/projects/{project_id}/rate_limits/{rate_limit_id}",
     "/organization/admin_api_keys",
     "/organization/admin_api_keys/{key_id}",
 )

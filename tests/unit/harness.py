@@ -25,6 +25,9 @@ from forge.db.engine import make_sessionmaker
 from forge.db.schema import UsageRecord
 from forge.directory import Directory
 from forge.keys import KeyStore
+from forge.limits.admission import Admission
+from forge.limits.lease import LeasedAdmission
+from forge.limits.limiter import RateLimiter
 from forge.responses_store import ResponseStore
 from forge.tenancy.store import TenancyStore
 from gateway.app import build_app
@@ -165,6 +168,7 @@ class Harness:
 async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> AsyncIterator[Harness]:
     directory = Directory(make_sessionmaker(engine))
     keys = directory.keys
+    limiter = RateLimiter()
     spool_dir = Path(tempfile.mkdtemp(prefix="forge-spool-"))
     spool = UsageSpool(spool_dir)
     spool.open()
@@ -174,7 +178,7 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
     runtime = GatewayRuntime(
         config=config,
         router=Router(config.models, providers, adapters),
-        verifier=KeyVerifier(keys.lookup, ttl_s=config.gateway.auth_cache_ttl_s),
+        verifier=KeyVerifier(directory.verify, ttl_s=config.gateway.auth_cache_ttl_s),
         shipper=UsageShipper(
             usage.write,
             spool=spool,
@@ -186,6 +190,7 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
         adapters=adapters,
         responses=ResponseStore(engine),
         tenancy=TenancyStore(make_sessionmaker(engine)),
+        admission=Admission(LeasedAdmission(limiter.grant)),
     )
     app = build_app(runtime)
     runtime.start()

@@ -70,3 +70,38 @@ def test_orgs_and_projects_verbs_with_json(tmp_path, monkeypatch):
     assert runner.invoke(app, ["orgs", "plan", org, "gold"]).exit_code != 0
     listed_projects = runner.invoke(app, ["projects", "list", "--org", org]).output
     assert "Default project" in listed_projects and "web" not in listed_projects  # archived
+
+
+def test_limits_verbs_set_merge_clear_and_refuse_bad_values(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    runner = CliRunner()
+    project = "proj_default"
+    made = runner.invoke(
+        app, ["limits", "set", "--project", project, "--model", "m", "--rpm", "60", "--json"]
+    )
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.output)["max_requests_per_1_minute"] == 60
+    merged = runner.invoke(
+        app, ["limits", "set", "--project", project, "--model", "m", "--rpd", "500", "--json"]
+    )
+    rule = json.loads(merged.output)
+    assert (rule["max_requests_per_1_minute"], rule["max_requests_per_1_day"]) == (60, 500)
+    listed = runner.invoke(app, ["limits", "list", "--project", project])
+    assert "rpm=60" in listed.output and "tpm=-" in listed.output and "rpd=500" in listed.output
+    bad = runner.invoke(app, ["limits", "set", "--project", project, "--rpm", "-5"])
+    assert bad.exit_code == 1 and "--rpm" in bad.output and "whole number" in bad.output
+    nowhere = runner.invoke(app, ["limits", "set", "--key", "key_nope", "--rpm", "5"])
+    assert nowhere.exit_code == 1 and "No key" in nowhere.output
+    both = runner.invoke(app, ["limits", "list", "--org", "x", "--key", "y"])
+    assert both.exit_code != 0
+    runner.invoke(
+        app,
+        ["limits", "set", "--project", project, "--model", "m", "--clear", "rpm", "--clear", "rpd"],
+    )
+    assert (
+        runner.invoke(app, ["limits", "list", "--project", project, "--json"]).output.strip()
+        == "[]"
+    )

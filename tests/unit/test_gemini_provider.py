@@ -453,7 +453,7 @@ async def test_error_scenarios(gem, model, cls, status, code, streamed):
     assert type(error) is cls, error
     assert error.status_code == status and error.code == code and error.provider == "gem"
     if status == 429:
-        assert error.retry_after == 11 and error.headers() == {"retry-after": "11"}
+        assert error.retry_after == 11 and error.headers()["retry-after"] == "11"
     if code == "upstream_malformed_response":
         assert "'gem'" in error.message
 

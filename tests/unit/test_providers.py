@@ -114,4 +114,7 @@ def test_retry_after_forms():
     assert 25 < retry_after_seconds({"retry-after": future}) <= 31
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None
-    assert RateLimited("x", retry_after=2.4).headers() == {"retry-after": "2"}
+    assert RateLimited("x", retry_after=2.4).headers() == {
+        "retry-after": "3",  # rounded up: retrying sooner would be refused again
+        "retry-after-ms": "2400",
+    }

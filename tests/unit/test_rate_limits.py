@@ -35,8 +35,7 @@ def test_a_bucket_is_quantized_to_a_seconds_burst():
 def limiter_and_replicas(clock: Clock, replicas: int) -> tuple[RateLimiter, list[LeasedAdmission]]:
     limiter = RateLimiter(burst_s=1.0, clock=clock)
     return limiter, [
-        LeasedAdmission(limiter.grant, limiter.give_back, replicas=replicas, clock=clock)
-        for _ in range(replicas)
+        LeasedAdmission(limiter.grant, replicas=replicas, clock=clock) for _ in range(replicas)
     ]
 
 
@@ -92,13 +91,13 @@ async def test_concurrent_requests_on_a_dry_lease_share_one_grant():
     calls = 0
     limiter = RateLimiter(burst_s=1.0)
 
-    async def slow_grant(name, limit, want):
+    async def slow_grant(*args):
         nonlocal calls
         calls += 1
         await asyncio.sleep(0.01)
-        return await limiter.grant(name, limit, want)
+        return await limiter.grant(*args)
 
-    replica = LeasedAdmission(slow_grant, limiter.give_back, replicas=1)
+    replica = LeasedAdmission(slow_grant, replicas=1)
     decisions = await asyncio.gather(*(replica.admit("key:k4:rpm", 6_000) for _ in range(8)))
     assert all(d.allowed for d in decisions) and calls == 1  # lease of 10 covers all 8
 
@@ -112,3 +111,55 @@ async def test_unused_leases_go_back_and_a_changed_limit_starts_afresh():
     granted = await limiter.grant("key:k5:rpm", 1200, 100)
     assert granted.granted == 19  # the bucket is whole again but for a's one token
     assert (await b.admit("key:k5:rpm", 30)).allowed  # a new limit: a fresh bucket
+
+
+def test_a_request_bigger_than_the_burst_waits_for_a_full_bucket_and_leaves_debt():
+    bucket = TokenBucket.full(60_000, burst_s=1.0, now=0.0)  # 1,000 tokens a second
+    assert bucket.take(1, 0.0, need=4_000) == 4_000  # full: let through, 3,000 in debt
+    assert bucket.level == -3_000
+    assert bucket.take(1, 2.5, need=1) == 0  # the debt is paid back first
+    assert bucket.wait_s(2.5, need=4_000) == pytest.approx(1.5)  # until full again
+    assert bucket.take(2_000, 4.0, need=500) == 1_000  # a normal need: what there is
+
+
+async def test_tokens_are_admitted_by_cost_and_settled_by_charges():
+    """Tokens per minute: a request costs its estimate; the real count is charged from
+    the lease afterwards, so the bucket ends up debited by what was really spent."""
+    clock = Clock()
+    _, [replica] = limiter_and_replicas(clock, 1)
+    name, limit = "project:p1:m:tpm", 6_000  # 100 tokens a second
+    assert (await replica.admit(name, limit, cost=60)).allowed
+    replica.charge(name, 90)  # the answer was 90 tokens longer than estimated
+    refused = await replica.admit(name, limit, cost=60)
+    assert not refused.allowed and refused.retry_after_s > 0
+    clock.now += 1.0  # the lease expired: its debt went back to the bucket
+    assert not (await replica.admit(name, limit, cost=40)).allowed  # 10 left, not 100
+    clock.now += 0.3
+    assert (await replica.admit(name, limit, cost=40)).allowed
+    replica.refund(name, 40)  # refused by another limit: the tokens come back
+    assert (await replica.admit(name, limit, cost=40)).allowed  # from the lease
+
+
+async def test_a_day_limit_is_a_quota_of_its_whole_day():
+    clock = Clock()
+    _, [replica] = limiter_and_replicas(clock, 1)
+    day = 86_400.0
+    admitted = [(await replica.admit("key:k6:rpd", 5, period_s=day)).allowed for _ in range(8)]
+    assert admitted == [True] * 5 + [False] * 3
+    refused = await replica.admit("key:k6:rpd", 5, period_s=day)
+    assert refused.retry_after_s == pytest.approx(day / 5, rel=0.01)
+
+
+async def test_an_unreachable_limiter_admits_for_a_while_then_is_asked_again():
+    clock, calls = Clock(), 0
+
+    async def down(*args):
+        nonlocal calls
+        calls += 1
+        raise ConnectionError("restarting")
+
+    replica = LeasedAdmission(down, replicas=1, clock=clock)
+    decisions = [await replica.admit("key:k7:rpm", 60) for _ in range(5)]
+    assert all(d.allowed for d in decisions) and calls == 1  # fails open, asks once
+    clock.now += 1.5
+    assert (await replica.admit("key:k7:rpm", 60)).allowed and calls == 2
