@@ -29,7 +29,7 @@ def us(seconds: float) -> float:
 async def local_lease(n: int) -> list[float]:
     """Admissions that the lease covers (a high limit: a lease of 100 tokens)."""
     limiter = RateLimiter()
-    replica = LeasedAdmission(limiter.grant, replicas=1)
+    replica = LeasedAdmission(limiter.grant, limiter.give_back, replicas=1)
     times = []
     for _ in range(n):
         t0 = time.perf_counter()

@@ -4,7 +4,8 @@
     .venv/bin/python -m bench.gateway_bench --quick    # smaller counts (~5 min)
 
 Starts a mock upstream (0 ms, then 50 ms latency), `forge up` with two providers on it
-(the ProviderProxy deployment, and the same provider placed inside the gateway replica),
+(the ProviderProxy deployment, and the same provider placed inside the gateway replica;
+the latter also with a key under rate limits at every level: governance on vs off),
 and LiteLLM's proxy with 1 and 2 workers (installed into bench/.venv-litellm, never into
 the project). Every target is measured in alternating rounds under the same load, and
 the figures that matter are ratios between targets of the same run. Results go to
@@ -180,6 +181,25 @@ TESTS = {  # name: (concurrency, requests full, requests quick, stream)
 }
 
 
+def governed_key() -> str:
+    """A user key under limits at every level (its own, its project's and its
+    organisation's, requests and tokens a minute, high enough never to refuse the bench):
+    each of its requests passes six buckets."""
+    url, auth = f"http://127.0.0.1:{FORGE_PORT}", {"authorization": f"Bearer {FORGE_KEY}"}
+    made = httpx2.post(f"{url}/admin/keys", headers=auth, json={"name": "governed"}, timeout=30)
+    made.raise_for_status()
+    key = made.json()
+    high = {"max_requests_per_1_minute": 1_000_000, "max_tokens_per_1_minute": 1_000_000_000}
+    for scope, subject, model in (
+        ("key", key["info"]["id"], "*"),
+        ("project", key["info"]["project_id"], "gpt-mock-inproc"),
+        ("organization", key["info"]["org_id"], "gpt-mock-inproc"),
+    ):
+        rule = {"scope": scope, "subject_id": subject, "model": model, **high}
+        httpx2.put(f"{url}/admin/rate_limits", headers=auth, json=rule, timeout=30)
+    return str(key["key"])
+
+
 async def measure(
     targets: dict[str, dict[str, Any]], rounds: int, quick: bool, scenario: str, results: dict
 ) -> None:
@@ -244,6 +264,22 @@ def ratio_rows(scenario: str, tests: dict) -> list[str]:
     return rows
 
 
+def governance_rows(scenario: str, tests: dict) -> list[str]:
+    """Governance on (a key under limits at every level) against off (the operator's key,
+    under none), same placement, same run."""
+    if "forge-governed" not in tests["c1"]:
+        return []
+    on, off = "forge-governed", "forge-inproc"
+    added = figure(tests, "c1", on, "p50_ms") - figure(tests, "c1", off, "p50_ms")
+    rps = figure(tests, "c64", on, "rps") / figure(tests, "c64", off, "rps")
+    cpu = figure(tests, "c64", on, "cpu_ms_per_req") / figure(tests, "c64", off, "cpu_ms_per_req")
+    return [
+        f"| {scenario} governance on - off: added p50 at c=1 | {added:+.2f} ms | ≤ +0.3 ms |",
+        f"| {scenario} governance on / off: req/s at c=64 | {rps:.2f} | ≥ 0.9 |",
+        f"| {scenario} governance on / off: CPU per request at c=64 | {cpu:.2f} | |",
+    ]
+
+
 def report(results: dict, rss: dict[str, float], startup: dict[str, float]) -> str:
     lines = []
     for scenario, tests in results.items():
@@ -264,7 +300,7 @@ def report(results: dict, rss: dict[str, float], startup: dict[str, float]) -> s
                 )
     lines += ["\n### ratios (same run)\n", "| figure | value | goal |", "| --- | --- | --- |"]
     for scenario, tests in results.items():
-        lines += ratio_rows(scenario, tests)
+        lines += ratio_rows(scenario, tests) + governance_rows(scenario, tests)
     lines += [
         "\n### memory and start-up\n",
         "| process tree | RSS MiB | start-up s |",
@@ -308,7 +344,13 @@ def main() -> None:
             },
             "forge-inproc": {
                 "url": f"http://127.0.0.1:{FORGE_PORT}",
-                "key": FORGE_KEY,
+                "key": FORGE_KEY,  # the operator's: under no limits
+                "model": "gpt-mock-inproc",
+                "pid": forge.pid,
+            },
+            "forge-governed": {
+                "url": f"http://127.0.0.1:{FORGE_PORT}",
+                "key": governed_key(),
                 "model": "gpt-mock-inproc",
                 "pid": forge.pid,
             },
@@ -332,7 +374,7 @@ def main() -> None:
             mock = start_mock(latency, inter, work)
             asyncio.run(measure(targets, args.rounds, args.quick, f"{latency:g}ms", results))
         for name, t in targets.items():
-            if "pid" in t and name != "forge-inproc":
+            if "pid" in t and name not in ("forge-inproc", "forge-governed"):
                 rss[name] = tree_rss_mb(process_tree(t["pid"]))
         stop(mock, 10)
     finally:

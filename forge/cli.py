@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from forge.cli_audit import audit_app
 from forge.cli_db import on_database
 from forge.cli_limits import limits_app
 from forge.cli_tenancy import orgs_app, projects_app
@@ -32,6 +33,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(projects_app, name="projects")
 app.add_typer(limits_app, name="limits")
+app.add_typer(audit_app, name="audit")
 
 
 @app.command()

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from forge.cli_audit import record_cli_action
 from forge.cli_db import emit, on_database
 from forge.errors import InvalidRequest, NotFound
 from forge.limits.rules import ANY_MODEL, FIELDS, Kind, LimitRule, Scope
@@ -72,17 +73,20 @@ def limits_set(
     if not values:
         raise typer.BadParameter("give at least one of --rpm, --tpm, --rpd, --clear")
 
-    async def action(store: RateLimitStore) -> LimitRule:
+    async def action(store: RateLimitStore) -> tuple[str, LimitRule]:
         owner = await store.subject_org(scope, subject)
         if owner is None:
             raise NotFound(f"No {scope} with id {subject!r}.")
         try:
-            return await store.set_rule(owner, scope, subject, model, values)
+            return owner, await store.set_rule(owner, scope, subject, model, values)
         except InvalidRequest as exc:  # name the option, not the API's field
             kind = next((k for k, (f, _) in FIELDS.items() if f == exc.param), exc.param)
             raise InvalidRequest(f"--{kind}: {exc.message}") from None
 
-    emit(on_database(RateLimitStore, action), as_json, _line)
+    owner, rule = on_database(RateLimitStore, action)
+    changes = {k: v for k, v in values.items() if v is not None}
+    record_cli_action("rate_limit.updated", owner, f"{scope}:{subject}:{model}", changes)
+    emit(rule, as_json, _line)
 
 
 @limits_app.command("list")

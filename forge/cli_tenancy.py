@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from forge.cli_audit import record_cli_action
 from forge.cli_db import emit, on_database
 from forge.tenancy.objects import OrganizationObject, ProjectObject
 from forge.tenancy.plans import PlanName
@@ -37,6 +38,7 @@ def orgs_create(
     if plan not in ("community", "professional", "enterprise", "platform"):
         raise typer.BadParameter(f"unknown plan {plan!r}", param_hint="--plan")
     org, key = on_database(TenancyStore, lambda s: s.create_org(name, plan))  # type: ignore[arg-type]
+    record_cli_action("organization.created", org.id, org.id, {"name": name, "plan": plan})
     if as_json:
         import json
 
@@ -54,7 +56,10 @@ def orgs_list(as_json: JsonFlag = False) -> None:
 
 
 def _set(org_id: str, as_json: bool, **change: Any) -> None:
-    emit(on_database(TenancyStore, lambda s: s.set_org(org_id, **change)), as_json, _org)
+    org = on_database(TenancyStore, lambda s: s.set_org(org_id, **change))
+    event = "organization.deleted" if change.get("status") == "deleted" else "organization.updated"
+    record_cli_action(event, org_id, org_id, change)
+    emit(org, as_json, _org)
 
 
 @orgs_app.command("suspend")
@@ -89,7 +94,9 @@ def projects_create(
     name: Annotated[str, typer.Option(help="Unique in the organization.")],
     as_json: JsonFlag = False,
 ) -> None:
-    emit(on_database(TenancyStore, lambda s: s.create_project(org, name)), as_json, _project)
+    project = on_database(TenancyStore, lambda s: s.create_project(org, name))
+    record_cli_action("project.created", org, project.id, {"name": name})
+    emit(project, as_json, _project)
 
 
 @projects_app.command("list")
@@ -109,4 +116,6 @@ def projects_archive(
     as_json: JsonFlag = False,
 ) -> None:
     """Its keys stop working (403); nothing is deleted."""
-    emit(on_database(TenancyStore, lambda s: s.archive_project(org, project_id)), as_json, _project)
+    project = on_database(TenancyStore, lambda s: s.archive_project(org, project_id))
+    record_cli_action("project.archived", org, project_id)
+    emit(project, as_json, _project)

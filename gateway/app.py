@@ -12,6 +12,7 @@ from gateway.middleware import RequestContextMiddleware
 from gateway.routes import (
     admin,
     anthropic,
+    audit,
     health,
     inference,
     limits,
@@ -43,7 +44,7 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     routers = (inference, anthropic, responses, models, health, admin, limits, organization)
-    for module in (*routers, operator):
+    for module in (*routers, operator, audit):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,

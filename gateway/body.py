@@ -52,4 +52,5 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    request.state.json_body = body  # for the audit log of an admin call
     return body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from forge.errors import AuthenticationFailed, PermissionDenied
 from forge.keys import KeyInfo
 from gateway.auth import presented_key, require_admin, require_platform
 from gateway.runtime import GatewayRuntime
@@ -16,8 +17,17 @@ async def runtime(request: Request) -> GatewayRuntime:
 
 
 async def caller(request: Request) -> KeyInfo:
+    """The verified key (kept on the request for the audit log); a refused key is an
+    auth event in the audit log (sampled: gateway.audit.AuthFailures)."""
     rt: GatewayRuntime = request.app.state.runtime
-    return await rt.verifier.verify(presented_key(request))
+    try:
+        key = await rt.verifier.verify(presented_key(request))
+    except (AuthenticationFailed, PermissionDenied) as exc:
+        if rt.audit is not None:
+            await rt.auth_failures.record(rt.audit, request, exc)
+        raise
+    request.state.caller = key
+    return key
 
 
 async def admin(request: Request) -> KeyInfo:

@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.usage_shipper import UsageShipper
 from forge.adapters import CachedAdapterLookup
+from forge.audit.store import AuditStore
 from forge.config import PlatformConfig
 from forge.directory import Directory
 from forge.limits.admission import Admission
 from forge.tenancy.store import TenancyStore
+from gateway.audit import AuthFailures
 from gateway.auth import KeyVerifier
 from gateway.drain import Drain, DrainWatcher
 from gateway.key_changes import KeyChangeWatcher
@@ -80,9 +82,11 @@ class GatewayRuntime:
     key_watcher: KeyChangeWatcher | None = None  # hears other replicas' key changes
     database: AsyncEngine | None = None  # the replica's own pool, disposed at close
     admission: Admission | None = None  # rate limits (None: none are enforced)
+    audit: AuditStore | None = None  # the audit log (None: nothing is audited)
 
     def __post_init__(self) -> None:
         self.relay = Relay(self.router, self.shipper, self.drain, self.admission)
+        self.auth_failures = AuthFailures()
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
 
@@ -100,6 +104,8 @@ class GatewayRuntime:
             self._tasks.append(loop.create_task(self.warm_up.run()))
         if self.key_watcher is not None:
             self._tasks.append(loop.create_task(self.key_watcher.run()))
+        if self.admission is not None:  # idle leases' tokens back to the limiter
+            self._tasks.append(loop.create_task(self.admission.leases.run_sweeper()))
         if self.responses is not None:
             self._tasks.append(loop.create_task(self._prune_responses(self.responses)))
 

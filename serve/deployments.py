@@ -24,6 +24,7 @@ from forge.adapters import (
     adapter_ref,
     parse_adapter_ref,
 )
+from forge.audit.store import AuditStore
 from forge.config import PlatformConfig, ProviderConfig
 from forge.db.engine import make_sessionmaker, replica_engine
 from forge.directory import Directory
@@ -265,7 +266,10 @@ class GatewayDeployment:
             responses=ResponseStore.on(database, config.responses),
             tenancy=TenancyStore(make_sessionmaker(database)),
             database=database,
-            admission=Admission(LeasedAdmission(limiter.grant, config.gateway.replicas)),
+            audit=AuditStore(make_sessionmaker(database)),
+            admission=Admission(
+                LeasedAdmission(limiter.grant, limiter.give_back, config.gateway.replicas)
+            ),
         )
         # Set up, before any request needs them: the path to each provider deployment,
         # and the directory's key lookup (this replica's first actor call, the directory's

@@ -125,6 +125,25 @@ class RateLimitRule(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class AuditLogEntry(Base):
+    """One audit log entry (OpenAI's audit-log object, in ``content``), chained to the one
+    before: ``prev_hash`` is unique, so two writers racing for the same head cannot fork
+    the chain (the loser retries on the new head)."""
+
+    __tablename__ = "audit_logs"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    org_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    project_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    type: Mapped[str] = mapped_column(String(64))
+    effective_at: Mapped[int] = mapped_column(Integer)
+    actor_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    content: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
 class UsageRecord(Base):
     """One request that reached a provider. Keyed by the platform's request id (never
     the client's) so that re-sent batches (after an actor restart, a spool replay) are

@@ -12,11 +12,12 @@ from forge.adapters import AdapterInfo, AdapterSpec, adapter_ref
 from forge.config import GENERATIVE_TYPES
 from forge.errors import Conflict, InvalidRequest
 from forge.keys import CreatedKey, KeyInfo
+from gateway.audit import AuditedRoute, audited
 from gateway.deps import admin, runtime
 from gateway.relay import as_forge_error
 from gateway.runtime import GatewayRuntime
 
-router = APIRouter(prefix="/admin")
+router = APIRouter(prefix="/admin", route_class=AuditedRoute)
 
 
 class CreateKeyRequest(BaseModel):
@@ -33,7 +34,9 @@ def _org_scope(caller: KeyInfo) -> str | None:
     return None if caller.role == "platform" else caller.org_id
 
 
-@router.post("/keys", response_model=CreatedKey, status_code=201)
+@router.post(
+    "/keys", response_model=CreatedKey, status_code=201, openapi_extra=audited("api_key.created")
+)
 async def create_key(
     req: CreateKeyRequest, caller: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
 ) -> CreatedKey:
@@ -55,7 +58,7 @@ async def list_keys(
     return await rt.directory.list_keys(_org_scope(caller))
 
 
-@router.delete("/keys/{key_id}", response_model=KeyInfo)
+@router.delete("/keys/{key_id}", response_model=KeyInfo, openapi_extra=audited("api_key.deleted"))
 async def revoke_key(
     key_id: str, caller: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
 ) -> KeyInfo:
@@ -81,7 +84,12 @@ class AdapterLoaded(AdapterInfo):
     )
 
 
-@router.post("/adapters", response_model=AdapterLoaded, status_code=201)
+@router.post(
+    "/adapters",
+    response_model=AdapterLoaded,
+    status_code=201,
+    openapi_extra=audited("resource.created"),
+)
 async def load_adapter(
     req: LoadAdapterRequest, _: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
 ) -> AdapterLoaded:
@@ -132,7 +140,7 @@ async def list_adapters(
     return await rt.directory.list_adapters()
 
 
-@router.delete("/adapters/{name}", status_code=204)
+@router.delete("/adapters/{name}", status_code=204, openapi_extra=audited("resource.deleted"))
 async def delete_adapter(
     name: str, _: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
 ) -> None:

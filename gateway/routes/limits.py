@@ -17,12 +17,13 @@ from forge.errors import NotFound, PermissionDenied, ServiceUnavailable
 from forge.keys import KeyInfo
 from forge.limits.rules import ANY_MODEL, LimitRule, Scope
 from forge.limits.store import RateLimitStore
+from gateway.audit import AuditedRoute, audited
 from gateway.body import read_json_object
 from gateway.deps import admin, runtime
 from gateway.errors import validation_error
 from gateway.runtime import GatewayRuntime
 
-router = APIRouter(prefix="/admin/rate_limits", tags=["admin"])
+router = APIRouter(prefix="/admin/rate_limits", tags=["admin"], route_class=AuditedRoute)
 
 
 def _store(rt: GatewayRuntime) -> RateLimitStore:
@@ -59,7 +60,7 @@ async def list_rate_limits(
     return await store.rules(org_id, scope, subject_id)
 
 
-@router.put("", response_model=LimitRule)
+@router.put("", response_model=LimitRule, openapi_extra=audited("rate_limit.updated"))
 async def set_rate_limit(
     request: Request, caller: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
 ) -> LimitRule:

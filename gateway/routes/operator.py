@@ -14,11 +14,12 @@ from forge.keys import KeyInfo
 from forge.tenancy.objects import Deleted, OrganizationObject, Page
 from forge.tenancy.plans import PlanName
 from forge.tenancy.store import TenancyStore
+from gateway.audit import AuditedRoute, audited
 from gateway.deps import operator, runtime
 from gateway.routes.organization.scope import Paging
 from gateway.runtime import GatewayRuntime
 
-router = APIRouter(prefix="/admin/organizations", tags=["operator"])
+router = APIRouter(prefix="/admin/organizations", tags=["operator"], route_class=AuditedRoute)
 
 
 class OrganizationCreate(BaseModel):
@@ -46,7 +47,12 @@ async def store(
     return rt.tenancy
 
 
-@router.post("", response_model=OrganizationCreated, status_code=201)
+@router.post(
+    "",
+    response_model=OrganizationCreated,
+    status_code=201,
+    openapi_extra=audited("organization.created"),
+)
 async def create_organization(
     body: OrganizationCreate, tenancy: TenancyStore = Depends(store)
 ) -> OrganizationCreated:
@@ -68,7 +74,9 @@ async def get_organization(
     return await tenancy.get_org(org_id)
 
 
-@router.post("/{org_id}", response_model=OrganizationObject)
+@router.post(
+    "/{org_id}", response_model=OrganizationObject, openapi_extra=audited("organization.updated")
+)
 async def update_organization(
     org_id: str,
     body: OrganizationUpdate,
@@ -81,7 +89,7 @@ async def update_organization(
     return org
 
 
-@router.delete("/{org_id}", response_model=Deleted)
+@router.delete("/{org_id}", response_model=Deleted, openapi_extra=audited("organization.deleted"))
 async def delete_organization(
     org_id: str, tenancy: TenancyStore = Depends(store), rt: GatewayRuntime = Depends(runtime)
 ) -> Deleted:

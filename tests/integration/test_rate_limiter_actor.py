@@ -23,7 +23,7 @@ def test_leases_through_the_actor_and_a_restart_admits_at_most_one_burst_more(pl
     async def burst(replica: LeasedAdmission, n: int) -> int:
         return sum([(await replica.admit("key:live:rpm", 600)).allowed for _ in range(n)])
 
-    replica = LeasedAdmission(client.grant, replicas=1)
+    replica = LeasedAdmission(client.grant, client.give_back, replicas=1)
     admitted = asyncio.run(burst(replica, 30))
     assert 10 <= admitted <= 11  # a burst of 10 (600 a minute), maybe one refilled token
     pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
@@ -37,6 +37,6 @@ def test_leases_through_the_actor_and_a_restart_admits_at_most_one_burst_more(pl
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-    fresh = LeasedAdmission(client.grant, replicas=1)
+    fresh = LeasedAdmission(client.grant, client.give_back, replicas=1)
     assert 10 <= asyncio.run(burst(fresh, 30)) <= 11  # full again: one burst, no more
     ray.kill(actor)

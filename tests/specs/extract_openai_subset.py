@@ -36,6 +36,7 @@ PATHS = (
     "/organization/projects/{project_id}/rate_limits",
     "/organization/projects/{project_id}/rate_limits/{rate_limit_id}",
     "/organization/admin_api_keys",
+    "/organization/audit_logs",
     "/organization/admin_api_keys/{key_id}",
 )
 

@@ -20,6 +20,7 @@ from actors.usage_recorder import UsageStore
 from actors.usage_shipper import UsageShipper
 from actors.usage_spool import UsageSpool
 from forge.adapters import CachedAdapterLookup
+from forge.audit.store import AuditStore
 from forge.config import PlatformConfig
 from forge.db.engine import make_sessionmaker
 from forge.db.schema import UsageRecord
@@ -190,7 +191,8 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
         adapters=adapters,
         responses=ResponseStore(engine),
         tenancy=TenancyStore(make_sessionmaker(engine)),
-        admission=Admission(LeasedAdmission(limiter.grant)),
+        admission=Admission(LeasedAdmission(limiter.grant, limiter.give_back)),
+        audit=AuditStore(make_sessionmaker(engine)),
     )
     app = build_app(runtime)
     runtime.start()

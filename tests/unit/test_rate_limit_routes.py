@@ -203,4 +203,5 @@ async def test_tokens_per_minute_count_the_estimate_then_the_real_usage(gw):
     message = err.value.response.json()["error"]["message"]
     assert message.startswith(f"Rate limit reached for gpt-test in project {org.project}")
     assert "tokens per min (TPM)" in message and "Requested 20" in message
-    assert 0 < int(err.value.response.headers["retry-after-ms"]) <= 1_100
+    # the bucket holds its burst (10) minus the real usage of the first: ~2 s to refill
+    assert 0 < int(err.value.response.headers["retry-after-ms"]) <= 3_000

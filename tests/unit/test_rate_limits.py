@@ -35,7 +35,8 @@ def test_a_bucket_is_quantized_to_a_seconds_burst():
 def limiter_and_replicas(clock: Clock, replicas: int) -> tuple[RateLimiter, list[LeasedAdmission]]:
     limiter = RateLimiter(burst_s=1.0, clock=clock)
     return limiter, [
-        LeasedAdmission(limiter.grant, replicas=replicas, clock=clock) for _ in range(replicas)
+        LeasedAdmission(limiter.grant, limiter.give_back, replicas=replicas, clock=clock)
+        for _ in range(replicas)
     ]
 
 
@@ -97,19 +98,22 @@ async def test_concurrent_requests_on_a_dry_lease_share_one_grant():
         await asyncio.sleep(0.01)
         return await limiter.grant(*args)
 
-    replica = LeasedAdmission(slow_grant, replicas=1)
+    replica = LeasedAdmission(slow_grant, limiter.give_back, replicas=1)
     decisions = await asyncio.gather(*(replica.admit("key:k4:rpm", 6_000) for _ in range(8)))
-    assert all(d.allowed for d in decisions) and calls == 1  # lease of 10 covers all 8
+    # a lease of 10 covers all 8; the 2 left are under half a lease: one top-up follows
+    assert all(d.allowed for d in decisions) and calls <= 2
 
 
 async def test_unused_leases_go_back_and_a_changed_limit_starts_afresh():
     clock = Clock()
     limiter, (a, b) = limiter_and_replicas(clock, 2)
     assert (await a.admit("key:k5:rpm", 1200)).allowed  # a leases 1 of a burst of 20
-    clock.now += 1.0  # a's lease expires unused
-    assert (await a.admit("key:k5:rpm", 1200)).allowed  # gave back, then leased again
+    await asyncio.sleep(0)  # ...and tops its lease up in the background: it holds 1
+    assert await a.sweep() == 0  # not idle yet
+    clock.now += 1.0  # idle past the TTL
+    assert await a.sweep() == 1  # given back
     granted = await limiter.grant("key:k5:rpm", 1200, 100)
-    assert granted.granted == 19  # the bucket is whole again but for a's one token
+    assert granted.granted == 20  # the bucket is whole again
     assert (await b.admit("key:k5:rpm", 30)).allowed  # a new limit: a fresh bucket
 
 
@@ -126,18 +130,23 @@ async def test_tokens_are_admitted_by_cost_and_settled_by_charges():
     """Tokens per minute: a request costs its estimate; the real count is charged from
     the lease afterwards, so the bucket ends up debited by what was really spent."""
     clock = Clock()
-    _, [replica] = limiter_and_replicas(clock, 1)
+    limiter, [replica] = limiter_and_replicas(clock, 1)
     name, limit = "project:p1:m:tpm", 6_000  # 100 tokens a second
     assert (await replica.admit(name, limit, cost=60)).allowed
     replica.charge(name, 90)  # the answer was 90 tokens longer than estimated
-    refused = await replica.admit(name, limit, cost=60)
-    assert not refused.allowed and refused.retry_after_s > 0
-    clock.now += 1.0  # the lease expired: its debt went back to the bucket
-    assert not (await replica.admit(name, limit, cost=40)).allowed  # 10 left, not 100
-    clock.now += 0.3
+    refused = await replica.admit(name, limit, cost=60)  # the debt went back with the ask:
+    assert not refused.allowed  # 100 - 150 spent = -50, 60 needed: 1.1 s
+    assert refused.retry_after_s == pytest.approx(1.1)
+    clock.now += 1.1  # -50 + 110 = 60
     assert (await replica.admit(name, limit, cost=40)).allowed
+    assert not (await replica.admit(name, limit, cost=40)).allowed  # 20 left
     replica.refund(name, 40)  # refused by another limit: the tokens come back
     assert (await replica.admit(name, limit, cost=40)).allowed  # from the lease
+    replica.charge(name, 25)  # a debt in an idle lease...
+    await asyncio.sleep(0)  # (its background top-up done)
+    clock.now += 1.0
+    assert await replica.sweep() == 1  # ...goes back to the bucket
+    assert (await limiter.grant(name, limit, 100)).granted < 100
 
 
 async def test_a_day_limit_is_a_quota_of_its_whole_day():
@@ -158,7 +167,7 @@ async def test_an_unreachable_limiter_admits_for_a_while_then_is_asked_again():
         calls += 1
         raise ConnectionError("restarting")
 
-    replica = LeasedAdmission(down, replicas=1, clock=clock)
+    replica = LeasedAdmission(down, down, replicas=1, clock=clock)
     decisions = [await replica.admit("key:k7:rpm", 60) for _ in range(5)]
     assert all(d.allowed for d in decisions) and calls == 1  # fails open, asks once
     clock.now += 1.5

@@ -3,8 +3,14 @@ resource; each call is scoped to one organisation (``scope.org_call``)."""
 
 from fastapi import APIRouter
 
-from gateway.routes.organization import api_keys, projects, rate_limits, service_accounts
+from gateway.routes.organization import (
+    api_keys,
+    audit_logs,
+    projects,
+    rate_limits,
+    service_accounts,
+)
 
 router = APIRouter(prefix="/v1/organization")
-for module in (projects, service_accounts, api_keys, rate_limits):
+for module in (projects, service_accounts, api_keys, rate_limits, audit_logs):
     router.include_router(module.router)

@@ -16,9 +16,10 @@ from forge.tenancy.objects import (
     Page,
     ProjectApiKeyObject,
 )
+from gateway.audit import AuditedRoute, audited
 from gateway.routes.organization.scope import OrgCall, Paging, org_call
 
-router = APIRouter(tags=["organization"])
+router = APIRouter(tags=["organization"], route_class=AuditedRoute)
 PROJECT_KEYS = "/projects/{project_id}/api_keys"
 
 
@@ -42,7 +43,9 @@ async def get_project_key(
     return await call.store.get_project_key(call.org_id, project_id, key_id)
 
 
-@router.delete(PROJECT_KEYS + "/{key_id}", response_model=Deleted)
+@router.delete(
+    PROJECT_KEYS + "/{key_id}", response_model=Deleted, openapi_extra=audited("api_key.deleted")
+)
 async def delete_project_key(
     project_id: str, key_id: str, call: OrgCall = Depends(org_call)
 ) -> Deleted:
@@ -60,7 +63,9 @@ async def list_admin_keys(
     return await call.store.list_admin_keys(call.org_id, paging.limit, paging.after, order)
 
 
-@router.post("/admin_api_keys", response_model=AdminApiKeyCreated)
+@router.post(
+    "/admin_api_keys", response_model=AdminApiKeyCreated, openapi_extra=audited("api_key.created")
+)
 async def create_admin_key(
     body: AdminKeyCreate, call: OrgCall = Depends(org_call)
 ) -> AdminApiKeyCreated:
@@ -72,7 +77,9 @@ async def get_admin_key(key_id: str, call: OrgCall = Depends(org_call)) -> Admin
     return await call.store.get_admin_key(call.org_id, key_id)
 
 
-@router.delete("/admin_api_keys/{key_id}", response_model=Deleted)
+@router.delete(
+    "/admin_api_keys/{key_id}", response_model=Deleted, openapi_extra=audited("api_key.deleted")
+)
 async def delete_admin_key(key_id: str, call: OrgCall = Depends(org_call)) -> Deleted:
     await call.store.delete_admin_key(call.org_id, key_id)
     await call.runtime.keys_changed([key_id])

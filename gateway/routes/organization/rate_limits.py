@@ -11,10 +11,13 @@ from forge.errors import InvalidRequest, NotFound
 from forge.limits.store import RATE_LIMIT_ID_PREFIX, ProjectRateLimit, rate_limit_id
 from forge.tenancy.objects import Page
 from forge.tenancy.store import check_limit
+from gateway.audit import AuditedRoute, audited
 from gateway.body import read_json_object
 from gateway.routes.organization.scope import OrgCall, org_call
 
-router = APIRouter(prefix="/projects/{project_id}/rate_limits", tags=["organization"])
+router = APIRouter(
+    prefix="/projects/{project_id}/rate_limits", tags=["organization"], route_class=AuditedRoute
+)
 
 
 def _served(call: OrgCall) -> list[str]:
@@ -57,7 +60,12 @@ async def list_project_rate_limits(
     )
 
 
-@router.post("/{rate_limit_id}", response_model=ProjectRateLimit, response_model_exclude_none=True)
+@router.post(
+    "/{rate_limit_id}",
+    response_model=ProjectRateLimit,
+    response_model_exclude_none=True,
+    openapi_extra=audited("rate_limit.updated"),
+)
 async def update_project_rate_limit(
     project_id: str, rate_limit_id: str, request: Request, call: OrgCall = Depends(org_call)
 ) -> ProjectRateLimit:

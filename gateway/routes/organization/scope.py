@@ -47,6 +47,7 @@ async def org_call(
             )
         await rt.tenancy.get_org(named)  # 404 for one that does not exist
         org_id = named
+    request.state.org_id = org_id  # the audit log's organisation for this call
     return OrgCall(rt.tenancy, org_id, key, rt)
 
 

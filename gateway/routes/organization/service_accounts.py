@@ -13,9 +13,14 @@ from forge.tenancy.objects import (
     ServiceAccountKey,
     ServiceAccountObject,
 )
+from gateway.audit import AuditedRoute, audited
 from gateway.routes.organization.scope import OrgCall, Paging, org_call
 
-router = APIRouter(prefix="/projects/{project_id}/service_accounts", tags=["organization"])
+router = APIRouter(
+    prefix="/projects/{project_id}/service_accounts",
+    tags=["organization"],
+    route_class=AuditedRoute,
+)
 
 
 class ServiceAccountCreate(BaseModel):
@@ -38,7 +43,9 @@ async def list_service_accounts(
     )
 
 
-@router.post("", response_model=ServiceAccountCreated)
+@router.post(
+    "", response_model=ServiceAccountCreated, openapi_extra=audited("service_account.created")
+)
 async def create_service_account(
     project_id: str, body: ServiceAccountCreate, call: OrgCall = Depends(org_call)
 ) -> ServiceAccountCreated:
@@ -54,7 +61,11 @@ async def get_service_account(
     return await call.store.get_service_account(call.org_id, project_id, service_account_id)
 
 
-@router.delete("/{service_account_id}", response_model=Deleted)
+@router.delete(
+    "/{service_account_id}",
+    response_model=Deleted,
+    openapi_extra=audited("service_account.deleted"),
+)
 async def delete_service_account(
     project_id: str, service_account_id: str, call: OrgCall = Depends(org_call)
 ) -> Deleted:
@@ -63,7 +74,11 @@ async def delete_service_account(
     return Deleted(object="organization.project.service_account.deleted", id=service_account_id)
 
 
-@router.post("/{service_account_id}/api_keys", response_model=ServiceAccountKey)
+@router.post(
+    "/{service_account_id}/api_keys",
+    response_model=ServiceAccountKey,
+    openapi_extra=audited("api_key.created"),
+)
 async def create_service_account_key(
     project_id: str,
     service_account_id: str,

@@ -1,0 +1,205 @@
+"""The audit log in the database: appended by any gateway replica or the CLI, listed per
+organisation as OpenAI's Admin API lists it, verified and exported whole.
+
+Appends are serialised by the database, not by a process: the unique ``prev_hash``
+turns a race for the chain's head into an integrity error for the loser, which links
+to the new head and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from forge.audit.chain import GENESIS, ChainCheck, ChainEntry, Verdict, link
+from forge.db.schema import AuditLogEntry
+from forge.errors import InvalidRequest, ServiceUnavailable
+from forge.tenancy.objects import Page
+from forge.tenancy.store import check_limit
+
+APPEND_ATTEMPTS = 20
+EXPORT_BATCH = 1000
+
+
+class AuditEvent(BaseModel):
+    """What happened: OpenAI's event ``type`` and its ``details``, who did it (``actor``,
+    OpenAI's actor object), where (organisation, project), from which address, and with
+    what result (``{"status": 201}``, or a refusal's status and error code)."""
+
+    type: str
+    org_id: str | None
+    project_id: str | None = None
+    actor: dict[str, Any] | None = None
+    actor_id: str | None = None
+    details: dict[str, Any] = {}
+    source_ip: str | None = None
+    result: dict[str, Any] = {}
+
+
+class AuditFilter(BaseModel):
+    """OpenAI's list filters (``effective_at[gt]`` and the ``*_ids[]`` lists)."""
+
+    gt: int | None = None
+    gte: int | None = None
+    lt: int | None = None
+    lte: int | None = None
+    project_ids: list[str] = []
+    event_types: list[str] = []
+    actor_ids: list[str] = []
+    resource_ids: list[str] = []
+
+
+def new_audit_id() -> str:
+    return "audit_log-" + uuid.uuid4().hex[:24]
+
+
+def _content(event: AuditEvent, entry_id: str, when: int) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "id": entry_id,
+        "type": event.type,
+        "effective_at": when,
+        "organization_id": event.org_id,
+        "actor": event.actor,
+        event.type: event.details,
+        "source_ip": event.source_ip,
+        "result": event.result,
+    }
+    if event.project_id is not None:
+        content["project"] = {"id": event.project_id}
+    return content
+
+
+def _entry(row: AuditLogEntry) -> ChainEntry:
+    return ChainEntry(
+        seq=row.seq,
+        id=row.id,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+        content=orjson.loads(row.content),
+    )
+
+
+class AuditStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def append(self, event: AuditEvent) -> dict[str, Any]:
+        """Chain ``event`` to the newest entry; the entry written (OpenAI's object)."""
+        for attempt in range(APPEND_ATTEMPTS):
+            entry_id = new_audit_id()
+            content = _content(event, entry_id, int(datetime.now(UTC).timestamp()))
+            try:
+                async with self._sessions() as s, s.begin():
+                    head = await s.scalar(
+                        select(AuditLogEntry.hash).order_by(AuditLogEntry.seq.desc()).limit(1)
+                    )
+                    prev = head or GENESIS
+                    s.add(
+                        AuditLogEntry(
+                            id=entry_id,
+                            org_id=event.org_id,
+                            project_id=event.project_id,
+                            type=event.type,
+                            effective_at=content["effective_at"],
+                            actor_id=event.actor_id,
+                            content=orjson.dumps(content).decode(),
+                            prev_hash=prev,
+                            hash=link(prev, content),
+                        )
+                    )
+                return content
+            except IntegrityError:  # another writer took this head: link to the new one
+                await asyncio.sleep(0.001 * (attempt + 1))
+        raise ServiceUnavailable("The audit log is busy; retry shortly.", retry_after=1)
+
+    async def list(
+        self,
+        org_id: str,
+        limit: int = 20,
+        after: str | None = None,
+        before: str | None = None,
+        where: AuditFilter | None = None,
+    ) -> Page[dict[str, Any]]:
+        """An organisation's entries, newest first, filtered as OpenAI's list is."""
+        check_limit(limit)
+        f = where or AuditFilter()
+        table = AuditLogEntry
+        query = select(table).where(table.org_id == org_id)
+        if f.gt is not None:
+            query = query.where(table.effective_at > f.gt)
+        if f.gte is not None:
+            query = query.where(table.effective_at >= f.gte)
+        if f.lt is not None:
+            query = query.where(table.effective_at < f.lt)
+        if f.lte is not None:
+            query = query.where(table.effective_at <= f.lte)
+        if f.project_ids:
+            query = query.where(table.project_id.in_(f.project_ids))
+        if f.event_types:
+            query = query.where(table.type.in_(f.event_types))
+        if f.actor_ids:
+            query = query.where(table.actor_id.in_(f.actor_ids))
+        async with self._sessions() as s:
+            for name, cursor in (("after", after), ("before", before)):
+                if cursor is None:
+                    continue
+                seq = await s.scalar(
+                    select(table.seq).where(table.id == cursor, table.org_id == org_id)
+                )
+                if seq is None:
+                    raise InvalidRequest(
+                        f"Invalid {name!r}: {cursor!r} is not an id from this list.",
+                        param=name,
+                        code="invalid_value",
+                    )
+                query = query.where(table.seq < seq if name == "after" else table.seq > seq)
+            if before is not None:  # the page just before the cursor, still newest first
+                rows = list(await s.scalars(query.order_by(table.seq).limit(limit + 1)))
+                more = len(rows) > limit
+                rows = list(reversed(rows[:limit]))
+            else:
+                rows = list(await s.scalars(query.order_by(table.seq.desc()).limit(limit + 1)))
+                more = len(rows) > limit
+                rows = rows[:limit]
+        data = [orjson.loads(r.content) for r in rows]
+        if f.resource_ids:  # the target is inside the type's details
+            wanted = set(f.resource_ids)
+            data = [d for d in data if (d.get(d["type"]) or {}).get("id") in wanted]
+        return Page(
+            data=data,
+            first_id=data[0]["id"] if data else None,
+            last_id=data[-1]["id"] if data else None,
+            has_more=more,
+        )
+
+    async def entries(self, org_id: str | None = None) -> AsyncIterator[ChainEntry]:
+        """Every entry in chain order (of one organisation: for export), in batches."""
+        last = 0
+        while True:
+            query = select(AuditLogEntry).where(AuditLogEntry.seq > last)
+            if org_id is not None:
+                query = query.where(AuditLogEntry.org_id == org_id)
+            async with self._sessions() as s:
+                rows = list(await s.scalars(query.order_by(AuditLogEntry.seq).limit(EXPORT_BATCH)))
+            for row in rows:
+                yield _entry(row)
+            if len(rows) < EXPORT_BATCH:
+                return
+            last = rows[-1].seq
+
+    async def verify(self) -> Verdict:
+        """The whole chain (it spans organisations: the operator's check)."""
+        check = ChainCheck()
+        async for entry in self.entries():
+            if not check.feed(entry):
+                break
+        return check.verdict()
