@@ -15,7 +15,7 @@ raised, so that the gateway keeps the batch and retries.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,8 +26,9 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from forge.db.engine import make_engine
-from forge.db.schema import UsageRecord, UsageReject
+from forge.db.schema import Spend, UsageRecord, UsageReject
 from forge.settings import Settings
+from forge.spend import SpendDelta, spend_deltas
 from forge.usage import UsageEvent
 
 log = logging.getLogger(__name__)
@@ -91,15 +92,32 @@ class UsageStore:
             await self._write_isolating(events[middle:], result)
 
     async def _insert_all(self, events: list[UsageEvent]) -> int:
-        # One multi-row INSERT (not executemany) so that rowcount is exact on asyncpg too.
+        """Insert the records not yet stored and count them into the spend counters, in
+        one transaction: the counters equal the records, whatever is delivered twice.
+        One multi-row INSERT (not executemany), which says which rows were new."""
         stmt = (
             self._insert(UsageRecord)
             .values([e.model_dump() for e in events])
             .on_conflict_do_nothing(index_elements=[UsageRecord.request_id])
+            .returning(UsageRecord.request_id)
         )
         async with self._engine.begin() as conn:
-            result = await conn.execute(stmt)
-        return max(result.rowcount, 0)
+            inserted = set((await conn.execute(stmt)).scalars())
+            deltas = spend_deltas(e for e in events if e.request_id in inserted)
+            if deltas:
+                await conn.execute(self._count(deltas))
+        return len(inserted)
+
+    def _count(self, deltas: list[SpendDelta]) -> Any:
+        stmt = self._insert(Spend).values([asdict(d) for d in deltas])
+        return stmt.on_conflict_do_update(
+            index_elements=[Spend.scope, Spend.subject_id, Spend.period, Spend.period_start],
+            set_={
+                "cost_usd": Spend.cost_usd + stmt.excluded.cost_usd,
+                "requests": Spend.requests + stmt.excluded.requests,
+                "tokens": Spend.tokens + stmt.excluded.tokens,
+            },
+        )
 
     async def _reject(self, event: UsageEvent, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"[:ERROR_TEXT_MAX]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -142,6 +143,58 @@ class AuditLogEntry(Base):
     content: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Spend(Base):
+    """What a key, project or organisation spent in one day or month (``period_start``:
+    its first day, ``YYYY-MM-DD``, UTC): kept by the usage recorder in the transaction
+    that inserts the records it counts (forge.spend)."""
+
+    __tablename__ = "spend"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)
+    period_start: Mapped[str] = mapped_column(String(10), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class BudgetRow(Base):
+    """A budget: at most ``limit`` dollars (or requests, or tokens: ``unit``) a ``period``
+    (UTC day or month) for one key, project or organisation (forge.budgets)."""
+
+    __tablename__ = "budgets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(40))
+    period: Mapped[str] = mapped_column(String(8))
+    unit: Mapped[str] = mapped_column(String(12))
+    limit: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "scope", "subject_id", "period", "unit", name="uq_budgets_scope_subject_period_unit"
+        ),
+    )
+
+
+class BudgetHold(Base):
+    """Part of a budget granted to a gateway replica and not yet given back: counted as
+    spent until it is (so a restarted ledger knows what is out)."""
+
+    __tablename__ = "budget_holds"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    budget_id: Mapped[str] = mapped_column(String(40), index=True)
+    period_start: Mapped[str] = mapped_column(String(10))
+    amount: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class UsageRecord(Base):
