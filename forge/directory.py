@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from forge.adapters import AdapterInfo, AdapterRegistry, AdapterSpec
+from forge.budgets.store import BudgetStore
 from forge.db.schema import DEFAULT_ORG_ID, DEFAULT_PROJECT_ID
 from forge.key_changes import ChangeFeed, KeyChanges
 from forge.keys import CreatedKey, KeyInfo, KeyStore, Role
@@ -21,6 +22,7 @@ class Directory:
         self.keys = KeyStore(sessions)
         self.adapters = AdapterRegistry(sessions)
         self.limits = RateLimitStore(sessions)
+        self.budgets = BudgetStore(sessions)
         self.key_feed = ChangeFeed()
 
     async def announce_key_changes(self, key_ids: list[str] | None) -> int:
@@ -32,10 +34,13 @@ class Directory:
         return await self.key_feed.since(feed_id, epoch, timeout_s)
 
     async def verify(self, key_hash: str) -> KeyInfo | None:
-        """The key with its rate-limit rules (none for the operator's keys)."""
+        """The key with its rate-limit rules and budgets (none for the operator's)."""
         info = await self.keys.lookup(key_hash)
         if info is not None and info.role != "platform" and info.active:
             info.limits = await self.limits.rules_for_key(info.org_id, info.project_id, info.id)
+            info.budgets = await self.budgets.for_key(
+                info.org_id, info.project_id, info.id, info.plan
+            )
         return info
 
     async def create_key(

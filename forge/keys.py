@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from forge.budgets.model import Budget
 from forge.db.schema import (
     DEFAULT_ORG_ID,
     DEFAULT_PROJECT_ID,
@@ -49,6 +50,7 @@ class KeyInfo(BaseModel):
     project_status: str = "active"  # of its project: active, archived
     plan: str | None = None  # its organisation's, at lookup
     limits: list[LimitRule] = []  # the rate-limit rules it is under (forge.limits.rules)
+    budgets: list[Budget] = []  # the budgets its requests count against (forge.budgets)
 
     @property
     def active(self) -> bool:

@@ -9,16 +9,21 @@ will the usage and cost reports.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from forge.db.schema import Spend
 from forge.usage import UsageEvent
 
 Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
 SpendScope = Literal["organization", "project", "key"]
+SPEND_COLUMNS = {"usd": "cost_usd", "requests": "requests", "tokens": "tokens"}
 
 
 def period_start(when: datetime, period: Period) -> str:
@@ -65,3 +70,46 @@ def spend_deltas(events: Iterable[UsageEvent]) -> list[SpendDelta]:
                 delta.requests += 1
                 delta.tokens += event.prompt_tokens + event.completion_tokens
     return list(deltas.values())
+
+
+class Measured(Protocol):
+    """What ``current_spend`` needs of a budget (forge.budgets.model.Budget)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def scope(self) -> SpendScope: ...
+    @property
+    def subject_id(self) -> str: ...
+    @property
+    def period(self) -> Period: ...
+    @property
+    def unit(self) -> str: ...
+
+
+async def current_spend(
+    sessions: async_sessionmaker[AsyncSession], budgets: Sequence[Measured], when: datetime
+) -> dict[str, float]:
+    """Each budget's spend in its period at ``when`` (in its unit), one query."""
+    if not budgets:
+        return {}
+    keys = {b.id: (b.scope, b.subject_id, b.period, period_start(when, b.period)) for b in budgets}
+    match = [
+        and_(
+            Spend.scope == scope,
+            Spend.subject_id == subject,
+            Spend.period == period,
+            Spend.period_start == start,
+        )
+        for scope, subject, period, start in set(keys.values())
+    ]
+    async with sessions() as s:
+        rows = {
+            (r.scope, r.subject_id, r.period, r.period_start): r
+            for r in await s.scalars(select(Spend).where(or_(*match)))
+        }
+    spent: dict[str, float] = {}
+    for b in budgets:
+        row = rows.get(keys[b.id])
+        spent[b.id] = float(getattr(row, SPEND_COLUMNS[b.unit])) if row is not None else 0.0
+    return spent

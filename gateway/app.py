@@ -13,6 +13,7 @@ from gateway.routes import (
     admin,
     anthropic,
     audit,
+    budgets,
     health,
     inference,
     limits,
@@ -43,7 +44,8 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    routers = (inference, anthropic, responses, models, health, admin, limits, organization)
+    routers = (inference, anthropic, responses, models, health, admin, limits, budgets)
+    routers = (*routers, organization)
     for module in (*routers, operator, audit):
         app.include_router(module.router)
     app.add_middleware(

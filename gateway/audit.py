@@ -141,6 +141,13 @@ async def record(
         log.error("audit entry for %s %s not written: %s", event, target, type(exc).__name__)
 
 
+def _event(request: Request, declared: str) -> str:
+    """The declared event, or the one the handler named for what it did (a budget's
+    event depends on whose budget it is)."""
+    named = getattr(request.state, "audit_event", None)
+    return named if isinstance(named, str) else declared
+
+
 class AuditedRoute(APIRoute):
     """The admin routers' route class: audits the routes that declare an event."""
 
@@ -154,9 +161,9 @@ class AuditedRoute(APIRoute):
             try:
                 response = await handler(request)
             except Exception as exc:
-                await record(request, event, self.path, None, exc)
+                await record(request, _event(request, event), self.path, None, exc)
                 raise
-            await record(request, event, self.path, response, None)
+            await record(request, _event(request, event), self.path, response, None)
             return response
 
         return audited_handler

@@ -17,6 +17,8 @@ import anyio
 
 from actors.usage_shipper import UsageShipper
 from actors.usage_spool import PROGRESS_EVERY
+from forge.budgets.gate import BudgetAdmitted, BudgetGate
+from forge.budgets.model import Costs, worst_case
 from forge.errors import (
     ForgeError,
     InvalidRequest,
@@ -26,7 +28,7 @@ from forge.errors import (
     unwrap_remote,
 )
 from forge.keys import KeyInfo
-from forge.limits.admission import Admission, Admitted
+from forge.limits.admission import Admission, Admitted, requested_output
 from forge.usage import UsageEvent, UsageStatus, cost_usd
 from gateway.drain import SHUTTING_DOWN, Drain
 from serve.capabilities import check_request
@@ -53,6 +55,7 @@ class CallContext:
     key: KeyInfo | None = None  # None: under no limits
     body_bytes: int = 0  # of the request as sent, for the tokens it is estimated at
     admitted: Admitted | None = None  # by the rate limits; settled with the real usage
+    budgeted: BudgetAdmitted | None = None  # by the budgets; settled with the real cost
 
     @classmethod
     def of(cls, state: Any, key: KeyInfo, endpoint: Endpoint) -> CallContext:
@@ -91,6 +94,22 @@ def _can_serve(target: Target, body: dict[str, Any]) -> bool:
     return True
 
 
+def _worst_case(targets: tuple[Target, ...], body: dict[str, Any], body_bytes: int) -> Costs:
+    """The most the request can cost on any model that may answer it (fallbacks too)."""
+    output = requested_output(body)
+    costs = [
+        worst_case(
+            body_bytes,
+            output,
+            t.model.input_price_per_mtok,
+            t.model.output_price_per_mtok,
+            t.model.context_window,
+        )
+        for t in targets
+    ]
+    return max(costs, key=lambda c: (c.usd, c.tokens))
+
+
 def _ms_since(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000
 
@@ -102,11 +121,13 @@ class Relay:
         shipper: UsageShipper,
         drain: Drain | None = None,
         admission: Admission | None = None,
+        budgets: BudgetGate | None = None,
     ) -> None:
         self.router = router
         self.shipper = shipper
         self.drain = drain or Drain()
         self.admission = admission
+        self.budgets = budgets
 
     def _event(
         self,
@@ -162,9 +183,12 @@ class Relay:
         """Settle the call: its one record, to the shipper (``_event``'s fields), and its
         real tokens against its rate limits' estimate."""
         event = self._event(ctx, target, **fields)
-        self.shipper.add(event)
+        self.shipper.add(event)  # before the settling: a hold goes back after its records
+        tokens = event.prompt_tokens + event.completion_tokens
         if ctx.admitted is not None:
-            ctx.admitted.settle(event.prompt_tokens + event.completion_tokens)
+            ctx.admitted.settle(tokens)
+        if ctx.budgeted is not None:
+            ctx.budgeted.settle(Costs(usd=event.cost_usd, requests=1, tokens=tokens))
 
     def _after_response(self, ctx: CallContext, record: Callable[[], None]) -> None:
         """Settle an answered call once its answer is out: a replica that dies before
@@ -194,7 +218,11 @@ class Relay:
         if self.admission is not None and ctx.key is not None:
             model = targets[0].model.name
             ctx.admitted = await self.admission.admit(ctx.key, model, body, ctx.body_bytes)
-        return tuple(t for t in targets if _can_serve(t, body))
+        serving = tuple(t for t in targets if _can_serve(t, body))
+        if self.budgets is not None and ctx.key is not None and ctx.key.budgets:
+            worst = _worst_case(serving, body, ctx.body_bytes)
+            ctx.budgeted = await self.budgets.admit(ctx.key.budgets, worst)
+        return serving
 
     @staticmethod
     def _headers(ctx: CallContext, overhead_ms: float) -> dict[str, str]:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from actors.usage_shipper import UsageShipper
 from forge.adapters import CachedAdapterLookup
 from forge.audit.store import AuditStore
+from forge.budgets.gate import BudgetGate
 from forge.config import PlatformConfig
 from forge.directory import Directory
 from forge.limits.admission import Admission
@@ -83,9 +84,10 @@ class GatewayRuntime:
     database: AsyncEngine | None = None  # the replica's own pool, disposed at close
     admission: Admission | None = None  # rate limits (None: none are enforced)
     audit: AuditStore | None = None  # the audit log (None: nothing is audited)
+    budgets: BudgetGate | None = None  # budgets (None: none are enforced)
 
     def __post_init__(self) -> None:
-        self.relay = Relay(self.router, self.shipper, self.drain, self.admission)
+        self.relay = Relay(self.router, self.shipper, self.drain, self.admission, self.budgets)
         self.auth_failures = AuthFailures()
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
@@ -106,6 +108,8 @@ class GatewayRuntime:
             self._tasks.append(loop.create_task(self.key_watcher.run()))
         if self.admission is not None:  # idle leases' tokens back to the limiter
             self._tasks.append(loop.create_task(self.admission.leases.run_sweeper()))
+        if self.budgets is not None:  # spent and idle budget holds back to the ledger
+            self._tasks.append(loop.create_task(self.budgets.run_giver()))
         if self.responses is not None:
             self._tasks.append(loop.create_task(self._prune_responses(self.responses)))
 

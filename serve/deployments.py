@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from actors.budget_ledger import BudgetLedgerActor
 from actors.directory import DirectoryActor
 from actors.rate_limiter import RateLimiterActor
 from actors.remote import remote
@@ -25,6 +26,8 @@ from forge.adapters import (
     parse_adapter_ref,
 )
 from forge.audit.store import AuditStore
+from forge.budgets.gate import BudgetGate
+from forge.budgets.ledger import BudgetLedger
 from forge.config import PlatformConfig, ProviderConfig
 from forge.db.engine import make_sessionmaker, replica_engine
 from forge.directory import Directory
@@ -53,6 +56,7 @@ ACTOR_NAMESPACE = "promptforge"
 DIRECTORY_ACTOR = "forge-directory"
 USAGE_ACTOR = "forge-usage-recorder"
 RATE_LIMITER_ACTOR = "forge-rate-limiter"
+BUDGET_LEDGER_ACTOR = "forge-budget-ledger"
 READY_TIMEOUT_S = 3.0
 PRUNE_TIMEOUT_S = 30.0  # a slow directory must not pile up prunes
 
@@ -71,6 +75,16 @@ def platform_actors() -> tuple[Any, Any]:
     directory = DirectoryActor.options(name=DIRECTORY_ACTOR, **common).remote()
     recorder = UsageRecorderActor.options(name=USAGE_ACTOR, **common).remote()
     return directory, recorder
+
+
+def budget_ledger_actor() -> Any:
+    """The BudgetLedger actor, created on first use; its state is in the database."""
+    return BudgetLedgerActor.options(
+        name=BUDGET_LEDGER_ACTOR,
+        namespace=ACTOR_NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+    ).remote()
 
 
 def rate_limiter_actor() -> Any:
@@ -224,6 +238,7 @@ class GatewayDeployment:
     def __init__(self, config: PlatformConfig, providers: dict[str, DeploymentHandle]) -> None:
         directory, recorder = platform_actors()
         limiter = remote(rate_limiter_actor(), RateLimiter)
+        ledger = remote(budget_ledger_actor(), BudgetLedger)
         database = replica_engine(Settings().resolved_database_url(), config.responses.pool_size)
         clients: dict[str, ProviderClient] = {
             name: HandleProviderClient(h) for name, h in providers.items()
@@ -244,6 +259,13 @@ class GatewayDeployment:
         self._pings = {f"provider:{n}": c.ping for n, c in awake.items()}
         self._pings["actor:directory"] = lambda: directory.ping.remote()
         self._pings["actor:usage-recorder"] = lambda: recorder.ping.remote()
+        shipper = UsageShipper(
+            lambda batch: recorder.record.remote(batch),
+            spool=open_spool() if config.usage.spool else None,
+            flush_interval_s=config.usage.flush_interval_s,
+            max_batch=config.usage.max_batch,
+            unready_after_s=config.usage.unready_after_s,
+        )
         self.runtime = GatewayRuntime(
             config=config,
             router=Router(config.models, clients, adapters),
@@ -251,13 +273,7 @@ class GatewayDeployment:
                 lambda digest: directory.verify.remote(digest),
                 ttl_s=config.gateway.auth_cache_ttl_s,
             ),
-            shipper=UsageShipper(
-                lambda batch: recorder.record.remote(batch),
-                spool=open_spool() if config.usage.spool else None,
-                flush_interval_s=config.usage.flush_interval_s,
-                max_batch=config.usage.max_batch,
-                unready_after_s=config.usage.unready_after_s,
-            ),
+            shipper=shipper,
             directory=remote(directory, Directory),
             readiness=self.readiness,
             adapters=adapters,
@@ -267,6 +283,13 @@ class GatewayDeployment:
             tenancy=TenancyStore(make_sessionmaker(database)),
             database=database,
             audit=AuditStore(make_sessionmaker(database)),
+            budgets=BudgetGate(
+                ledger.reserve,
+                ledger.release,
+                shipper.flush,  # a hold goes back once its requests' records are written
+                config.gateway.replicas,
+                expire=ledger.expire,
+            ),
             admission=Admission(
                 LeasedAdmission(limiter.grant, limiter.give_back, config.gateway.replicas)
             ),
@@ -277,6 +300,7 @@ class GatewayDeployment:
         warm_calls = provider_warm_calls(awake)
         warm_calls["actor:directory"] = lambda: directory.verify.remote(NO_KEY_DIGEST)
         warm_calls["actor:rate-limiter"] = lambda: limiter.give_back("warm-up", 1, 0)
+        warm_calls["actor:budget-ledger"] = lambda: ledger.outstanding()
         self.runtime.warm_up = WarmUp(warm_calls)
         runtime = self.runtime
         runtime.key_watcher = KeyChangeWatcher(runtime.directory.key_changes, runtime.verifier)

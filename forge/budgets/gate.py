@@ -25,7 +25,7 @@ from forge.budgets.model import Budget, Costs, Unit, refusal
 from forge.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
-ReserveCall = Callable[[list[Ask]], Awaitable[Reservation]]
+ReserveCall = Callable[[list[Ask], list[str]], Awaitable[Reservation]]
 ReleaseCall = Callable[[list[str]], Awaitable[int]]
 Flushed = Callable[[], Awaitable[bool]]
 HOLD_SHARE = 0.01  # a hold asks for this share of its budget (the ledger may give less)
@@ -68,10 +68,12 @@ class BudgetGate:
         flushed: Flushed,
         replicas: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        expire: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self._reserve = reserve
         self._release = release
         self._flushed = flushed
+        self._expire = expire
         self.replicas = replicas
         self._clock = clock
         self._current: dict[str, _Allowance] = {}
@@ -119,15 +121,30 @@ class BudgetGate:
             )
             for b in short
         ]
+        # Holds with nothing in flight go back in the same call, once their records are
+        # written: the ledger then counts their money once (in the spend counters), not
+        # twice, which would refuse a small budget before it is spent.
+        giving = [a for a in self._retired if a.in_flight == 0]
+        giving += [
+            a for b in short if (a := self._current.get(b.id)) is not None and a.in_flight == 0
+        ]
+        if giving and not await self._flushed():
+            giving = []
         self.round_trips += 1
         try:
-            answer = await self._reserve(asks)
+            answer = await self._reserve(asks, [a.hold_id for a in giving])
         except Exception as exc:
             log.warning("budget ledger unreachable (%s): refusing", type(exc).__name__)
             raise ServiceUnavailable(
                 "The budget ledger is restarting; this request was not run. Retry shortly.",
                 retry_after=1,
             ) from None
+        given = {id(a) for a in giving}  # the ledger dropped them, granted or not
+        self._retired = [a for a in self._retired if id(a) not in given]
+        for budget in short:
+            old = self._current.get(budget.id)
+            if old is not None and id(old) in given:
+                del self._current[budget.id]
         if answer.refused is not None:
             raise refusal(answer.refused, answer.spent)
         for budget, hold in zip(short, answer.holds, strict=True):
@@ -157,7 +174,16 @@ class BudgetGate:
         self._retired = [a for a in self._retired if id(a) not in given]
         return len(done)
 
-    async def run_giver(self, every_s: float = 1.0) -> None:
+    async def run_giver(self, every_s: float = 1.0, expire_every: int = 60) -> None:
+        """Give holds back every ``every_s``; now and then, have the ledger drop the holds
+        of replicas gone (any replica may: dropping twice drops nothing more)."""
+        rounds = 0
         while True:
             await asyncio.sleep(every_s)
             await self.give_back()
+            rounds += 1
+            if self._expire is not None and rounds % expire_every == 0:
+                try:
+                    await self._expire()
+                except Exception as exc:
+                    log.warning("expiring budget holds failed: %s", type(exc).__name__)

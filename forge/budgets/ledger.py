@@ -24,12 +24,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from forge.budgets.model import SPEND_COLUMN, Budget
-from forge.db.schema import BudgetHold, Spend
-from forge.spend import period_start
+from forge.budgets.model import Budget
+from forge.db.schema import BudgetHold
+from forge.spend import current_spend, period_start
 
 log = logging.getLogger(__name__)
 HOLD_MAX_S = 900.0  # longer than any request may run
@@ -103,40 +103,17 @@ class BudgetLedger:
             if o.budget_id == budget_id and o.period_start == start
         )
 
-    async def _spent(self, budgets: list[Budget], now: float) -> dict[str, float]:
-        """Each budget's spend in its current period, from the counters (one query)."""
-        when = datetime.fromtimestamp(now, UTC)
-        keys = {
-            b.id: (b.scope, b.subject_id, b.period, period_start(when, b.period)) for b in budgets
-        }
-        match = [
-            and_(
-                Spend.scope == scope,
-                Spend.subject_id == subject,
-                Spend.period == period,
-                Spend.period_start == start,
-            )
-            for scope, subject, period, start in set(keys.values())
-        ]
-        async with self._sessions() as s:
-            rows = {
-                (r.scope, r.subject_id, r.period, r.period_start): r
-                for r in await s.scalars(select(Spend).where(or_(*match)))
-            }
-        spent: dict[str, float] = {}
-        for b in budgets:
-            row = rows.get(keys[b.id])
-            spent[b.id] = float(getattr(row, SPEND_COLUMN[b.unit])) if row is not None else 0.0
-        return spent
-
-    async def reserve(self, asks: list[Ask]) -> Reservation:
+    async def reserve(self, asks: list[Ask], release: list[str] | None = None) -> Reservation:
         """Holds for every ask, or none: the first budget that cannot cover its ask's
-        ``need`` is named instead."""
+        ``need`` is named instead. ``release``: holds the asker gives back first (their
+        requests' records are written), in the same call."""
         async with self._lock:
             await self._restore()
+            if release:
+                await self._drop(release)
             now = self._clock()
             when = datetime.fromtimestamp(now, UTC)
-            spent = await self._spent([a.budget for a in asks], now)
+            spent = await current_spend(self._sessions, [a.budget for a in asks], when)
             grants: list[tuple[Ask, str, float]] = []
             for ask in asks:
                 b = ask.budget
@@ -174,11 +151,14 @@ class BudgetLedger:
         """Holds given back (their requests' records are written); how many were out."""
         async with self._lock:
             await self._restore()
-            if not hold_ids:
-                return 0
-            async with self._sessions() as s, s.begin():
-                await s.execute(delete(BudgetHold).where(BudgetHold.id.in_(hold_ids)))
-            return sum(self._out.pop(h, None) is not None for h in hold_ids)
+            return await self._drop(hold_ids)
+
+    async def _drop(self, hold_ids: list[str]) -> int:
+        if not hold_ids:
+            return 0
+        async with self._sessions() as s, s.begin():
+            await s.execute(delete(BudgetHold).where(BudgetHold.id.in_(hold_ids)))
+        return sum(self._out.pop(h, None) is not None for h in hold_ids)
 
     async def expire(self) -> int:
         """Drop holds older than ``hold_max_s`` (a replica that died with them)."""

@@ -13,7 +13,6 @@ from forge.tenancy.plans import PLANS
 
 Unit = Literal["usd", "requests", "tokens"]
 UNITS: tuple[Unit, ...] = ("usd", "requests", "tokens")
-SPEND_COLUMN: dict[Unit, str] = {"usd": "cost_usd", "requests": "requests", "tokens": "tokens"}
 
 
 class Budget(BaseModel):
@@ -28,7 +27,9 @@ class Budget(BaseModel):
     def describe(self) -> str:
         amount = f"${self.limit:,.2f}" if self.unit == "usd" else f"{self.limit:,.0f} {self.unit}"
         where = "plan" if self.id.startswith("plan-") else f"{self.scope} {self.subject_id}"
-        return f"the {self.period}ly budget of {amount} for {where}"
+        return (
+            f"the {'daily' if self.period == 'day' else 'monthly'} budget of {amount} for {where}"
+        )
 
 
 def plan_budget(org_id: str, plan: str | None) -> Budget | None:

@@ -45,9 +45,14 @@ def duration(seconds: float) -> str:
     return f"{hours}h" + text if hours else text
 
 
+def requested_output(body: Mapping[str, Any]) -> int | None:
+    """The most output the request allows, when it says (``max_tokens`` and its kin)."""
+    return next((v for f in MAX_OUTPUT_FIELDS if isinstance(v := body.get(f), int)), None)
+
+
 def estimated_tokens(body: Mapping[str, Any], body_bytes: int) -> int:
     """The prompt from the body's size, plus the output it allows when it says."""
-    output = next((v for f in MAX_OUTPUT_FIELDS if isinstance(v := body.get(f), int)), 0)
+    output = requested_output(body) or 0
     return max(1, math.ceil(body_bytes / BYTES_PER_TOKEN) + max(0, output))
 
 

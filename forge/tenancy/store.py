@@ -17,6 +17,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from forge.budgets.store import BudgetStore
 from forge.db.schema import (
     DEFAULT_ORG_ID,
     ApiKey,
@@ -131,6 +132,8 @@ class TenancyStore:
         self._sessions = sessions
         self.keys = KeyStore(sessions)
         self.limits = RateLimitStore(sessions)
+        self.budgets = BudgetStore(sessions)
+        self.sessions = sessions
 
     # ------------------------------------------------------------ the operator's
 

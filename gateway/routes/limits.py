@@ -32,14 +32,20 @@ def _store(rt: GatewayRuntime) -> RateLimitStore:
     return rt.tenancy.limits
 
 
-async def _org_of(store: RateLimitStore, caller: KeyInfo, scope: Scope, subject_id: str) -> str:
-    """The subject's organisation, if the caller may set its limits."""
+async def subject_org(
+    rt: GatewayRuntime, caller: KeyInfo, scope: Scope, subject_id: str, reading: bool = False
+) -> str:
+    """The subject's organisation, if the caller may set (``reading``: see) its limits
+    or budgets: an admin its own organisation's projects and keys (and read its own
+    organisation's), the platform operator anything. Another's is not found."""
     if scope == "organization" and caller.role != "platform":
+        if reading and subject_id == caller.org_id:
+            return caller.org_id
         raise PermissionDenied(
-            "An organization's own limits are set by the platform operator.",
+            "An organization's own limits and budgets are set by the platform operator.",
             code="insufficient_permissions",
         )
-    org_id = await store.subject_org(scope, subject_id)
+    org_id = await _store(rt).subject_org(scope, subject_id)
     if org_id is None or (caller.role != "platform" and org_id != caller.org_id):
         raise NotFound(f"No {scope} with id {subject_id!r}.", param="subject_id")
     return org_id
@@ -52,12 +58,8 @@ async def list_rate_limits(
     caller: KeyInfo = Depends(admin),
     rt: GatewayRuntime = Depends(runtime),
 ) -> list[LimitRule]:
-    store = _store(rt)
-    if scope == "organization" and subject_id == caller.org_id:  # an admin may read its own
-        org_id = caller.org_id
-    else:
-        org_id = await _org_of(store, caller, scope, subject_id)
-    return await store.rules(org_id, scope, subject_id)
+    org_id = await subject_org(rt, caller, scope, subject_id, reading=True)
+    return await _store(rt).rules(org_id, scope, subject_id)
 
 
 @router.put("", response_model=LimitRule, openapi_extra=audited("rate_limit.updated"))
@@ -75,7 +77,7 @@ async def set_rate_limit(
         raise validation_error([dict(e) for e in exc.errors()]) from None
     if target.model != ANY_MODEL:
         rt.router.model(target.model)  # 404 for a model not served
-    org_id = await _org_of(store, caller, target.scope, target.subject_id)
+    org_id = await subject_org(rt, caller, target.scope, target.subject_id)
     rule = await store.set_rule(org_id, target.scope, target.subject_id, target.model, values)
     await rt.keys_changed(None)  # verified keys carry their limits
     return rule

@@ -262,7 +262,7 @@ def test_a_gateway_replica_sets_up_its_paths_to_providers_as_it_starts(platform)
         f"provider:{p.name}"
         for p in platform.config.providers
         if p.placement == "deployment" and not p.scales_to_zero
-    } | {"actor:directory", "actor:rate-limiter"}
+    } | {"actor:directory", "actor:rate-limiter", "actor:budget-ledger"}
     deadline = time.monotonic() + 60
     while True:
         warm = httpx2.get(platform.url + "/health/ready", timeout=10).json()["warm"]
@@ -310,3 +310,23 @@ def test_a_key_limit_is_enforced_by_the_rate_limiter_actor_behind_serve(platform
     refused = err.value.response
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
     assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_a_budget_is_enforced_by_the_budget_ledger_actor_behind_serve(platform):
+    """Through Serve and the real BudgetLedger actor: a key with a budget of 2 requests
+    a day makes 2, then gets insufficient_quota (not retried by the SDK)."""
+    admin = {"authorization": f"Bearer {platform.admin_key}"}
+    made = httpx2.post(
+        platform.url + "/admin/keys", headers=admin, json={"name": "budgeted"}, timeout=30
+    )
+    key, key_id = made.json()["key"], made.json()["info"]["id"]
+    rule = {"scope": "key", "subject_id": key_id, "period": "day", "unit": "requests", "limit": 2}
+    set_ = httpx2.post(platform.url + "/admin/budgets", headers=admin, json=rule, timeout=30)
+    assert set_.status_code == 201, set_.text
+    client = platform.sdk(key)
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-test", messages=MSG)
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(model="gpt-test", messages=MSG)
+    assert err.value.response.json()["error"]["code"] == "insufficient_quota"
+    assert err.value.response.headers["x-should-retry"] == "false"

@@ -21,6 +21,8 @@ from actors.usage_shipper import UsageShipper
 from actors.usage_spool import UsageSpool
 from forge.adapters import CachedAdapterLookup
 from forge.audit.store import AuditStore
+from forge.budgets.gate import BudgetGate
+from forge.budgets.ledger import BudgetLedger
 from forge.config import PlatformConfig
 from forge.db.engine import make_sessionmaker
 from forge.db.schema import UsageRecord
@@ -176,16 +178,18 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
     usage = UsageStore(engine)
     adapters = CachedAdapterLookup(directory.get_adapter, ttl_s=config.gateway.auth_cache_ttl_s)
     providers = {p.name: make_provider(p, adapter_lookup=adapters) for p in config.providers}
+    shipper = UsageShipper(
+        usage.write,
+        spool=spool,
+        flush_interval_s=0.01,
+        unready_after_s=config.usage.unready_after_s,
+    )
+    ledger = BudgetLedger(make_sessionmaker(engine))
     runtime = GatewayRuntime(
         config=config,
         router=Router(config.models, providers, adapters),
         verifier=KeyVerifier(directory.verify, ttl_s=config.gateway.auth_cache_ttl_s),
-        shipper=UsageShipper(
-            usage.write,
-            spool=spool,
-            flush_interval_s=0.01,
-            unready_after_s=config.usage.unready_after_s,
-        ),
+        shipper=shipper,
         directory=directory,
         readiness=_all_ready,
         adapters=adapters,
@@ -193,6 +197,7 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
         tenancy=TenancyStore(make_sessionmaker(engine)),
         admission=Admission(LeasedAdmission(limiter.grant, limiter.give_back)),
         audit=AuditStore(make_sessionmaker(engine)),
+        budgets=BudgetGate(ledger.reserve, ledger.release, shipper.flush, expire=ledger.expire),
     )
     app = build_app(runtime)
     runtime.start()

@@ -105,7 +105,7 @@ async def test_a_restarted_ledger_knows_its_holds_and_drops_a_dead_replicas(engi
 
 
 async def test_a_ledger_away_refuses_and_an_unlimited_key_passes(engine):
-    async def away(asks):
+    async def away(*args):
         raise ConnectionError("restarting")
 
     async def flushed() -> bool:
