@@ -183,8 +183,9 @@ TESTS = {  # name: (concurrency, requests full, requests quick, stream)
 
 def governed_key() -> str:
     """A user key under limits at every level (its own, its project's and its
-    organisation's, requests and tokens a minute, high enough never to refuse the bench):
-    each of its requests passes six buckets."""
+    organisation's, requests and tokens a minute, high enough never to refuse the bench:
+    each of its requests passes six buckets) and a daily dollar budget on its project;
+    its admin actions are audited (governance on)."""
     url, auth = f"http://127.0.0.1:{FORGE_PORT}", {"authorization": f"Bearer {FORGE_KEY}"}
     made = httpx2.post(f"{url}/admin/keys", headers=auth, json={"name": "governed"}, timeout=30)
     made.raise_for_status()
@@ -197,6 +198,8 @@ def governed_key() -> str:
     ):
         rule = {"scope": scope, "subject_id": subject, "model": model, **high}
         httpx2.put(f"{url}/admin/rate_limits", headers=auth, json=rule, timeout=30)
+    budget = {"scope": "project", "subject_id": key["info"]["project_id"], "limit": 1e6}
+    httpx2.post(f"{url}/admin/budgets", headers=auth, json=budget, timeout=30).raise_for_status()
     return str(key["key"])
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from forge.cli_audit import audit_app
+from forge.cli_budgets import budgets_app
 from forge.cli_db import on_database
 from forge.cli_limits import limits_app
 from forge.cli_tenancy import orgs_app, projects_app
@@ -34,6 +35,7 @@ app.add_typer(orgs_app, name="orgs")
 app.add_typer(projects_app, name="projects")
 app.add_typer(limits_app, name="limits")
 app.add_typer(audit_app, name="audit")
+app.add_typer(budgets_app, name="budgets")
 
 
 @app.command()

@@ -23,7 +23,7 @@ ProjectOpt = Annotated[str | None, typer.Option("--project", help="A project's i
 KeyOpt = Annotated[str | None, typer.Option("--key", help="An API key's id.")]
 
 
-def _subject(org: str | None, project: str | None, key: str | None) -> tuple[Scope, str]:
+def subject_of(org: str | None, project: str | None, key: str | None) -> tuple[Scope, str]:
     named: tuple[tuple[Scope, str | None], ...] = (
         ("organization", org),
         ("project", project),
@@ -59,7 +59,7 @@ def limits_set(
     as_json: JsonFlag = False,
 ) -> None:
     """Set limits on one organization, project or key; those not given stay as they are."""
-    scope, subject = _subject(org, project, key)
+    scope, subject = subject_of(org, project, key)
     values: dict[str, int | None] = {}
     given: tuple[tuple[Kind, int | None], ...] = (("rpm", rpm), ("tpm", tpm), ("rpd", rpd))
     for kind, value in given:
@@ -95,7 +95,7 @@ def limits_list(
 ) -> None:
     """The limits set on one organization, project or key (an organization's plan sets
     the rest: ``forge orgs list``)."""
-    scope, subject = _subject(org, project, key)
+    scope, subject = subject_of(org, project, key)
 
     async def action(store: RateLimitStore) -> list[LimitRule]:
         owner = await store.subject_org(scope, subject)

@@ -68,34 +68,19 @@ def open_spool() -> UsageSpool:
     return spool
 
 
+def named_actor(actor: Any, name: str) -> Any:
+    """The platform's actor ``name``, created on first use and shared by every replica.
+    Detached, so that a gateway replica's restart does not take it along."""
+    return actor.options(
+        name=name, namespace=ACTOR_NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote()
+
+
 def platform_actors() -> tuple[Any, Any]:
-    """The directory and usage-recorder actors, created on first use and shared by every
-    replica. Detached, so that a gateway replica's restart does not take them along."""
-    common = {"namespace": ACTOR_NAMESPACE, "lifetime": "detached", "get_if_exists": True}
-    directory = DirectoryActor.options(name=DIRECTORY_ACTOR, **common).remote()
-    recorder = UsageRecorderActor.options(name=USAGE_ACTOR, **common).remote()
-    return directory, recorder
-
-
-def budget_ledger_actor() -> Any:
-    """The BudgetLedger actor, created on first use; its state is in the database."""
-    return BudgetLedgerActor.options(
-        name=BUDGET_LEDGER_ACTOR,
-        namespace=ACTOR_NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-    ).remote()
-
-
-def rate_limiter_actor() -> Any:
-    """The RateLimiter actor, created on first use; its buckets are soft state (a
-    restart starts them full: forge.limits.limiter)."""
-    return RateLimiterActor.options(
-        name=RATE_LIMITER_ACTOR,
-        namespace=ACTOR_NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-    ).remote()
+    """The directory and usage-recorder actors."""
+    return named_actor(DirectoryActor, DIRECTORY_ACTOR), named_actor(
+        UsageRecorderActor, USAGE_ACTOR
+    )
 
 
 @serve.deployment
@@ -237,8 +222,9 @@ class ModelServerDeployment:
 class GatewayDeployment:
     def __init__(self, config: PlatformConfig, providers: dict[str, DeploymentHandle]) -> None:
         directory, recorder = platform_actors()
-        limiter = remote(rate_limiter_actor(), RateLimiter)
-        ledger = remote(budget_ledger_actor(), BudgetLedger)
+        # soft state (a restart starts its buckets full) / state in the database
+        limiter = remote(named_actor(RateLimiterActor, RATE_LIMITER_ACTOR), RateLimiter)
+        ledger = remote(named_actor(BudgetLedgerActor, BUDGET_LEDGER_ACTOR), BudgetLedger)
         database = replica_engine(Settings().resolved_database_url(), config.responses.pool_size)
         clients: dict[str, ProviderClient] = {
             name: HandleProviderClient(h) for name, h in providers.items()

@@ -30,6 +30,7 @@ def _budget(row: BudgetRow) -> Budget:
 class BudgetStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self.sessions = sessions  # for the spend counters beside them
 
     async def for_key(
         self, org_id: str, project_id: str, key_id: str, plan: str | None

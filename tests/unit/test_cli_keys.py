@@ -105,3 +105,29 @@ def test_limits_verbs_set_merge_clear_and_refuse_bad_values(tmp_path, monkeypatc
         runner.invoke(app, ["limits", "list", "--project", project, "--json"]).output.strip()
         == "[]"
     )
+
+
+def test_budgets_verbs_create_list_delete_and_audit(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    runner = CliRunner()
+    made = runner.invoke(
+        app, ["budgets", "create", "--project", "proj_default", "--limit", "25", "--json"]
+    )
+    assert made.exit_code == 0, made.output
+    budget = json.loads(made.output)
+    assert (budget["period"], budget["unit"], budget["limit"]) == ("month", "usd", 25.0)
+    again = runner.invoke(app, ["budgets", "create", "--project", "proj_default", "--limit", "5"])
+    assert again.exit_code == 1 and "already has" in again.output
+    listed = json.loads(
+        runner.invoke(app, ["budgets", "list", "--project", "proj_default", "--json"]).output
+    )
+    assert listed[0]["spent"] == 0 and listed[0]["id"] == budget["id"]
+    bad = runner.invoke(app, ["budgets", "create", "--key", "key_x", "--limit", "-1"])
+    assert bad.exit_code != 0
+    assert runner.invoke(app, ["budgets", "delete", budget["id"]]).exit_code == 0
+    assert runner.invoke(app, ["budgets", "delete", budget["id"]]).exit_code == 1
+    exported = runner.invoke(app, ["audit", "export"]).output
+    assert exported.count('"type":"project.updated"') == 2  # created, deleted: by the CLI
