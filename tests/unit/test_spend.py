@@ -15,6 +15,7 @@ from forge.db.migrate import upgrade_async
 from forge.db.schema import Spend, UsageRecord
 from forge.spend import period_start
 from forge.usage import UsageEvent
+from tests.conftest import _drop_postgres, _fresh_postgres
 
 
 def event(i: int, when: datetime, key: str = "key_a", cost: float = 0.25) -> UsageEvent:
@@ -75,8 +76,18 @@ async def test_counters_equal_the_records_however_often_a_batch_arrives(engine):
     assert sum(c for c, _, _ in months) == pytest.approx(total)
 
 
-async def test_an_existing_database_is_counted_when_it_upgrades(tmp_path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def test_an_existing_database_is_counted_when_it_upgrades(tmp_path, backend):
+    """Migration 0008 counts the records already there (its SQL differs per dialect)."""
+    name = None
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    else:
+        made = await _fresh_postgres()
+        assert made is not None, "PostgreSQL at 127.0.0.1:5432 is not running"
+        url, name = made
     await upgrade_async(url, "0007")
     engine = make_engine(url)
     try:
@@ -95,3 +106,5 @@ async def test_an_existing_database_is_counted_when_it_upgrades(tmp_path):
             assert await conn.scalar(text("SELECT COUNT(*) FROM spend")) == 3 * 2 + 3
     finally:
         await engine.dispose()
+        if name is not None:
+            await _drop_postgres(name)

@@ -1,0 +1,103 @@
+"""Governance under faults (one node, SQLite): the BudgetLedger and the RateLimiter
+actors SIGKILLed in the middle of load on a key with a budget. Ray restarts each; no
+request gets a 500 or hangs; the budget is never overrun; what was spent equals the
+usage records; and every hold goes back once the load is over."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import httpx2
+import pytest
+import ray
+from sqlalchemy import func, select
+
+from forge.budgets.ledger import BudgetLedger
+from forge.db.engine import make_engine, make_sessionmaker
+from forge.db.schema import Spend, UsageRecord
+from serve.deployments import ACTOR_NAMESPACE, BUDGET_LEDGER_ACTOR, RATE_LIMITER_ACTOR
+from tests.integration.ledger import load_with_fault
+
+pytestmark = pytest.mark.ray
+
+MODELS = ("gpt-inproc", "gpt-test")
+BUDGET_REQUESTS = 100  # reached within the load, after the fault
+
+
+def kill_actor(name: str) -> Callable[[], asyncio.Future[None]]:
+    async def kill() -> None:
+        handle = ray.get_actor(name, namespace=ACTOR_NAMESPACE)
+        pid = await asyncio.to_thread(
+            ray.get, handle.__ray_call__.remote(lambda self: os.getpid()), timeout=30
+        )
+        os.kill(pid, signal.SIGKILL)
+
+    return kill  # type: ignore[return-value]
+
+
+async def spend_and_records(db_url: str, key_id: str) -> tuple[int, int, float]:
+    engine = make_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            counted = await conn.scalar(
+                select(func.sum(Spend.requests)).where(
+                    Spend.scope == "key", Spend.subject_id == key_id, Spend.period == "day"
+                )
+            )
+            records = await conn.scalar(
+                select(func.count()).select_from(UsageRecord).where(UsageRecord.key_id == key_id)
+            )
+        out = await BudgetLedger(make_sessionmaker(engine)).outstanding()
+        return int(counted or 0), int(records or 0), out
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("actor", [BUDGET_LEDGER_ACTOR, RATE_LIMITER_ACTOR])
+def test_a_killed_governance_actor_overruns_nothing_and_loses_nothing(platform, actor):
+    admin = {"authorization": f"Bearer {platform.admin_key}"}
+    made = httpx2.post(
+        platform.url + "/admin/keys", headers=admin, json={"name": actor}, timeout=30
+    )
+    key, key_id = made.json()["key"], made.json()["info"]["id"]
+    budget = {
+        "scope": "key",
+        "subject_id": key_id,
+        "period": "day",
+        "unit": "requests",
+        "limit": BUDGET_REQUESTS,
+    }
+    assert (
+        httpx2.post(
+            platform.url + "/admin/budgets", headers=admin, json=budget, timeout=30
+        ).status_code
+        == 201
+    )
+    limit = {"scope": "key", "subject_id": key_id, "max_requests_per_1_minute": 6_000}
+    assert (
+        httpx2.put(
+            platform.url + "/admin/rate_limits", headers=admin, json=limit, timeout=30
+        ).status_code
+        == 200
+    )
+    out = asyncio.run(
+        load_with_fault(platform.url, key, MODELS, kill_actor(actor), fault_after_s=1.5, run_s=5.0)
+    )
+    # every answer was an answer: a 200, a 429 of the budget, or a 503 while restarting
+    unexpected = [f for f in out.failures if not f[1].startswith(("429 ", "503 "))]
+    assert not unexpected, unexpected[:5]  # no 500, no hang, no broken connection
+    deadline = time.monotonic() + 30
+    while True:
+        counted, records, outstanding = asyncio.run(spend_and_records(platform.db_url, key_id))
+        if outstanding == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert records <= BUDGET_REQUESTS  # never overrun, whatever restarted
+    assert counted == records  # what was spent is what was recorded
+    assert outstanding == 0  # every hold came back
+    assert len(out.delivered) <= records
+    assert any("exceeded your current quota" in f[1] for f in out.failures)  # reached
