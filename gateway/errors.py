@@ -53,7 +53,7 @@ def param_path(loc: tuple[Any, ...] | list[Any]) -> str | None:
     """OpenAI's ``param`` spelling of a validation location: ``messages[0].role``."""
     out = ""
     for part in loc:
-        if part in ("body",) and not out:
+        if part in ("body", "query", "path", "header") and not out:
             continue
         if isinstance(part, int):
             out += f"[{part}]"

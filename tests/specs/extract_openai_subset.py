@@ -37,6 +37,9 @@ PATHS = (
     "/organization/projects/{project_id}/rate_limits/{rate_limit_id}",
     "/organization/admin_api_keys",
     "/organization/audit_logs",
+    "/organization/usage/completions",
+    "/organization/usage/embeddings",
+    "/organization/costs",
     "/organization/admin_api_keys/{key_id}",
 )
 

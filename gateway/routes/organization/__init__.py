@@ -9,8 +9,9 @@ from gateway.routes.organization import (
     projects,
     rate_limits,
     service_accounts,
+    usage,
 )
 
 router = APIRouter(prefix="/v1/organization")
-for module in (projects, service_accounts, api_keys, rate_limits, audit_logs):
+for module in (projects, service_accounts, api_keys, rate_limits, audit_logs, usage):
     router.include_router(module.router)
