@@ -1,7 +1,8 @@
 """Governance under faults (one node, SQLite): the BudgetLedger and the RateLimiter
 actors SIGKILLed in the middle of load on a key with a budget. Ray restarts each; no
-request gets a 500 or hangs; the budget is never overrun; what was spent equals the
-usage records; and every hold goes back once the load is over."""
+request gets a 500 or hangs; the budget is never overrun (records and holds out
+together); what was spent equals the usage records; and every hold goes back once the
+load is over, but one a killed ledger had granted without answering."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ import pytest
 import ray
 from sqlalchemy import func, select
 
-from forge.budgets.ledger import BudgetLedger
-from forge.db.engine import make_engine, make_sessionmaker
-from forge.db.schema import Spend, UsageRecord
+from forge.db.engine import make_engine
+from forge.db.schema import BudgetHold, Spend, UsageRecord
 from serve.deployments import ACTOR_NAMESPACE, BUDGET_LEDGER_ACTOR, RATE_LIMITER_ACTOR
 from tests.integration.ledger import load_with_fault
 
@@ -39,7 +39,7 @@ def kill_actor(name: str) -> Callable[[], asyncio.Future[None]]:
     return kill  # type: ignore[return-value]
 
 
-async def spend_and_records(db_url: str, key_id: str) -> tuple[int, int, float]:
+async def spend_and_records(db_url: str, key_id: str, budget_id: str) -> tuple[int, int, float]:
     engine = make_engine(db_url)
     try:
         async with engine.connect() as conn:
@@ -51,8 +51,10 @@ async def spend_and_records(db_url: str, key_id: str) -> tuple[int, int, float]:
             records = await conn.scalar(
                 select(func.count()).select_from(UsageRecord).where(UsageRecord.key_id == key_id)
             )
-        out = await BudgetLedger(make_sessionmaker(engine)).outstanding()
-        return int(counted or 0), int(records or 0), out
+            held = await conn.scalar(
+                select(func.sum(BudgetHold.amount)).where(BudgetHold.budget_id == budget_id)
+            )
+        return int(counted or 0), int(records or 0), float(held or 0)
     finally:
         await engine.dispose()
 
@@ -71,12 +73,11 @@ def test_a_killed_governance_actor_overruns_nothing_and_loses_nothing(platform, 
         "unit": "requests",
         "limit": BUDGET_REQUESTS,
     }
-    assert (
-        httpx2.post(
-            platform.url + "/admin/budgets", headers=admin, json=budget, timeout=30
-        ).status_code
-        == 201
+    made_budget = httpx2.post(
+        platform.url + "/admin/budgets", headers=admin, json=budget, timeout=30
     )
+    assert made_budget.status_code == 201, made_budget.text
+    budget_id = made_budget.json()["id"]
     limit = {"scope": "key", "subject_id": key_id, "max_requests_per_1_minute": 6_000}
     assert (
         httpx2.put(
@@ -92,12 +93,16 @@ def test_a_killed_governance_actor_overruns_nothing_and_loses_nothing(platform, 
     assert not unexpected, unexpected[:5]  # no 500, no hang, no broken connection
     deadline = time.monotonic() + 30
     while True:
-        counted, records, outstanding = asyncio.run(spend_and_records(platform.db_url, key_id))
+        counted, records, outstanding = asyncio.run(
+            spend_and_records(platform.db_url, key_id, budget_id)
+        )
         if outstanding == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert records <= BUDGET_REQUESTS  # never overrun, whatever restarted
+    assert records + outstanding <= BUDGET_REQUESTS  # never overrun, whatever restarted
     assert counted == records  # what was spent is what was recorded
-    assert outstanding == 0  # every hold came back
+    # every hold came back, but one the ledger wrote and could not answer before it was
+    # killed: the replica never heard of it, so it stays (conservatively) until it expires
+    assert outstanding == 0 or (actor == BUDGET_LEDGER_ACTOR and outstanding <= 1)
     assert len(out.delivered) <= records
     assert any("exceeded your current quota" in f[1] for f in out.failures)  # reached
