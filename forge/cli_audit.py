@@ -11,7 +11,7 @@ import orjson
 import typer
 
 from forge.audit.chain import Verdict
-from forge.audit.store import AuditEvent, AuditStore
+from forge.audit.store import AuditEvent, AuditStore, audit_details
 from forge.cli_db import on_database
 
 audit_app = typer.Typer(help="The audit log: verify its chain, export it.", no_args_is_help=True)
@@ -21,15 +21,12 @@ def record_cli_action(
     event: str, org_id: str | None, target: str | None, fields: dict[str, Any] | None = None
 ) -> None:
     """An admin verb done from the CLI: who ran it (the OS user), what, on what."""
-    details: dict[str, Any] = {"id": target} if target else {}
-    if fields:
-        details["data" if event.endswith(".created") else "changes_requested"] = fields
     entry = AuditEvent(
         type=event,
         org_id=org_id,
         actor=None,
         actor_id=f"cli:{getpass.getuser()}",
-        details=details,
+        details=audit_details(event, target, fields),
         source_ip="cli",
         result={"status": 200, "via": "forge cli", "os_user": getpass.getuser()},
     )

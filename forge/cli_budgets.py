@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from forge.budgets.model import Budget, Unit
+from forge.budgets.model import BUDGET_AUDIT_EVENT, Budget, Unit
 from forge.budgets.store import BudgetStore
 from forge.cli_audit import record_cli_action
 from forge.cli_db import emit, on_database
@@ -22,11 +22,6 @@ budgets_app = typer.Typer(
     help="Budgets: dollars, requests or tokens per day or month.", no_args_is_help=True
 )
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-EVENT = {
-    "organization": "organization.updated",
-    "project": "project.updated",
-    "key": "api_key.updated",
-}
 
 
 def _line(b: Any) -> str:
@@ -66,7 +61,9 @@ def budgets_create(
         return await store.create(owner, scope, subject, chosen_period, chosen_unit, limit)
 
     made = on_database(BudgetStore, action)
-    record_cli_action(EVENT[scope], made.org_id, subject, {"budget": made.model_dump()})
+    record_cli_action(
+        BUDGET_AUDIT_EVENT[scope], made.org_id, subject, {"budget": made.model_dump()}
+    )
     emit(made, as_json, _line)
 
 
@@ -96,5 +93,7 @@ def budgets_delete(budget_id: str, as_json: JsonFlag = False) -> None:
         return await store.delete(None, budget_id)
 
     gone = on_database(BudgetStore, action)
-    record_cli_action(EVENT[gone.scope], gone.org_id, gone.subject_id, {"budget": None})
+    record_cli_action(
+        BUDGET_AUDIT_EVENT[gone.scope], gone.org_id, gone.subject_id, {"budget": None}
+    )
     emit(gone, as_json, _line)

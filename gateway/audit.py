@@ -22,7 +22,7 @@ from fastapi import Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from forge.audit.store import AuditEvent, AuditStore
+from forge.audit.store import AuditEvent, AuditStore, audit_details
 from forge.errors import ForgeError
 from forge.keys import KeyInfo
 
@@ -91,14 +91,6 @@ def _target(request: Request, response: Response | None) -> str | None:
     return None
 
 
-def _details(event: str, request: Request, target: str | None, ok: bool) -> dict[str, Any]:
-    details: dict[str, Any] = {"id": target} if target else {}
-    fields = _request_fields(request) if ok else None
-    if fields:
-        details["data" if event.endswith(".created") else "changes_requested"] = fields
-    return details
-
-
 async def record(
     request: Request,
     event: str,
@@ -122,7 +114,7 @@ async def record(
         target = _target(request, response)
         project = request.path_params.get("project_id")
         org = request.path_params.get("org_id") or org
-        details = _details(event, request, target, ok=True)
+        details = audit_details(event, target, _request_fields(request))
     else:  # the ids a refused caller named may be another organisation's: not repeated
         project, details = None, {"route": f"{request.method} {route}"}
     entry = AuditEvent(

@@ -58,6 +58,15 @@ class AuditFilter(BaseModel):
     resource_ids: list[str] = []
 
 
+def audit_details(event: str, target: str | None, fields: dict[str, Any] | None) -> dict[str, Any]:
+    """OpenAI's details of an event: the target's id, and the fields asked for (``data``
+    for a creation, ``changes_requested`` otherwise)."""
+    details: dict[str, Any] = {"id": target} if target else {}
+    if fields:
+        details["data" if event.endswith(".created") else "changes_requested"] = fields
+    return details
+
+
 def new_audit_id() -> str:
     return "audit_log-" + uuid.uuid4().hex[:24]
 

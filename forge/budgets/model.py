@@ -15,6 +15,14 @@ Unit = Literal["usd", "requests", "tokens"]
 UNITS: tuple[Unit, ...] = ("usd", "requests", "tokens")
 
 
+# A budget is a setting of its subject: its changes are audited as the subject's update.
+BUDGET_AUDIT_EVENT: dict[SpendScope, str] = {
+    "organization": "organization.updated",
+    "project": "project.updated",
+    "key": "api_key.updated",
+}
+
+
 class Budget(BaseModel):
     id: str
     org_id: str

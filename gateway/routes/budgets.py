@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from forge.budgets.model import Budget, Unit
+from forge.budgets.model import BUDGET_AUDIT_EVENT, Budget, Unit
 from forge.budgets.store import BudgetStore
 from forge.errors import ServiceUnavailable
 from forge.keys import KeyInfo
@@ -23,11 +23,6 @@ from gateway.routes.limits import subject_org
 from gateway.runtime import GatewayRuntime
 
 router = APIRouter(prefix="/admin/budgets", tags=["admin"], route_class=AuditedRoute)
-EVENT = {
-    "organization": "organization.updated",
-    "project": "project.updated",
-    "key": "api_key.updated",
-}
 
 
 class BudgetCreate(BaseModel):
@@ -57,7 +52,7 @@ async def create_budget(
     caller: KeyInfo = Depends(admin),
     rt: GatewayRuntime = Depends(runtime),
 ) -> Budget:
-    request.state.audit_event = EVENT[body.scope]
+    request.state.audit_event = BUDGET_AUDIT_EVENT[body.scope]
     org_id = await subject_org(rt, caller, body.scope, body.subject_id)
     budget = await _store(rt).create(
         org_id, body.scope, body.subject_id, body.period, body.unit, body.limit
@@ -74,10 +69,10 @@ async def list_budgets(
     rt: GatewayRuntime = Depends(runtime),
 ) -> list[BudgetState]:
     org_id = await subject_org(rt, caller, scope, subject_id, reading=True)
-    budgets = await _store(rt).list(org_id, scope, subject_id)
-    assert rt.tenancy is not None
+    store = _store(rt)
+    budgets = await store.list(org_id, scope, subject_id)
     now = datetime.now(UTC)
-    spent = await current_spend(rt.tenancy.sessions, budgets, now)
+    spent = await current_spend(store.sessions, budgets, now)
     return [
         BudgetState(**b.model_dump(), period_start=period_start(now, b.period), spent=spent[b.id])
         for b in budgets
@@ -93,7 +88,7 @@ async def delete_budget(
 ) -> Budget:
     store = _store(rt)
     budget = await store.get(None if caller.role == "platform" else caller.org_id, budget_id)
-    request.state.audit_event = EVENT[budget.scope]
+    request.state.audit_event = BUDGET_AUDIT_EVENT[budget.scope]
     await subject_org(rt, caller, budget.scope, budget.subject_id)
     deleted = await store.delete(budget.org_id, budget_id)
     await rt.keys_changed(None)
