@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from forge.budgets.alerts import fire_statement
 from forge.db.engine import make_engine
 from forge.db.schema import Spend, UsageRecord, UsageReject
 from forge.settings import Settings
@@ -92,8 +93,9 @@ class UsageStore:
             await self._write_isolating(events[middle:], result)
 
     async def _insert_all(self, events: list[UsageEvent]) -> int:
-        """Insert the records not yet stored and count them into the spend counters, in
-        one transaction: the counters equal the records, whatever is delivered twice.
+        """Insert the records not yet stored, count them into the spend counters and fire
+        the spend alerts they cross, in one transaction: the counters equal the records,
+        whatever is delivered twice.
         One multi-row INSERT (not executemany), which says which rows were new."""
         stmt = (
             self._insert(UsageRecord)
@@ -106,6 +108,9 @@ class UsageStore:
             deltas = spend_deltas(e for e in events if e.request_id in inserted)
             if deltas:
                 await conn.execute(self._count(deltas))
+                fire = fire_statement(self._insert, deltas)
+                if fire is not None:  # spend alerts this batch made cross
+                    await conn.execute(fire)
         return len(inserted)
 
     def _count(self, deltas: list[SpendDelta]) -> Any:

@@ -14,6 +14,7 @@ from forge.cli_audit import audit_app
 from forge.cli_budgets import budgets_app
 from forge.cli_db import on_database
 from forge.cli_limits import limits_app
+from forge.cli_people import users_app
 from forge.cli_tenancy import orgs_app, projects_app
 from forge.config import load_config
 from forge.db.migrate import upgrade
@@ -33,6 +34,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(projects_app, name="projects")
+app.add_typer(users_app, name="users")
 app.add_typer(limits_app, name="limits")
 app.add_typer(audit_app, name="audit")
 app.add_typer(budgets_app, name="budgets")

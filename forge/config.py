@@ -29,6 +29,9 @@ ProviderType = Literal[
 ]
 # Self-hosted types: the model runs in the platform's own replicas.
 SELF_HOSTED_TYPES = {"transformers", "vllm", "transformers_embedding"}
+# Types that run on the company's own machines: their models are the platform's shared
+# models, which every plan may use (the Community plan only these: forge.tenancy.plans).
+SHARED_TYPES = SELF_HOSTED_TYPES | {"ollama", "llamacpp", "hf_tgi"}
 # Self-hosted types that generate text (and so can serve LoRA adapters).
 GENERATIVE_TYPES = {"transformers", "vllm"}
 # What `engine_args` may hold for the transformers engine: its device, dtype, batching
@@ -299,6 +302,12 @@ class ModelConfig(StrictModel):
         description="Public model names tried in order when this one fails before "
         "answering (connection error, 5xx, timeout, 429).",
     )
+    shared: bool | None = Field(
+        None,
+        description="One of the platform's shared models, which every plan may use "
+        "(Community: only these); default: when its provider runs on the company's own "
+        "machines (self-hosted, Ollama, llama.cpp, TGI).",
+    )
 
     @property
     def provider_model(self) -> str:
@@ -327,6 +336,15 @@ class PlatformConfig(StrictModel):
             for f in m.fallbacks:
                 if f not in names or f == m.name:
                     raise ValueError(f"model {m.name!r} has invalid fallback {f!r}")
+        types = {p.name: p.type for p in self.providers}
+        if any(m.shared is None for m in self.models):
+            resolved = [
+                m
+                if m.shared is not None
+                else m.model_copy(update={"shared": types[m.provider] in SHARED_TYPES})
+                for m in self.models
+            ]
+            return self.model_copy(update={"models": resolved})
         return self
 
     def active(self) -> PlatformConfig:

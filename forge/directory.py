@@ -50,8 +50,16 @@ class Directory:
         *,
         org_id: str = DEFAULT_ORG_ID,
         project_id: str = DEFAULT_PROJECT_ID,
+        owner_user_id: str | None = None,
     ) -> CreatedKey:
-        return await self.keys.create_key(name, role, org_id=org_id, project_id=project_id)
+        return await self.keys.create_key(
+            name,
+            role,
+            org_id=org_id,
+            project_id=project_id,
+            owner_type="user" if owner_user_id else None,
+            owner_id=owner_user_id,
+        )
 
     async def list_keys(self, org_id: str | None = None) -> list[KeyInfo]:
         return await self.keys.list_keys(org_id)

@@ -17,6 +17,7 @@ from forge.db.schema import (
     DEFAULT_ORG_ID,
     DEFAULT_PROJECT_ID,
     ApiKey,
+    ModelPermission,
     Organization,
     Project,
     aware,
@@ -24,6 +25,7 @@ from forge.db.schema import (
 )
 from forge.errors import NotFound
 from forge.limits.rules import LimitRule
+from forge.tenancy.policy import ModelPolicy
 
 KEY_PREFIX = "sk-forge-"
 MASTER_KEY_NAME = "master"
@@ -51,6 +53,7 @@ class KeyInfo(BaseModel):
     plan: str | None = None  # its organisation's, at lookup
     limits: list[LimitRule] = []  # the rate-limit rules it is under (forge.limits.rules)
     budgets: list[Budget] = []  # the budgets its requests count against (forge.budgets)
+    model_policy: ModelPolicy | None = None  # its project's model permissions, if any
 
     @property
     def active(self) -> bool:
@@ -60,6 +63,11 @@ class KeyInfo(BaseModel):
 class CreatedKey(BaseModel):
     info: KeyInfo
     key: str
+
+
+def person_of(key: KeyInfo) -> str | None:
+    """The user a key acts for, if a person owns it (keys it makes are theirs too)."""
+    return key.owner_id if key.owner_type == "user" else None
 
 
 def generate_key() -> str:
@@ -86,6 +94,8 @@ def _info(
     org_status: str | None = "active",
     project_status: str | None = None,
     plan: str | None = None,
+    policy_mode: str | None = None,
+    policy_models: str | None = None,
 ) -> KeyInfo:
     return KeyInfo(
         id=row.id,
@@ -102,6 +112,7 @@ def _info(
         org_status=org_status or "deleted",
         project_status=project_status or "active",
         plan=plan,
+        model_policy=ModelPolicy.stored(policy_mode, policy_models),
     )
 
 
@@ -146,9 +157,17 @@ class KeyStore:
         """The key with this hash, with its organisation's and project's status (one
         query: the hot path's only database read, on a cache miss)."""
         query = (
-            select(ApiKey, Organization.status, Project.status, Organization.plan)
+            select(
+                ApiKey,
+                Organization.status,
+                Project.status,
+                Organization.plan,
+                ModelPermission.mode,
+                ModelPermission.model_ids,
+            )
             .outerjoin(Organization, Organization.id == ApiKey.org_id)
             .outerjoin(Project, Project.id == ApiKey.project_id)
+            .outerjoin(ModelPermission, ModelPermission.project_id == ApiKey.project_id)
             .where(ApiKey.key_hash == key_hash)
         )
         async with self._sessions() as s:

@@ -47,6 +47,8 @@ def actor_of(key: KeyInfo | None) -> dict[str, Any] | None:
     api_key: dict[str, Any] = {"id": key.id, "type": "user"}
     if key.owner_type == "service_account" and key.owner_id:
         api_key = {**api_key, "type": "service_account", "service_account": {"id": key.owner_id}}
+    elif key.owner_type == "user" and key.owner_id:
+        api_key = {**api_key, "user": {"id": key.owner_id}}
     return {"type": "api_key", "api_key": api_key}
 
 

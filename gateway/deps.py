@@ -7,6 +7,7 @@ from fastapi import Request
 from forge.errors import AuthenticationFailed, PermissionDenied
 from forge.keys import KeyInfo
 from gateway.auth import presented_key, require_admin, require_platform
+from gateway.permissions import check_route_permission
 from gateway.runtime import GatewayRuntime
 
 
@@ -31,7 +32,10 @@ async def caller(request: Request) -> KeyInfo:
 
 
 async def admin(request: Request) -> KeyInfo:
-    return require_admin(await caller(request))
+    """An admin key allowed this route (gateway.permissions)."""
+    key = require_admin(await caller(request))
+    await check_route_permission(request, key)
+    return key
 
 
 async def operator(request: Request) -> KeyInfo:

@@ -29,6 +29,7 @@ from forge.errors import (
 )
 from forge.keys import KeyInfo
 from forge.limits.admission import Admission, Admitted, requested_output
+from forge.tenancy.plans import plan_has, require_feature
 from forge.usage import UsageEvent, UsageStatus, cost_usd
 from gateway.drain import SHUTTING_DOWN, Drain
 from serve.capabilities import check_request
@@ -92,6 +93,15 @@ def _can_serve(target: Target, body: dict[str, Any]) -> bool:
     except InvalidRequest:
         return False
     return True
+
+
+def shared_only(targets: tuple[Target, ...], plan: str) -> tuple[Target, ...]:
+    """The targets among the platform's shared models (a plan without every provider:
+    the model asked for must be one, and no fallback leaves them); 403 naming the plan
+    that has every provider otherwise."""
+    if not targets[0].model.shared:
+        require_feature(plan, "all_providers")
+    return tuple(t for t in targets if t.model.shared)
 
 
 def _worst_case(targets: tuple[Target, ...], body: dict[str, Any], body_bytes: int) -> Costs:
@@ -211,9 +221,15 @@ class Relay:
         )
 
     async def _targets(self, ctx: CallContext, body: dict[str, Any]) -> tuple[Target, ...]:
-        """The model's targets that can serve ``body``; a 400 if the model itself cannot,
-        a 429 past the caller's rate limits on it."""
+        """The model's targets that can serve ``body``; a 403 if the caller's project may
+        not use it, a 400 if the model itself cannot, a 429 past the caller's rate limits."""
         targets = await self.router.resolve(body["model"])
+        key = ctx.key
+        if key is not None:
+            if key.model_policy is not None:
+                key.model_policy.check(key.project_id, body["model"], targets[0].model.name)
+            if key.plan is not None and not plan_has(key.plan, "all_providers"):
+                targets = shared_only(targets, key.plan)
         check_request(targets[0].model, body)
         if self.admission is not None and ctx.key is not None:
             model = targets[0].model.name

@@ -18,6 +18,7 @@ from forge.budgets.gate import BudgetGate
 from forge.config import PlatformConfig
 from forge.directory import Directory
 from forge.limits.admission import Admission
+from forge.people.store import PeopleStore
 from forge.tenancy.store import TenancyStore
 from gateway.audit import AuthFailures
 from gateway.auth import KeyVerifier
@@ -85,6 +86,7 @@ class GatewayRuntime:
     admission: Admission | None = None  # rate limits (None: none are enforced)
     audit: AuditStore | None = None  # the audit log (None: nothing is audited)
     budgets: BudgetGate | None = None  # budgets (None: none are enforced)
+    people: PeopleStore | None = None  # users, invitations and roles of the Admin API
 
     def __post_init__(self) -> None:
         self.relay = Relay(self.router, self.shipper, self.drain, self.admission, self.budgets)

@@ -34,6 +34,7 @@ from forge.directory import Directory
 from forge.limits.admission import Admission
 from forge.limits.lease import LeasedAdmission
 from forge.limits.limiter import RateLimiter
+from forge.people.store import PeopleStore
 from forge.responses_store import ResponseStore
 from forge.settings import Settings
 from forge.tenancy.store import TenancyStore
@@ -267,6 +268,7 @@ class GatewayDeployment:
             # (docs/architecture.md, "Stored responses")
             responses=ResponseStore.on(database, config.responses),
             tenancy=TenancyStore(make_sessionmaker(database)),
+            people=PeopleStore(make_sessionmaker(database)),
             database=database,
             audit=AuditStore(make_sessionmaker(database)),
             budgets=BudgetGate(

@@ -24,7 +24,7 @@ from forge.audit.chain import GENESIS, ChainCheck, ChainEntry, Verdict, link
 from forge.db.schema import AuditLogEntry
 from forge.errors import InvalidRequest, ServiceUnavailable
 from forge.tenancy.objects import Page
-from forge.tenancy.store import check_limit
+from forge.tenancy.paging import check_limit
 
 APPEND_ATTEMPTS = 20
 EXPORT_BATCH = 1000

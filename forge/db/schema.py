@@ -109,6 +109,116 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class User(Base):
+    """A person in an organisation (``role``: ``owner`` or ``reader``), added when they
+    accept an invitation (forge.people)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("org_id", "email", name="uq_users_org_id_email"),)
+
+
+class Invite(Base):
+    """An invitation to an organisation: accepted once, by whoever holds its token (only
+    its SHA-256 is stored), before ``expires_at``. ``projects``: JSON list of ``{id,
+    role}`` memberships the new user gets."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16))
+    projects: Mapped[str] = mapped_column(Text)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class ProjectMember(Base):
+    """A user's membership of a project (``role``: ``owner`` or ``member``)."""
+
+    __tablename__ = "project_users"
+
+    project_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CustomRole(Base):
+    """An organisation's own role: a named list of permissions (``permissions``: JSON
+    list; forge.people.permissions)."""
+
+    __tablename__ = "roles"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    permissions: Mapped[str] = mapped_column(Text)
+    resource_type: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_roles_org_id_name"),)
+
+
+class RoleAssignment(Base):
+    """A custom role given to a user or a group (``principal_type``)."""
+
+    __tablename__ = "role_assignments"
+
+    principal_type: Mapped[str] = mapped_column(String(8), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    role_id: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Group(Base):
+    """A named set of an organisation's users; roles given to it reach its members."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_groups_org_id_name"),)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_users"
+
+    group_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelPermission(Base):
+    """A project's allow list or deny list of model names (``model_ids``: JSON list)."""
+
+    __tablename__ = "model_permissions"
+
+    project_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    model_ids: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class RateLimitRule(Base):
     """Limits set on an organisation, a project or a key (``scope``, ``subject_id``), for
     one model or, with model ``*``, for all its models together. A field left null sets
@@ -182,6 +292,41 @@ class BudgetRow(Base):
             "scope", "subject_id", "period", "unit", name="uq_budgets_scope_subject_period_unit"
         ),
     )
+
+
+class SpendAlert(Base):
+    """Tell someone when an organisation's or a project's month's spend reaches
+    ``threshold_cents`` (OpenAI's spend alert; ``channel``: JSON notification channel)."""
+
+    __tablename__ = "spend_alerts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(40), index=True)
+    threshold_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    interval: Mapped[str] = mapped_column(String(8))
+    channel: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SpendAlertEvent(Base):
+    """An alert that fired: once per alert and month, written by the usage recorder in
+    the transaction that crossed the threshold; an outbox that a webhook system will
+    deliver (``delivered_at``)."""
+
+    __tablename__ = "spend_alert_events"
+
+    alert_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    period_start: Mapped[str] = mapped_column(String(10), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(40))
+    threshold_cents: Mapped[int] = mapped_column(BigInteger)
+    spent_usd: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class BudgetHold(Base):

@@ -54,11 +54,16 @@ PLANS: dict[PlanName, Plan] = {
 ORDER: tuple[PlanName, ...] = ("community", "professional", "enterprise", "platform")
 
 
+def plan_has(plan: str, feature: Feature) -> bool:
+    current = PLANS.get(plan)  # type: ignore[call-overload]
+    return current is not None and feature in current.features
+
+
 def require_feature(plan: str, feature: Feature) -> None:
     """403 unless ``plan`` has ``feature``, naming the first plan that does."""
-    current = PLANS.get(plan)  # type: ignore[call-overload]
-    if current is not None and feature in current.features:
+    if plan_has(plan, feature):
         return
+    current = PLANS.get(plan)  # type: ignore[call-overload]
     having = next(PLANS[name] for name in ORDER if feature in PLANS[name].features)
     raise PermissionDenied(
         f"{feature.replace('_', ' ').capitalize()} is not in the "

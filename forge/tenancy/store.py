@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar
+from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -41,25 +41,12 @@ from forge.tenancy.objects import (
     ServiceAccountObject,
     unix,
 )
+from forge.tenancy.paging import Order, as_page, page_rows
 from forge.tenancy.plans import PlanName
-
-MAX_PAGE = 100
-Row = TypeVar("Row", Organization, Project, ServiceAccount, ApiKey)
-Order = Literal["asc", "desc"]
 
 
 def new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
-
-
-def check_limit(limit: int) -> int:
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequest(
-            f"Invalid 'limit': {limit}; expected 1 to {MAX_PAGE}.",
-            param="limit",
-            code="invalid_value",
-        )
-    return limit
 
 
 def _organization(row: Organization) -> OrganizationObject:
@@ -117,14 +104,30 @@ def _admin_key(row: ApiKey) -> AdminApiKeyObject:
         redacted_value=redacted(row.prefix),
         created_at=unix(row.created_at) or 0,
         expires_at=unix(row.expires_at),
-        owner={  # no people yet (users come with invitations): the organisation owns it
-            "type": "organization",
-            "object": "organization",
-            "id": row.org_id,
-            "name": "organization admin",
-            "role": "owner",
-        },
+        owner=(
+            {"type": "user", "object": "organization.user", "id": row.owner_id}
+            if row.owner_type == "user"
+            else {  # made with the organisation: no person owns it
+                "type": "organization",
+                "object": "organization",
+                "id": row.org_id,
+                "name": "organization admin",
+                "role": "owner",
+            }
+        ),
     )
+
+
+async def project_of(
+    s: AsyncSession, org_id: str, project_id: str, active: bool = False
+) -> Project:
+    """``org_id``'s project (404 for another's); ``active``: 400 when it is archived."""
+    row = await s.scalar(select(Project).where(Project.id == project_id, Project.org_id == org_id))
+    if row is None:
+        raise NotFound(f"No project with id {project_id!r}.", param="project_id")
+    if active and row.status != "active":
+        raise InvalidRequest(f"The project {project_id!r} is archived.", param="project_id")
+    return row
 
 
 class TenancyStore:
@@ -171,8 +174,8 @@ class TenancyStore:
         self, limit: int = 20, after: str | None = None
     ) -> Page[OrganizationObject]:
         async with self._sessions() as s:
-            rows, more = await _page(s, Organization, [], limit, after)
-        return _as_page([_organization(r) for r in rows], more)
+            rows, more = await page_rows(s, Organization, [], limit, after)
+        return as_page([_organization(r) for r in rows], more)
 
     async def get_org(self, org_id: str) -> OrganizationObject:
         async with self._sessions() as s:
@@ -225,8 +228,8 @@ class TenancyStore:
         if not include_archived:
             where.append(Project.status == "active")
         async with self._sessions() as s:
-            rows, more = await _page(s, Project, where, limit, after)
-        return _as_page([_project(r) for r in rows], more)
+            rows, more = await page_rows(s, Project, where, limit, after)
+        return as_page([_project(r) for r in rows], more)
 
     async def get_project(self, org_id: str, project_id: str) -> ProjectObject:
         async with self._sessions() as s:
@@ -257,14 +260,7 @@ class TenancyStore:
     async def _project(
         self, s: AsyncSession, org_id: str, project_id: str, active: bool = False
     ) -> Project:
-        row = await s.scalar(
-            select(Project).where(Project.id == project_id, Project.org_id == org_id)
-        )
-        if row is None:
-            raise NotFound(f"No project with id {project_id!r}.", param="project_id")
-        if active and row.status != "active":
-            raise InvalidRequest(f"The project {project_id!r} is archived.", param="project_id")
-        return row
+        return await project_of(s, org_id, project_id, active)
 
     # ------------------------------------------------------------ service accounts
 
@@ -315,8 +311,8 @@ class TenancyStore:
         where = [ServiceAccount.org_id == org_id, ServiceAccount.project_id == project_id]
         async with self._sessions() as s:
             await self._project(s, org_id, project_id)
-            rows, more = await _page(s, ServiceAccount, where, limit, after)
-        return _as_page([_service_account(r) for r in rows], more)
+            rows, more = await page_rows(s, ServiceAccount, where, limit, after)
+        return as_page([_service_account(r) for r in rows], more)
 
     async def get_service_account(
         self, org_id: str, project_id: str, account_id: str
@@ -374,11 +370,11 @@ class TenancyStore:
     ) -> Page[ProjectApiKeyObject]:
         async with self._sessions() as s:
             await self._project(s, org_id, project_id)
-            rows, more = await _page(
+            rows, more = await page_rows(
                 s, ApiKey, self._project_keys(org_id, project_id), limit, after
             )
             accounts = await self._accounts_of(s, rows)
-        return _as_page([_project_key(r, accounts.get(r.owner_id or "")) for r in rows], more)
+        return as_page([_project_key(r, accounts.get(r.owner_id or "")) for r in rows], more)
 
     async def get_project_key(
         self, org_id: str, project_id: str, key_id: str
@@ -414,13 +410,25 @@ class TenancyStore:
         return [ApiKey.org_id == org_id, ApiKey.role == "admin", ApiKey.revoked_at.is_(None)]
 
     async def create_admin_key(
-        self, org_id: str, name: str, expires_in_seconds: int | None = None
+        self,
+        org_id: str,
+        name: str,
+        expires_in_seconds: int | None = None,
+        owner_user_id: str | None = None,
     ) -> AdminApiKeyCreated:
+        """An admin key; one a person's key makes is that person's too (it acts with
+        their role, never above it)."""
         async with self._sessions() as s:
             org = await self._org(s, org_id)
         expires = utcnow() + timedelta(seconds=expires_in_seconds) if expires_in_seconds else None
         created = await self.keys.create_key(
-            name, "admin", org_id=org_id, project_id=org.default_project_id, expires_at=expires
+            name,
+            "admin",
+            org_id=org_id,
+            project_id=org.default_project_id,
+            expires_at=expires,
+            owner_type="user" if owner_user_id else None,
+            owner_id=owner_user_id,
         )
         async with self._sessions() as s:
             row = await self._key(s, [ApiKey.id == created.info.id])
@@ -430,8 +438,8 @@ class TenancyStore:
         self, org_id: str, limit: int = 20, after: str | None = None, order: Order = "asc"
     ) -> Page[AdminApiKeyObject]:
         async with self._sessions() as s:
-            rows, more = await _page(s, ApiKey, self._admin_keys(org_id), limit, after, order)
-        return _as_page([_admin_key(r) for r in rows], more)
+            rows, more = await page_rows(s, ApiKey, self._admin_keys(org_id), limit, after, order)
+        return as_page([_admin_key(r) for r in rows], more)
 
     async def get_admin_key(self, org_id: str, key_id: str) -> AdminApiKeyObject:
         async with self._sessions() as s:
@@ -441,43 +449,3 @@ class TenancyStore:
         async with self._sessions() as s, s.begin():
             row = await self._key(s, [*self._admin_keys(org_id), ApiKey.id == key_id])
             row.revoked_at = utcnow()
-
-
-async def _page(
-    s: AsyncSession,
-    model: type[Row],
-    where: list[Any],
-    limit: int,
-    after: str | None,
-    order: Order = "asc",
-) -> tuple[list[Row], bool]:
-    """One page of ``model`` rows in creation order; ``after``: an id of the same scope
-    (a 400 when it is not one)."""
-    check_limit(limit)
-    query = select(model).where(*where)
-    created: Any = model.created_at
-    ident: Any = model.id
-    if after is not None:
-        anchor: datetime | None = await s.scalar(select(created).where(*where, ident == after))
-        if anchor is None:
-            raise InvalidRequest(
-                f"Invalid 'after': {after!r} is not an id from this list.",
-                param="after",
-                code="invalid_value",
-            )
-        if order == "asc":
-            query = query.where(or_(created > anchor, and_(created == anchor, ident > after)))
-        else:
-            query = query.where(or_(created < anchor, and_(created == anchor, ident < after)))
-    ordering = (created, ident) if order == "asc" else (created.desc(), ident.desc())
-    rows = list(await s.scalars(query.order_by(*ordering).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
-
-
-def _as_page(data: list[Any], more: bool) -> Page[Any]:
-    return Page(
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=more,
-    )

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from forge.adapters import AdapterInfo, AdapterSpec, adapter_ref
 from forge.config import GENERATIVE_TYPES
 from forge.errors import Conflict, InvalidRequest
-from forge.keys import CreatedKey, KeyInfo
+from forge.keys import CreatedKey, KeyInfo, person_of
 from gateway.audit import AuditedRoute, audited
 from gateway.deps import admin, runtime
 from gateway.relay import as_forge_error
@@ -47,7 +47,11 @@ async def create_key(
     if req.project_id is not None and rt.tenancy is not None:
         project_id = (await rt.tenancy.get_project(caller.org_id, req.project_id)).id
     return await rt.directory.create_key(
-        req.name, req.role, org_id=caller.org_id, project_id=project_id
+        req.name,
+        req.role,
+        org_id=caller.org_id,
+        project_id=project_id,
+        owner_user_id=person_of(caller),
     )
 
 

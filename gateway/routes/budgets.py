@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from forge.budgets.alerts import SpendAlertFired, SpendAlertStore
 from forge.budgets.model import BUDGET_AUDIT_EVENT, Budget, Unit
 from forge.budgets.store import BudgetStore
 from forge.errors import ServiceUnavailable
@@ -77,6 +78,18 @@ async def list_budgets(
         BudgetState(**b.model_dump(), period_start=period_start(now, b.period), spent=spent[b.id])
         for b in budgets
     ]
+
+
+@router.get("/alert_events", response_model=list[SpendAlertFired])
+async def list_spend_alert_events(
+    limit: int = Query(100, ge=1, le=1000),
+    caller: KeyInfo = Depends(admin),
+    rt: GatewayRuntime = Depends(runtime),
+) -> list[SpendAlertFired]:
+    """Spend alerts that fired, newest first: the caller's organisation's (the
+    operator's: every organisation's). An outbox a webhook system will deliver."""
+    org_id = None if caller.role == "platform" else caller.org_id
+    return await SpendAlertStore(_store(rt).sessions).events(org_id, limit)
 
 
 @router.delete("/{budget_id}", response_model=Budget, openapi_extra=audited("project.updated"))

@@ -31,8 +31,9 @@ def _adapter_card(adapter: AdapterInfo, base: ModelConfig) -> ModelCard:
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(
-    _: KeyInfo = Depends(caller), rt: GatewayRuntime = Depends(runtime)
+    key: KeyInfo = Depends(caller), rt: GatewayRuntime = Depends(runtime)
 ) -> ModelList:
+    """Those the caller's project may use."""
     cards = [_card(m) for m in rt.router.models]
     served = {m.name: m for m in rt.router.models}
     try:
@@ -41,14 +42,20 @@ async def list_models(
         log.warning("listing adapters failed: %s", type(exc).__name__)
         adapters = []
     cards += [_adapter_card(a, served[a.base_model]) for a in adapters if a.base_model in served]
+    policy = key.model_policy
+    if policy is not None:
+        bases = {a.name: a.base_model for a in adapters}
+        cards = [c for c in cards if policy.allows(c.id, bases.get(c.id, c.id))]
     return ModelList(data=cards)
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
 async def get_model(
-    model_id: str, _: KeyInfo = Depends(caller), rt: GatewayRuntime = Depends(runtime)
+    model_id: str, key: KeyInfo = Depends(caller), rt: GatewayRuntime = Depends(runtime)
 ) -> ModelCard:
     """A configured model, or an adapter by its own name or as ``<base>:<adapter>``
-    (404 for neither, as for a request naming it)."""
+    (404 for neither, as for a request naming it; 403 for one the project may not use)."""
     target = (await rt.router.resolve(model_id))[0]
+    if key.model_policy is not None:
+        key.model_policy.check(key.project_id, model_id, target.model.name)
     return _card(target.model)

@@ -150,9 +150,12 @@ def test_a_gateway_replica_on_each_node_and_each_node_serves(two_nodes: TwoNodes
     ids = set()
     for url in (two_nodes.head_url, two_nodes.worker_url):
         client = openai.OpenAI(api_key=key, base_url=url + "/v1", max_retries=0)
-        reply = client.chat.completions.with_raw_response.create(
-            model="gpt-test", messages=[{"role": "user", "content": "hi"}]
-        )
+        try:
+            reply = client.chat.completions.with_raw_response.create(
+                model="gpt-test", messages=[{"role": "user", "content": "hi"}]
+            )
+        except openai.APIStatusError as exc:
+            raise AssertionError(f"{url}: {exc}\n{_who_answered(exc.response)}") from exc
         assert reply.parse().choices[0].message.content
         ids.add(reply.headers["x-request-id"])
     deadline = time.monotonic() + 30
@@ -162,6 +165,20 @@ def test_a_gateway_replica_on_each_node_and_each_node_serves(two_nodes: TwoNodes
             break
         time.sleep(0.5)
     assert {r["request_id"] for r in rows} == ids
+
+
+def _who_answered(response: httpx2.Response) -> str:
+    """Which Ray session's Serve logs mention the request: a diagnosis for a refusal
+    from a gateway that should have known the key."""
+    request_id = response.headers.get("x-request-id", "")
+    found = subprocess.run(
+        ["grep", "-rl", "--include=*.log", request_id, "/tmp/ray"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    listening = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=False)
+    return f"request {request_id} in: {found or 'no log'}\n{listening.stdout}"
 
 
 def run_phase(two_nodes: TwoNodes, fault, *, expect_interrupted: bool = False) -> Outcomes:

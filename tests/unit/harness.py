@@ -31,6 +31,7 @@ from forge.keys import KeyStore
 from forge.limits.admission import Admission
 from forge.limits.lease import LeasedAdmission
 from forge.limits.limiter import RateLimiter
+from forge.people.store import PeopleStore
 from forge.responses_store import ResponseStore
 from forge.tenancy.store import TenancyStore
 from gateway.app import build_app
@@ -63,6 +64,7 @@ def platform_config(
             "input_price_per_mtok": 1.0,
             "output_price_per_mtok": 2.0,
             "context_window": 8192,
+            "shared": True,  # stands in for one of the platform's shared models
         },
         {"name": "embed-test", "provider": "fake", "model": "text-embedding-fake"},
         {
@@ -195,6 +197,7 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
         adapters=adapters,
         responses=ResponseStore(engine),
         tenancy=TenancyStore(make_sessionmaker(engine)),
+        people=PeopleStore(make_sessionmaker(engine)),
         admission=Admission(LeasedAdmission(limiter.grant, limiter.give_back)),
         audit=AuditStore(make_sessionmaker(engine)),
         budgets=BudgetGate(ledger.reserve, ledger.release, shipper.flush, expire=ledger.expire),

@@ -205,3 +205,17 @@ def test_every_mutating_admin_route_declares_its_audit_event(gw):
         and AUDIT_EVENT not in spec["paths"][path][method.lower()]
     ]
     assert not missing
+    # and each event is one of OpenAI's audit-log event types (platform-only events aside)
+    from tests.specs.extract_openai_subset import SUBSET, load
+
+    known = set(load(SUBSET)["components"]["schemas"]["AuditLogEventType"]["enum"])
+    # the operator's (above OpenAI's organisations), and a LoRA adapter loaded (OpenAI has
+    # only resource.deleted)
+    ours = {"organization.created", "organization.deleted", "resource.created"}
+    declared = {
+        operation[AUDIT_EVENT]
+        for methods in spec["paths"].values()
+        for operation in methods.values()
+        if AUDIT_EVENT in operation
+    }
+    assert declared - ours <= known, declared - ours - known

@@ -151,3 +151,35 @@ async def test_who_may_set_which_budget(gw):
         e["project.updated"].get("changes_requested", {}).get("limit") == 5
         for e in log.json()["data"]
     )
+
+
+async def test_the_community_plan_has_the_shared_models_only(gw):
+    """A model on a paid provider is a 403 naming the plan that has every provider, and a
+    shared model's fallbacks never leave the shared models."""
+    org = await new_org(gw, "community-models", plan="community")
+    client = gw.sdk(org.admin)
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        await client.chat.completions.create(**{**CHAT, "model": "text-only"})
+    error = err.value.response.json()["error"]
+    assert error["code"] == "plan_feature_unavailable", error
+    assert "Community" in error["message"] and "Professional" in error["message"]
+    assert (await client.chat.completions.create(**CHAT)).choices  # gpt-test is shared
+    professional = await new_org(gw, "professional-models", plan="professional")
+    assert (
+        await gw.sdk(professional.admin).chat.completions.create(**{**CHAT, "model": "text-only"})
+    ).choices
+
+
+def test_a_plan_without_every_provider_never_falls_back_to_a_paid_one():
+    from forge.config import ModelConfig
+    from forge.errors import PermissionDenied
+    from gateway.relay import shared_only
+    from serve.router import Target
+
+    def target(name: str, shared: bool) -> Target:
+        return Target(ModelConfig(name=name, provider="p", shared=shared), client=None)  # type: ignore[arg-type]
+
+    chain = (target("local", True), target("paid", False), target("other-local", True))
+    assert [t.model.name for t in shared_only(chain, "community")] == ["local", "other-local"]
+    with pytest.raises(PermissionDenied):
+        shared_only(chain[1:], "community")

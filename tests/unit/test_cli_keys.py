@@ -131,3 +131,48 @@ def test_budgets_verbs_create_list_delete_and_audit(tmp_path, monkeypatch):
     assert runner.invoke(app, ["budgets", "delete", budget["id"]]).exit_code == 1
     exported = runner.invoke(app, ["audit", "export"]).output
     assert exported.count('"type":"project.updated"') == 2  # created, deleted: by the CLI
+
+
+def test_users_verbs_invite_list_role_remove(tmp_path, monkeypatch):
+    import asyncio
+    import json
+
+    from forge.db.engine import make_engine, make_sessionmaker
+    from forge.people.store import PeopleStore
+    from forge.settings import Settings
+
+    monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    runner = CliRunner()
+    org = json.loads(runner.invoke(app, ["orgs", "create", "--name", "people", "--json"]).output)
+    org_id = org["organization"]["id"]
+    sent = runner.invoke(
+        app, ["users", "invite", "--org", org_id, "--email", "a@example.com", "--role", "owner"]
+    )
+    assert sent.exit_code == 0, sent.output
+    token = sent.output.split("(shown once): ")[1].strip()
+    assert "pending" in runner.invoke(app, ["users", "invites", "--org", org_id]).output
+    bad = runner.invoke(
+        app, ["users", "invite", "--org", org_id, "--email", "b@x.io", "--role", "god"]
+    )
+    assert bad.exit_code != 0
+
+    async def accept() -> str:
+        engine = make_engine(Settings().resolved_database_url())
+        try:
+            _, user, _ = await PeopleStore(make_sessionmaker(engine)).accept_invite(token, "A")
+            return user.id
+        finally:
+            await engine.dispose()
+
+    user_id = asyncio.run(accept())
+    listed = json.loads(runner.invoke(app, ["users", "list", "--org", org_id, "--json"]).output)
+    assert [(u["id"], u["role"]) for u in listed] == [(user_id, "owner")]
+    last = runner.invoke(app, ["users", "role", "--org", org_id, user_id, "reader"])
+    assert last.exit_code == 1 and "last owner" in last.output
+    removed = runner.invoke(app, ["users", "remove", "--org", org_id, user_id])
+    assert removed.exit_code == 1  # the last owner stays
+    other = runner.invoke(app, ["users", "remove", "--org", "org-default", user_id])
+    assert other.exit_code == 1 and "No user" in other.output  # another org's: not found
+    audit = runner.invoke(app, ["audit", "export", "--org", org_id]).output
+    assert "invite.sent" in audit

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import update
 
 from forge.db.schema import ApiKey
+from forge.tenancy.plans import plan_has
 from tests.specs.validate import violations
 from tests.unit.harness import in_process_gateway, platform_config, usage_rows
 
@@ -94,6 +95,10 @@ class Org:
     user_id: str = ""
     admin_key_id: str = ""
     response: str = ""
+    person: str = ""  # a user who accepted an invitation
+    invite: str = ""  # a pending invitation
+    role: str = ""  # a custom role
+    group: str = ""  # a group with the person in it and the role given to it
 
 
 async def new_org(gw, name: str, plan: str = "professional") -> Org:
@@ -105,10 +110,11 @@ async def new_org(gw, name: str, plan: str = "professional") -> Org:
     return Org(body["organization"]["id"], body["admin_key"])
 
 
-async def populated(gw, name: str) -> Org:
+async def populated(gw, name: str, plan: str = "professional") -> Org:
     """An organisation with a project, a service account and its key, an admin key, and
-    a stored response made with the project's key."""
-    org = await new_org(gw, name)
+    a stored response made with the project's key; with a plan that has teams, people
+    too: a member, a pending invitation, a custom role and a group."""
+    org = await new_org(gw, name, plan)
     project = await call(gw, "POST", "/v1/organization/projects", org.admin, json={"name": "app"})
     org.project = project.json()["id"]
     account = await call(
@@ -130,7 +136,50 @@ async def populated(gw, name: str) -> Org:
     )
     assert response.status_code == 200, response.text
     org.response = response.json()["id"]
+    if plan_has(plan, "teams"):
+        await _people(gw, org, name)
     return org
+
+
+async def _people(gw, org: Org, name: str) -> None:
+    org.person = await _person(gw, org, f"person@{name}.example")
+    pending = await call(
+        gw,
+        "POST",
+        "/v1/organization/invites",
+        org.admin,
+        json={"email": f"p@{name}.example", "role": "reader"},
+    )
+    org.invite = pending.json()["id"]
+    role = await call(
+        gw, "POST", "/v1/organization/roles", org.admin, json={"role_name": "r", "permissions": []}
+    )
+    org.role = role.json()["id"]
+    group = await call(gw, "POST", "/v1/organization/groups", org.admin, json={"name": "g"})
+    org.group = group.json()["id"]
+    members = f"/v1/organization/groups/{org.group}"
+    await call(gw, "POST", f"{members}/users", org.admin, json={"user_id": org.person})
+    await call(gw, "POST", f"{members}/roles", org.admin, json={"role_id": org.role})
+
+
+async def _person(gw, org: Org, email: str) -> str:
+    """A member of ``org`` (accepted invitation) in its project."""
+    sent = await call(
+        gw,
+        "POST",
+        "/v1/organization/invites",
+        org.admin,
+        json={
+            "email": email,
+            "role": "reader",
+            "projects": [{"id": org.project, "role": "member"}],
+        },
+    )
+    accepted = await gw.http.post(
+        "/v1/organization/invites/accept", json={"token": sent.json()["token"]}
+    )
+    assert accepted.status_code == 200, accepted.text
+    return str(accepted.json()["user"]["id"])
 
 
 async def test_an_organisation_from_creation_to_a_working_project_key(gw):
@@ -292,7 +341,7 @@ async def test_no_route_lets_one_organisation_read_list_or_change_anothers(gw):
     organisation B's admin and project keys, given A's ids, get exactly what they get for
     ids that exist nowhere (404, or a refusal that does not depend on the id), and never
     a body that contains anything of A's. A's things are intact afterwards."""
-    a, b = await populated(gw, "alpha"), await populated(gw, "beta")
+    a, b = await populated(gw, "alpha", "enterprise"), await populated(gw, "beta", "enterprise")
     theirs = {
         "project_id": a.project,
         "service_account_id": a.account,
@@ -301,9 +350,24 @@ async def test_no_route_lets_one_organisation_read_list_or_change_anothers(gw):
         "org_id": a.id,
         "api_key_id": a.user_id,
         "name": "adapter-of-a",
+        "user_id": a.person,
+        "invite_id": a.invite,
+        "role_id": a.role,
+        "group_id": a.group,
     }
     nowhere = {name: value[:4] + uuid.uuid4().hex for name, value in theirs.items()}
-    secrets = [a.id, a.project, a.account, a.user_id, a.admin_key_id, a.response, a.user]
+    secrets = [
+        a.id,
+        a.project,
+        a.account,
+        a.user_id,
+        a.admin_key_id,
+        a.response,
+        a.user,
+        a.person,
+        a.invite,
+        a.role,
+    ]
     routes = _routes(gw.app)
     assert ("GET", "/v1/organization/projects/{project_id}") in routes
     walked = 0

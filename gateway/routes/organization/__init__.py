@@ -6,12 +6,33 @@ from fastapi import APIRouter
 from gateway.routes.organization import (
     api_keys,
     audit_logs,
+    groups,
+    invites,
+    model_permissions,
+    project_users,
     projects,
     rate_limits,
+    roles,
     service_accounts,
+    spend_alerts,
     usage,
+    users,
 )
 
 router = APIRouter(prefix="/v1/organization")
-for module in (projects, service_accounts, api_keys, rate_limits, audit_logs, usage):
+for module in (
+    projects,
+    service_accounts,
+    project_users,
+    api_keys,
+    rate_limits,
+    model_permissions,
+    spend_alerts,
+    users,
+    invites,
+    roles,
+    groups,
+    audit_logs,
+    usage,
+):
     router.include_router(module.router)

@@ -9,6 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from forge.keys import person_of
 from forge.tenancy.objects import (
     AdminApiKeyCreated,
     AdminApiKeyObject,
@@ -69,7 +70,9 @@ async def list_admin_keys(
 async def create_admin_key(
     body: AdminKeyCreate, call: OrgCall = Depends(org_call)
 ) -> AdminApiKeyCreated:
-    return await call.store.create_admin_key(call.org_id, body.name, body.expires_in_seconds)
+    return await call.store.create_admin_key(
+        call.org_id, body.name, body.expires_in_seconds, person_of(call.key)
+    )
 
 
 @router.get("/admin_api_keys/{key_id}", response_model=AdminApiKeyObject)

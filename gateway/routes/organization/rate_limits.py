@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from forge.errors import InvalidRequest, NotFound
 from forge.limits.store import RATE_LIMIT_ID_PREFIX, ProjectRateLimit, rate_limit_id
 from forge.tenancy.objects import Page
-from forge.tenancy.store import check_limit
+from forge.tenancy.paging import check_limit
 from gateway.audit import AuditedRoute, audited
 from gateway.body import read_json_object
 from gateway.routes.organization.scope import OrgCall, org_call

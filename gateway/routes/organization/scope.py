@@ -14,8 +14,11 @@ from fastapi import Depends, Query, Request
 
 from forge.errors import PermissionDenied, ServiceUnavailable
 from forge.keys import KeyInfo
+from forge.people.groups import GroupStore
+from forge.people.store import PeopleStore
 from forge.tenancy.store import TenancyStore
 from gateway.deps import admin, runtime
+from gateway.permissions import check_plan_feature, held_permissions
 from gateway.runtime import GatewayRuntime
 
 ORG_HEADER = "openai-organization"
@@ -29,6 +32,17 @@ class OrgCall:
     org_id: str
     key: KeyInfo
     runtime: GatewayRuntime  # for telling replicas about changed keys
+    held: frozenset[str]  # the caller's permissions (gateway.permissions)
+
+    @property
+    def people(self) -> PeopleStore:
+        if self.runtime.people is None:
+            raise ServiceUnavailable("The people store is not configured.", retry_after=5)
+        return self.runtime.people
+
+    @property
+    def groups(self) -> GroupStore:
+        return GroupStore(self.people.sessions)
 
 
 async def org_call(
@@ -37,7 +51,7 @@ async def org_call(
     if rt.tenancy is None:
         raise ServiceUnavailable("The organization store is not configured.", retry_after=5)
     named = request.headers.get(ORG_HEADER)
-    org_id = key.org_id
+    org_id, plan = key.org_id, key.plan
     if named and named != key.org_id:
         if key.role != "platform":
             raise PermissionDenied(
@@ -45,10 +59,11 @@ async def org_call(
                 "the OpenAI-Organization header.",
                 code="organization_mismatch",
             )
-        await rt.tenancy.get_org(named)  # 404 for one that does not exist
+        plan = (await rt.tenancy.get_org(named)).plan  # 404 for one that does not exist
         org_id = named
     request.state.org_id = org_id  # the audit log's organisation for this call
-    return OrgCall(rt.tenancy, org_id, key, rt)
+    check_plan_feature(request, plan)
+    return OrgCall(rt.tenancy, org_id, key, rt, await held_permissions(request, key))
 
 
 class Paging:

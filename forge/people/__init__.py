@@ -1,0 +1,1 @@
+"""People: users, invitations, memberships, roles and groups of an organisation."""
