@@ -43,6 +43,9 @@ export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"
 # read it from there; they need the mode said explicitly, or a worker is refused with
 # InvalidAuthToken.
 export RAY_AUTH_MODE=token
+# `ray start --head` refuses to start without a token where none exists yet (a fresh
+# machine): make one, once (a no-op where there is one already).
+"$BIN/ray" get-auth-token --generate >/dev/null
 
 NODES=()
 FORGE_PID=

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 from collections.abc import Callable
@@ -10,11 +11,29 @@ from typing import Any, Self
 
 from aiohttp import web
 
+# Outside the kernel's ephemeral range (32768-60999 here), Ray's worker ports
+# (10002-19999) and Serve's direct-ingress ports (30000-31000, 40000-41000): a port
+# handed to a process that binds it later (a Ray node, `forge up`) must not be taken in
+# between by some other process's bind(0), or a request meant for this cluster reaches
+# another one (the multinode test's 401 from a gateway that did not know its key).
+_PORTS = range(20000, 30000)
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now, never the same one twice in a process."""
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-29999")
 
 
 class ThreadedServer:

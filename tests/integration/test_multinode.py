@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -132,6 +133,11 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
         for url in (nodes.head_url, nodes.worker_url):
             if not wait_until_ready(url, 240):
                 pytest.fail(f"{url} never became ready:\n{log.read_text()[-4000:]}")
+        ours = set(descendants(script.pid))
+        for port in (head_port, worker_port):
+            owners = _listeners(port)
+            if not owners & ours:
+                pytest.fail(f"port {port} is held by another process: {_ss(port)}")
         yield nodes
     finally:
         script.send_signal(signal.SIGTERM)  # forge up drains, then both nodes stop
@@ -177,8 +183,19 @@ def _who_answered(response: httpx2.Response) -> str:
         text=True,
         check=False,
     ).stdout
-    listening = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=False)
-    return f"request {request_id} in: {found or 'no log'}\n{listening.stdout}"
+    port = response.request.url.port or 80
+    return f"request {request_id} in: {found or 'no log'}\nlistening: {_ss(port)}"
+
+
+def _ss(port: int) -> str:
+    return subprocess.run(
+        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def _listeners(port: int) -> set[int]:
+    """The pids listening on ``port``."""
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", _ss(port))}
 
 
 def run_phase(two_nodes: TwoNodes, fault, *, expect_interrupted: bool = False) -> Outcomes:
