@@ -12,6 +12,7 @@ import typer
 
 from forge.cli_audit import audit_app
 from forge.cli_budgets import budgets_app
+from forge.cli_credentials import credentials_app
 from forge.cli_db import on_database
 from forge.cli_limits import limits_app
 from forge.cli_people import users_app
@@ -38,6 +39,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(limits_app, name="limits")
 app.add_typer(audit_app, name="audit")
 app.add_typer(budgets_app, name="budgets")
+app.add_typer(credentials_app, name="credentials")
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -32,6 +32,8 @@ SELF_HOSTED_TYPES = {"transformers", "vllm", "transformers_embedding"}
 # Types that run on the company's own machines: their models are the platform's shared
 # models, which every plan may use (the Community plan only these: forge.tenancy.plans).
 SHARED_TYPES = SELF_HOSTED_TYPES | {"ollama", "llamacpp", "hf_tgi"}
+# Types reached with an API key, which a project may replace with its own (forge.credentials).
+KEYED_TYPES = set(get_args(ProviderType)) - SELF_HOSTED_TYPES
 # Self-hosted types that generate text (and so can serve LoRA adapters).
 GENERATIVE_TYPES = {"transformers", "vllm"}
 # What `engine_args` may hold for the transformers engine: its device, dtype, batching

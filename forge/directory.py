@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from forge.adapters import AdapterInfo, AdapterRegistry, AdapterSpec
 from forge.budgets.store import BudgetStore
+from forge.credentials.store import sealed_credentials
 from forge.db.schema import DEFAULT_ORG_ID, DEFAULT_PROJECT_ID
 from forge.key_changes import ChangeFeed, KeyChanges
 from forge.keys import CreatedKey, KeyInfo, KeyStore, Role
@@ -23,6 +24,7 @@ class Directory:
         self.adapters = AdapterRegistry(sessions)
         self.limits = RateLimitStore(sessions)
         self.budgets = BudgetStore(sessions)
+        self._sessions = sessions
         self.key_feed = ChangeFeed()
 
     async def announce_key_changes(self, key_ids: list[str] | None) -> int:
@@ -41,6 +43,7 @@ class Directory:
             info.budgets = await self.budgets.for_key(
                 info.org_id, info.project_id, info.id, info.plan
             )
+            info.credentials = await sealed_credentials(self._sessions, info.project_id)
         return info
 
     async def create_key(

@@ -54,6 +54,8 @@ class KeyInfo(BaseModel):
     limits: list[LimitRule] = []  # the rate-limit rules it is under (forge.limits.rules)
     budgets: list[Budget] = []  # the budgets its requests count against (forge.budgets)
     model_policy: ModelPolicy | None = None  # its project's model permissions, if any
+    # its project's own provider keys, sealed: provider name → sealed (forge.credentials)
+    credentials: dict[str, str] = {}
 
     @property
     def active(self) -> bool:

@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = Field(
         None, description="Admin key to honour; when unset one is generated on first start."
     )
+    encryption_keys: SecretStr | None = Field(
+        None,
+        description="Keys that seal stored secrets: 'id:base64key,...', newest first "
+        "(forge/credentials/sealing.py); default: a key made once under data_dir.",
+    )
     config: Path = Field(DEFAULT_CONFIG, description="Platform YAML config.")
 
     def resolved_database_url(self) -> str:

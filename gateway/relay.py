@@ -19,7 +19,9 @@ from actors.usage_shipper import UsageShipper
 from actors.usage_spool import PROGRESS_EVERY
 from forge.budgets.gate import BudgetAdmitted, BudgetGate
 from forge.budgets.model import Costs, worst_case
+from forge.credentials.opener import CredentialOpener
 from forge.errors import (
+    AuthenticationFailed,
     ForgeError,
     InvalidRequest,
     ServiceUnavailable,
@@ -120,6 +122,19 @@ def _worst_case(targets: tuple[Target, ...], body: dict[str, Any], body_bytes: i
     return max(costs, key=lambda c: (c.usd, c.tokens))
 
 
+def _own_key_refused(error: ForgeError, keyed: dict[str, str]) -> ForgeError:
+    """A provider refusing a project's own key is the project's to fix (its
+    ``provider_credentials``), not a fault in the platform's configuration."""
+    if not keyed or error.code != "provider_authentication_failed":
+        return error
+    return AuthenticationFailed(
+        f"Provider {error.provider!r} refused this project's own key for it; replace it "
+        "under /v1/organization/projects/{project_id}/provider_credentials.",
+        code="provider_credential_rejected",
+        provider=error.provider,
+    )
+
+
 def _ms_since(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000
 
@@ -132,8 +147,10 @@ class Relay:
         drain: Drain | None = None,
         admission: Admission | None = None,
         budgets: BudgetGate | None = None,
+        credentials: CredentialOpener | None = None,
     ) -> None:
         self.router = router
+        self.credentials = credentials
         self.shipper = shipper
         self.drain = drain or Drain()
         self.admission = admission
@@ -240,6 +257,13 @@ class Relay:
             ctx.budgeted = await self.budgets.admit(ctx.key.budgets, worst)
         return serving
 
+    def _keyed(self, ctx: CallContext, target: Target) -> dict[str, str]:
+        """``api_key=`` the project's own key for the target's provider, if it set one."""
+        if self.credentials is None:
+            return {}
+        api_key = self.credentials.api_key(ctx.key, target.model.provider)
+        return {} if api_key is None else {"api_key": api_key}
+
     @staticmethod
     def _headers(ctx: CallContext, overhead_ms: float) -> dict[str, str]:
         headers = {"x-forge-overhead-ms": f"{max(overhead_ms, 0):.2f}"}
@@ -254,11 +278,12 @@ class Relay:
         targets = await self._targets(ctx, body)
         for i, target in enumerate(targets):
             call = {**body, "model": target.model.provider_model}
+            keyed = self._keyed(ctx, target)
             self._started(ctx, target, stream=False)
             try:
-                reply = await target.client.complete(ctx.endpoint, call, target.model.name)
+                reply = await target.client.complete(ctx.endpoint, call, target.model.name, **keyed)
             except Exception as exc:
-                error = as_forge_error(exc)
+                error = _own_key_refused(as_forge_error(exc), keyed)
                 if isinstance(error, RETRYABLE) and i + 1 < len(targets):
                     continue
                 self._fail(ctx, target, error, stream=False)
@@ -285,12 +310,15 @@ class Relay:
         targets = await self._targets(ctx, body)
         for i, target in enumerate(targets):
             call = {**body, "model": target.model.provider_model}
+            keyed = self._keyed(ctx, target)
             self._started(ctx, target, stream=True)
-            source = target.client.stream(ctx.endpoint, call, target.model.name, include_usage)
+            source = target.client.stream(
+                ctx.endpoint, call, target.model.name, include_usage, **keyed
+            )
             try:
                 head = await anext(source)
             except Exception as exc:
-                error = as_forge_error(exc)
+                error = _own_key_refused(as_forge_error(exc), keyed)
                 if isinstance(error, RETRYABLE) and i + 1 < len(targets):
                     continue
                 self._fail(ctx, target, error, stream=True)

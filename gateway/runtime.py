@@ -15,7 +15,9 @@ from actors.usage_shipper import UsageShipper
 from forge.adapters import CachedAdapterLookup
 from forge.audit.store import AuditStore
 from forge.budgets.gate import BudgetGate
-from forge.config import PlatformConfig
+from forge.config import KEYED_TYPES, PlatformConfig
+from forge.credentials.opener import CredentialOpener
+from forge.credentials.sealing import Keyring
 from forge.directory import Directory
 from forge.limits.admission import Admission
 from forge.people.store import PeopleStore
@@ -87,9 +89,16 @@ class GatewayRuntime:
     audit: AuditStore | None = None  # the audit log (None: nothing is audited)
     budgets: BudgetGate | None = None  # budgets (None: none are enforced)
     people: PeopleStore | None = None  # users, invitations and roles of the Admin API
+    keyring: Keyring | None = None  # seals projects' own provider keys (None: no BYOK)
 
     def __post_init__(self) -> None:
-        self.relay = Relay(self.router, self.shipper, self.drain, self.admission, self.budgets)
+        opener = None
+        if self.keyring is not None:
+            keyed = (p.name for p in self.config.providers if p.type in KEYED_TYPES)
+            opener = CredentialOpener(self.keyring, keyed)
+        self.relay = Relay(
+            self.router, self.shipper, self.drain, self.admission, self.budgets, opener
+        )
         self.auth_failures = AuthFailures()
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False

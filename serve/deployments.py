@@ -29,6 +29,7 @@ from forge.audit.store import AuditStore
 from forge.budgets.gate import BudgetGate
 from forge.budgets.ledger import BudgetLedger
 from forge.config import PlatformConfig, ProviderConfig
+from forge.credentials.sealing import Keyring
 from forge.db.engine import make_sessionmaker, replica_engine
 from forge.directory import Directory
 from forge.limits.admission import Admission
@@ -95,14 +96,28 @@ class ProviderDeployment:
             self._report = lambda stats: directory.report_replica.remote(replica, stats)
 
     async def complete(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        api_key: str | None = None,
     ) -> ProviderReply:
-        return await self.provider.complete(endpoint, body, public_model)
+        if api_key is None:
+            return await self.provider.complete(endpoint, body, public_model)
+        return await self.provider.complete(endpoint, body, public_model, api_key=api_key)
 
     async def stream(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        include_usage: bool,
+        api_key: str | None = None,
     ) -> AsyncIterator[StreamItem]:
-        async for item in self.provider.stream(endpoint, body, public_model, include_usage):
+        keyed = {} if api_key is None else {"api_key": api_key}
+        async for item in self.provider.stream(
+            endpoint, body, public_model, include_usage, **keyed
+        ):
             yield item
 
     async def ping(self) -> bool:
@@ -269,6 +284,7 @@ class GatewayDeployment:
             responses=ResponseStore.on(database, config.responses),
             tenancy=TenancyStore(make_sessionmaker(database)),
             people=PeopleStore(make_sessionmaker(database)),
+            keyring=Keyring.of(Settings()),
             database=database,
             audit=AuditStore(make_sessionmaker(database)),
             budgets=BudgetGate(

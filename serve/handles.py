@@ -20,14 +20,32 @@ class HandleProviderClient:
         self._warm = handle.options(method_name="warm")
 
     async def complete(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        *,
+        api_key: str | None = None,
     ) -> ProviderReply:
-        return await self._complete.remote(endpoint, body, public_model)
+        if api_key is None:
+            return await self._complete.remote(endpoint, body, public_model)
+        return await self._complete.remote(endpoint, body, public_model, api_key=api_key)
 
     async def stream(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        include_usage: bool,
+        *,
+        api_key: str | None = None,
     ) -> AsyncIterator[StreamItem]:
-        responses = self._stream.remote(endpoint, body, public_model, include_usage)
+        if api_key is None:
+            responses = self._stream.remote(endpoint, body, public_model, include_usage)
+        else:
+            responses = self._stream.remote(
+                endpoint, body, public_model, include_usage, api_key=api_key
+            )
         finished = False
         try:
             async for item in responses:

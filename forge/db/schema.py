@@ -219,6 +219,27 @@ class ModelPermission(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ProviderCredential(Base):
+    """A project's own key for one of the platform's providers (bring your own key),
+    sealed with AES-GCM (forge.credentials); used instead of the platform's key for that
+    project's requests. ``key_id``: the keyring key that sealed it (rotation)."""
+
+    __tablename__ = "provider_credentials"
+    __table_args__ = (
+        UniqueConstraint("project_id", "provider", name="uq_provider_credentials_project_provider"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    project_id: Mapped[str] = mapped_column(String(40))
+    provider: Mapped[str] = mapped_column(String(100))
+    sealed: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    redacted_value: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class RateLimitRule(Base):
     """Limits set on an organisation, a project or a key (``scope``, ``subject_id``), for
     one model or, with model ``*``, for all its models together. A field left null sets

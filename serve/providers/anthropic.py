@@ -34,6 +34,9 @@ class AnthropicProvider(SdkProvider):
     def __init__(self, cfg: ProviderConfig, client: anthropic.AsyncAnthropic | None = None) -> None:
         super().__init__(cfg, client or build_client(cfg))
 
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key}
+
     def request(
         self, endpoint: Endpoint, body: dict[str, Any], stream: bool
     ) -> tuple[str, dict[str, Any]]:

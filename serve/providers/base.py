@@ -59,13 +59,26 @@ class Provider(Protocol):
     name: str
 
     async def complete(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        *,
+        api_key: str | None = None,
     ) -> ProviderReply:
-        """Send one request and return the whole answer; raises ``ForgeError``."""
+        """Send one request and return the whole answer; raises ``ForgeError``.
+        ``api_key``: the caller's project's own key for this provider, instead of the
+        platform's (only providers of ``forge.config.KEYED_TYPES`` get one)."""
         ...
 
     def stream(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        include_usage: bool,
+        *,
+        api_key: str | None = None,
     ) -> AsyncIterator[StreamItem]:
         """Yield a ``StreamHead``, then SSE-framed chunks, then one ``StreamEnd``.
 

@@ -158,11 +158,16 @@ class GeminiProvider:
         what = "streamed embeddings" if endpoint == "embeddings" else f"/v1/{endpoint}"
         raise unsupported(tr.PROVIDER, "model", f"it serves chat and embeddings, not {what}")
 
-    async def _send(self, path: str, body: dict[str, Any], stream: bool) -> Any:
+    async def _send(
+        self, path: str, body: dict[str, Any], stream: bool, api_key: str | None = None
+    ) -> Any:
         """POST through the SDK: a text body (whole answers) or an open ``httpx2.Response``
-        (streams). Raises the mapped ``ForgeError``."""
+        (streams). ``api_key``: a project's own key, instead of the client's. Raises the
+        mapped ``ForgeError``."""
         try:
             request = self._api._build_request("post", path, {}, None)
+            if api_key is not None:
+                request.headers["x-goog-api-key"] = api_key
             request.data = orjson.dumps(body)  # bytes go out as they are
             response = await self._api._async_request(http_request=request, stream=stream)
         except Exception as exc:
@@ -242,11 +247,16 @@ class GeminiProvider:
     # ------------------------------------------------------------------ whole answers
 
     async def complete(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        *,
+        api_key: str | None = None,
     ) -> ProviderReply:
         path, upstream_body = self._request(endpoint, body, stream=False)
         t0 = time.perf_counter()
-        text = await self._send(path, upstream_body, stream=False)
+        text = await self._send(path, upstream_body, False, api_key)
         upstream_ms = ms_since(t0)
         try:
             payload = parse_object(text, "a body")
@@ -298,11 +308,17 @@ class GeminiProvider:
             yield usage_chunk
 
     async def stream(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        include_usage: bool,
+        *,
+        api_key: str | None = None,
     ) -> AsyncIterator[StreamItem]:
         path, upstream_body = self._request(endpoint, body, stream=True)
         t0 = time.perf_counter()
-        response = await self._send(path, upstream_body, stream=True)
+        response = await self._send(path, upstream_body, True, api_key)
         chunks = self._chunks(sse_data(response), public_model)
         try:
             async for item in openai_stream(

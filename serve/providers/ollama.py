@@ -206,11 +206,15 @@ class OllamaProvider:
         return min(max(wait, 0.0), MAX_BACKOFF_S)
 
     async def _send(
-        self, path: str, payload: dict[str, Any], model: str, stream: bool
+        self, path: str, payload: dict[str, Any], model: str, stream: bool, api_key: str | None
     ) -> httpx2.Response:
-        """POST and return a 2xx response (streamed or read); raises ``ForgeError``."""
+        """POST and return a 2xx response (streamed or read); raises ``ForgeError``.
+        ``api_key``: a project's own key (a bearer token), instead of the platform's."""
+        headers = self._headers
+        if api_key is not None:
+            headers = {**headers, "Authorization": f"Bearer {api_key}"}
         request = self.client.build_request(
-            "POST", self.base_url + path, content=orjson.dumps(payload), headers=self._headers
+            "POST", self.base_url + path, content=orjson.dumps(payload), headers=headers
         )
         attempts = self.cfg.max_retries + 1
         for attempt in range(attempts):
@@ -240,11 +244,16 @@ class OllamaProvider:
     # ------------------------------------------------------------------ provider interface
 
     async def complete(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        *,
+        api_key: str | None = None,
     ) -> ProviderReply:
         path, upstream_body = self.request(endpoint, body, stream=False)
         t0 = time.perf_counter()
-        response = await self._send(path, upstream_body, str(body["model"]), stream=False)
+        response = await self._send(path, upstream_body, str(body["model"]), False, api_key)
         upstream_ms = ms_since(t0)
         try:
             payload = self.reply(
@@ -261,11 +270,17 @@ class OllamaProvider:
         return ProviderReply(body=orjson.dumps(payload), usage=usage, upstream_ms=upstream_ms)
 
     async def stream(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        include_usage: bool,
+        *,
+        api_key: str | None = None,
     ) -> AsyncIterator[StreamItem]:
         path, upstream_body = self.request(endpoint, body, stream=True)
         t0 = time.perf_counter()
-        response = await self._send(path, upstream_body, str(body["model"]), stream=True)
+        response = await self._send(path, upstream_body, str(body["model"]), True, api_key)
         chunks = self.chunks(endpoint, response, public_model)
         try:
             async for item in openai_stream(

@@ -52,6 +52,11 @@ class OpenAICompatProvider(SdkProvider):
     def __init__(self, cfg: ProviderConfig, client: openai.AsyncOpenAI | None = None) -> None:
         super().__init__(cfg, client or build_client(cfg))
 
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        if self.cfg.type == "azure":
+            return {"api-key": api_key}
+        return {"Authorization": f"Bearer {api_key}"}
+
     def request(
         self, endpoint: Endpoint, body: dict[str, Any], stream: bool
     ) -> tuple[str, dict[str, Any]]:

@@ -218,18 +218,33 @@ class SdkProvider(ABC):
             f"Provider {self.name!r} failed: {exc.__class__.__name__}: {exc}", provider=self.name
         )
 
-    async def _post(self, path: str, body: dict[str, Any], stream: bool) -> httpx2.Response:
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        """The headers that carry ``api_key`` (a project's own key) instead of the
+        client's; they replace the SDK's own auth header for this one request."""
+        return {"Authorization": f"Bearer {api_key}"}
+
+    async def _post(
+        self, path: str, body: dict[str, Any], stream: bool, api_key: str | None
+    ) -> httpx2.Response:
+        options = {} if api_key is None else {"headers": self.auth_headers(api_key)}
         try:
-            return await self.client.post(path, body=body, cast_to=httpx2.Response, stream=stream)
+            return await self.client.post(
+                path, body=body, cast_to=httpx2.Response, stream=stream, options=options
+            )
         except Exception as exc:
             raise self.map_error(exc) from None
 
     async def complete(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        *,
+        api_key: str | None = None,
     ) -> ProviderReply:
         path, upstream_body = self.request(endpoint, body, stream=False)
         t0 = time.perf_counter()
-        response = await self._post(path, upstream_body, stream=False)
+        response = await self._post(path, upstream_body, False, api_key)
         upstream_ms = ms_since(t0)
         try:
             payload = self.reply(endpoint, parse_object(response.content, "a body"), public_model)
@@ -244,11 +259,17 @@ class SdkProvider(ABC):
         return ProviderReply(body=orjson.dumps(payload), usage=usage, upstream_ms=upstream_ms)
 
     async def stream(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        include_usage: bool,
+        *,
+        api_key: str | None = None,
     ) -> AsyncIterator[StreamItem]:
         path, upstream_body = self.request(endpoint, body, stream=True)
         t0 = time.perf_counter()
-        response = await self._post(path, upstream_body, stream=True)
+        response = await self._post(path, upstream_body, True, api_key)
         lines = response.aiter_lines()
         try:
             async for item in openai_stream(

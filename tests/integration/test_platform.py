@@ -12,7 +12,9 @@ import openai
 import pytest
 import ray
 
+from forge.db.schema import DEFAULT_PROJECT_ID
 from serve.deployments import ACTOR_NAMESPACE, USAGE_ACTOR
+from tests.conftest import UPSTREAM_KEY
 from tests.contract.cases import CASES
 
 MSG = [{"role": "user", "content": "hello there"}]
@@ -330,3 +332,29 @@ def test_a_budget_is_enforced_by_the_budget_ledger_actor_behind_serve(platform):
         client.chat.completions.create(model="gpt-test", messages=MSG)
     assert err.value.response.json()["error"]["code"] == "insufficient_quota"
     assert err.value.response.headers["x-should-retry"] == "false"
+
+
+def test_a_projects_own_provider_key_crosses_the_ray_hop_to_its_provider(platform, fake_openai):
+    """Bring your own key behind Serve: the default project's own key for the `fake`
+    provider (a ProviderProxy deployment) goes out instead of the platform's; a wrong
+    one is the project's 401 to fix; removed, the platform's key is back."""
+    admin = {"authorization": f"Bearer {platform.admin_key}"}
+    path = f"{platform.url}/v1/organization/projects/{DEFAULT_PROJECT_ID}/provider_credentials"
+    client = platform.sdk(platform.user_key)
+    made = httpx2.post(
+        path, headers=admin, json={"provider": "fake", "api_key": "sk-wrong-own-key"}, timeout=30
+    )
+    assert made.status_code == 200, made.text
+    try:
+        with pytest.raises(openai.AuthenticationError) as refused:
+            client.chat.completions.create(model="gpt-test", messages=MSG)
+        assert refused.value.code == "provider_credential_rejected"
+        assert fake_openai.requests[-1]["headers"]["Authorization"] == "Bearer sk-wrong-own-key"
+        right = {"provider": "fake", "api_key": UPSTREAM_KEY}
+        assert httpx2.post(path, headers=admin, json=right, timeout=30).status_code == 200
+        stream = client.chat.completions.create(model="gpt-test", messages=MSG, stream=True)
+        assert [c for c in stream]
+    finally:
+        gone = httpx2.delete(f"{path}/{made.json()['id']}", headers=admin, timeout=30)
+        assert gone.status_code == 200, gone.text
+    assert client.chat.completions.create(model="gpt-test", messages=MSG).choices

@@ -24,6 +24,7 @@ from forge.audit.store import AuditStore
 from forge.budgets.gate import BudgetGate
 from forge.budgets.ledger import BudgetLedger
 from forge.config import PlatformConfig
+from forge.credentials.sealing import Keyring, new_key_entry
 from forge.db.engine import make_sessionmaker
 from forge.db.schema import UsageRecord
 from forge.directory import Directory
@@ -169,6 +170,9 @@ class Harness:
         )
 
 
+TEST_KEYRING = new_key_entry("test")  # the in-process gateway's, for sealed provider keys
+
+
 @asynccontextmanager
 async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> AsyncIterator[Harness]:
     directory = Directory(make_sessionmaker(engine))
@@ -198,6 +202,7 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
         responses=ResponseStore(engine),
         tenancy=TenancyStore(make_sessionmaker(engine)),
         people=PeopleStore(make_sessionmaker(engine)),
+        keyring=Keyring.parse(TEST_KEYRING),
         admission=Admission(LeasedAdmission(limiter.grant, limiter.give_back)),
         audit=AuditStore(make_sessionmaker(engine)),
         budgets=BudgetGate(ledger.reserve, ledger.release, shipper.flush, expire=ledger.expire),

@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from forge.db.schema import ApiKey
 from forge.tenancy.plans import plan_has
+from tests.conftest import UPSTREAM_KEY
 from tests.specs.validate import violations
 from tests.unit.harness import in_process_gateway, platform_config, usage_rows
 
@@ -99,6 +100,7 @@ class Org:
     invite: str = ""  # a pending invitation
     role: str = ""  # a custom role
     group: str = ""  # a group with the person in it and the role given to it
+    credential: str = ""  # the project's own key for the fake provider (the same key)
 
 
 async def new_org(gw, name: str, plan: str = "professional") -> Org:
@@ -131,6 +133,15 @@ async def populated(gw, name: str, plan: str = "professional") -> Org:
         gw, "POST", "/v1/organization/admin_api_keys", org.admin, json={"name": "ops"}
     )
     org.admin_key_id = admin_key.json()["id"]
+    own_key = await call(
+        gw,
+        "POST",
+        f"/v1/organization/projects/{org.project}/provider_credentials",
+        org.admin,
+        json={"provider": "fake", "api_key": UPSTREAM_KEY},  # its requests go out with it
+    )
+    assert own_key.status_code == 200, own_key.text
+    org.credential = own_key.json()["id"]
     response = await call(
         gw, "POST", "/v1/responses", org.user, json={"model": "gpt-test", "input": "x"}
     )
@@ -354,6 +365,7 @@ async def test_no_route_lets_one_organisation_read_list_or_change_anothers(gw):
         "invite_id": a.invite,
         "role_id": a.role,
         "group_id": a.group,
+        "credential_id": a.credential,
     }
     nowhere = {name: value[:4] + uuid.uuid4().hex for name, value in theirs.items()}
     secrets = [
@@ -367,6 +379,7 @@ async def test_no_route_lets_one_organisation_read_list_or_change_anothers(gw):
         a.person,
         a.invite,
         a.role,
+        a.credential,
     ]
     routes = _routes(gw.app)
     assert ("GET", "/v1/organization/projects/{project_id}") in routes
