@@ -53,15 +53,21 @@ def limits_set(
     rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,
     tpm: Annotated[int | None, typer.Option(help="Tokens per minute.")] = None,
     rpd: Annotated[int | None, typer.Option(help="Requests per day.")] = None,
+    concurrent: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
     clear: Annotated[
-        list[str], typer.Option(help="Remove a limit (rpm, tpm or rpd); repeatable.")
+        list[str], typer.Option(help="Remove a limit (rpm, tpm, rpd or concurrent); repeatable.")
     ] = [],  # noqa: B006 (typer reads the default, never mutates it)
     as_json: JsonFlag = False,
 ) -> None:
     """Set limits on one organization, project or key; those not given stay as they are."""
     scope, subject = subject_of(org, project, key)
     values: dict[str, int | None] = {}
-    given: tuple[tuple[Kind, int | None], ...] = (("rpm", rpm), ("tpm", tpm), ("rpd", rpd))
+    given: tuple[tuple[Kind, int | None], ...] = (
+        ("rpm", rpm),
+        ("tpm", tpm),
+        ("rpd", rpd),
+        ("concurrent", concurrent),
+    )
     for kind, value in given:
         if value is not None:
             values[FIELDS[kind][0]] = value
@@ -71,7 +77,7 @@ def limits_set(
             raise typer.BadParameter(f"unknown limit {cleared!r}", param_hint="--clear")
         values[field] = None
     if not values:
-        raise typer.BadParameter("give at least one of --rpm, --tpm, --rpd, --clear")
+        raise typer.BadParameter("give at least one of --rpm, --tpm, --rpd, --concurrent, --clear")
 
     async def action(store: RateLimitStore) -> tuple[str, LimitRule]:
         owner = await store.subject_org(scope, subject)

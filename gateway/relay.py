@@ -251,17 +251,31 @@ class Relay:
         if self.admission is not None and ctx.key is not None:
             model = targets[0].model.name
             ctx.admitted = await self.admission.admit(ctx.key, model, body, ctx.body_bytes)
+            if ctx.admitted is not None and ctx.after_response is not None:
+                # its permits free when the exchange ends, however it ends (else: when
+                # its record settles it)
+                ctx.after_response.append(ctx.admitted.release)
         serving = tuple(t for t in targets if _can_serve(t, body))
         if self.budgets is not None and ctx.key is not None and ctx.key.budgets:
             worst = _worst_case(serving, body, ctx.body_bytes)
-            ctx.budgeted = await self.budgets.admit(ctx.key.budgets, worst)
+            try:
+                ctx.budgeted = await self.budgets.admit(ctx.key.budgets, worst)
+            except BaseException:
+                if ctx.admitted is not None:
+                    ctx.admitted.release()
+                raise
         return serving
 
     def _keyed(self, ctx: CallContext, target: Target) -> dict[str, str]:
         """``api_key=`` the project's own key for the target's provider, if it set one."""
         if self.credentials is None:
             return {}
-        api_key = self.credentials.api_key(ctx.key, target.model.provider)
+        try:
+            api_key = self.credentials.api_key(ctx.key, target.model.provider)
+        except ForgeError:
+            if ctx.admitted is not None:
+                ctx.admitted.release()
+            raise
         return {} if api_key is None else {"api_key": api_key}
 
     @staticmethod

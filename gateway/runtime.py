@@ -119,6 +119,8 @@ class GatewayRuntime:
             self._tasks.append(loop.create_task(self.key_watcher.run()))
         if self.admission is not None:  # idle leases' tokens back to the limiter
             self._tasks.append(loop.create_task(self.admission.leases.run_sweeper()))
+            if self.admission.concurrency is not None:  # idle permits back, and a heartbeat
+                self._tasks.append(loop.create_task(self.admission.concurrency.run_sweeper()))
         if self.budgets is not None:  # spent and idle budget holds back to the ledger
             self._tasks.append(loop.create_task(self.budgets.run_giver()))
         if self.responses is not None:

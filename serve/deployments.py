@@ -33,6 +33,7 @@ from forge.credentials.sealing import Keyring
 from forge.db.engine import make_sessionmaker, replica_engine
 from forge.directory import Directory
 from forge.limits.admission import Admission
+from forge.limits.concurrency import ConcurrencyLeases
 from forge.limits.lease import LeasedAdmission
 from forge.limits.limiter import RateLimiter
 from forge.people.store import PeopleStore
@@ -295,7 +296,8 @@ class GatewayDeployment:
                 expire=ledger.expire,
             ),
             admission=Admission(
-                LeasedAdmission(limiter.grant, limiter.give_back, config.gateway.replicas)
+                LeasedAdmission(limiter.grant, limiter.give_back, config.gateway.replicas),
+                ConcurrencyLeases(limiter.acquire, limiter.release, limiter.report, replica),
             ),
         )
         # Set up, before any request needs them: the path to each provider deployment,

@@ -254,6 +254,7 @@ class RateLimitRule(Base):
     max_requests_per_1_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_tokens_per_1_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_requests_per_1_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_concurrent_requests: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from forge.errors import RateLimited
 from forge.keys import KeyInfo
+from forge.limits.concurrency import ConcurrencyLeases
 from forge.limits.lease import Decision, LeasedAdmission
 from forge.limits.rules import BucketLimit, Kind, bucket_limits
 
@@ -30,6 +31,7 @@ LABEL: dict[Kind, str] = {
     "rpm": "requests per min (RPM)",
     "tpm": "tokens per min (TPM)",
     "rpd": "requests per day (RPD)",
+    "concurrent": "concurrent requests",
 }
 
 
@@ -73,12 +75,15 @@ def rate_headers(decided: list[tuple[BucketLimit, Decision]]) -> dict[str, str]:
 
 @dataclass(slots=True)
 class Admitted:
-    """An admitted request: its headers, and how to settle its tokens afterwards."""
+    """An admitted request: its headers, how to settle its tokens afterwards, and the
+    permits it holds while in flight (``release``, once, when it ends however it ends)."""
 
     headers: dict[str, str]
     token_buckets: tuple[str, ...]
     estimate: int
     leases: LeasedAdmission
+    permits: tuple[str, ...] = ()
+    concurrency: ConcurrencyLeases | None = None
 
     def settle(self, used_tokens: int) -> None:
         """Charge the real tokens against the estimate (an overestimate comes back)."""
@@ -86,11 +91,22 @@ class Admitted:
         if extra:
             for name in self.token_buckets:
                 self.leases.charge(name, extra)
+        self.release()
+
+    def release(self) -> None:
+        """The request is over: its permits are free (idempotent)."""
+        permits, self.permits = self.permits, ()
+        if self.concurrency is not None:
+            for name in permits:
+                self.concurrency.exit(name)
 
 
 class Admission:
-    def __init__(self, leases: LeasedAdmission) -> None:
+    def __init__(
+        self, leases: LeasedAdmission, concurrency: ConcurrencyLeases | None = None
+    ) -> None:
         self.leases = leases
+        self.concurrency = concurrency
         self._cache: dict[tuple[str, str], tuple[KeyInfo, tuple[BucketLimit, ...]]] = {}
 
     def limits(self, key: KeyInfo, model: str) -> tuple[BucketLimit, ...]:
@@ -117,16 +133,36 @@ class Admission:
             return None
         estimate = estimated_tokens(body, body_bytes)
         decided: list[tuple[BucketLimit, Decision]] = []
+        permits: list[str] = []
         for bucket in limits:
             cost = estimate if bucket.kind == "tpm" else 1
-            decision = await self.leases.admit(bucket.name, bucket.limit, cost, bucket.period_s)
+            if bucket.kind == "concurrent":
+                decision = await self._enter(bucket, permits)
+            else:
+                decision = await self.leases.admit(bucket.name, bucket.limit, cost, bucket.period_s)
             if not decision.allowed:
                 for taken, _ in decided:
-                    self.leases.refund(taken.name, estimate if taken.kind == "tpm" else 1)
+                    if taken.kind != "concurrent":
+                        self.leases.refund(taken.name, estimate if taken.kind == "tpm" else 1)
+                if self.concurrency is not None:
+                    for name in permits:
+                        self.concurrency.exit(name)
                 raise self._refusal(key, model, bucket, decision, cost, decided)
             decided.append((bucket, decision))
         tokens = tuple(b.name for b in limits if b.kind == "tpm")
-        return Admitted(rate_headers(decided), tokens, estimate, self.leases)
+        return Admitted(
+            rate_headers(decided), tokens, estimate, self.leases, tuple(permits), self.concurrency
+        )
+
+    async def _enter(self, bucket: BucketLimit, permits: list[str]) -> Decision:
+        """A permit of a concurrent-requests limit, as a ``Decision`` (no replica that
+        cannot hold permits enforces one)."""
+        if self.concurrency is None:
+            return Decision(True, bucket.limit, bucket.limit, 0.0)
+        entry = await self.concurrency.enter(bucket.name, bucket.limit)
+        if entry.backed:
+            permits.append(bucket.name)
+        return Decision(entry.allowed, bucket.limit, 0, 0.0, entry.retry_after_s)
 
     @staticmethod
     def _refusal(

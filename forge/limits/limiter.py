@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from forge.limits.bucket import MINUTE_S, TokenBucket
+from forge.limits.permits import PermitGrant, Permits
 
 BURST_S = 1.0
 MAX_BUCKETS = 100_000  # buckets idle long enough to be full are dropped past this
@@ -37,6 +38,7 @@ class RateLimiter:
         self.burst_s = burst_s
         self._clock = clock
         self._buckets: dict[str, TokenBucket] = {}
+        self._permits = Permits(clock)
 
     def _bucket(self, name: str, limit: int, period_s: float, now: float) -> TokenBucket:
         bucket = self._buckets.get(name)
@@ -81,6 +83,21 @@ class RateLimiter:
         if tokens:
             now = self._clock()
             self._bucket(name, limit, period_s, now).give_back(tokens, now)
+
+    async def acquire(self, name: str, limit: int, holder: str, want: int = 1) -> PermitGrant:
+        """Up to ``want`` permits of the concurrent-requests limit ``name`` for the
+        replica ``holder`` (forge.limits.permits)."""
+        return self._permits.acquire(name, limit, holder, want)
+
+    async def release(self, name: str, holder: str, permits: int) -> None:
+        self._permits.release(name, holder, permits)
+
+    async def report(self, holder: str, holdings: dict[str, tuple[int, int]]) -> None:
+        """A replica's heartbeat and the permits it holds."""
+        self._permits.report(holder, holdings)
+
+    async def in_flight(self, name: str) -> int:
+        return self._permits.in_flight(name)
 
     def _drop_full(self, now: float) -> None:
         for name in [n for n, b in self._buckets.items() if b.until_full_s(now) <= 0]:

@@ -18,15 +18,17 @@ from pydantic import BaseModel
 from forge.tenancy.plans import PLANS
 
 Scope = Literal["organization", "project", "key"]
-Kind = Literal["rpm", "tpm", "rpd"]
+Kind = Literal["rpm", "tpm", "rpd", "concurrent"]
 ANY_MODEL = "*"
 MINUTE_S, DAY_S = 60.0, 86_400.0
 
-# A rule's field per bucket kind, and the period the field counts over.
+# A rule's field per bucket kind, and the period the field counts over (none for the
+# requests in flight at once: permits, held for a request's whole life, not tokens).
 FIELDS: dict[Kind, tuple[str, float]] = {
     "rpm": ("max_requests_per_1_minute", MINUTE_S),
     "tpm": ("max_tokens_per_1_minute", MINUTE_S),
     "rpd": ("max_requests_per_1_day", DAY_S),
+    "concurrent": ("max_concurrent_requests", 0.0),
 }
 LIMIT_FIELDS = tuple(field for field, _ in FIELDS.values())
 
@@ -40,6 +42,7 @@ class LimitRule(BaseModel):
     max_requests_per_1_minute: int | None = None
     max_tokens_per_1_minute: int | None = None
     max_requests_per_1_day: int | None = None
+    max_concurrent_requests: int | None = None
 
     def value(self, kind: Kind) -> int | None:
         value: int | None = getattr(self, FIELDS[kind][0])

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forge.db.schema import ApiKey, Organization, Project, RateLimitRule, utcnow
 from forge.errors import InvalidRequest, NotFound
-from forge.limits.rules import LIMIT_FIELDS, LimitRule, Scope, org_model_rule
+from forge.limits.rules import FIELDS, LIMIT_FIELDS, LimitRule, Scope, org_model_rule
 
 MAX_LIMIT = 2**31 - 1  # the column's integer
 RATE_LIMIT_ID_PREFIX = "rl-"
@@ -120,7 +120,7 @@ class RateLimitStore:
                 setattr(row, field, value)
             row.updated_at = utcnow()
             rule = _rule(row)
-            if all(rule.value(k) is None for k in ("rpm", "tpm", "rpd")):
+            if all(rule.value(k) is None for k in FIELDS):
                 await s.execute(
                     delete(RateLimitRule).where(
                         *(getattr(RateLimitRule, c) == v for c, v in key.items())

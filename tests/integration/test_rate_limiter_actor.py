@@ -12,6 +12,7 @@ import ray
 
 from actors.rate_limiter import RateLimiterActor
 from actors.remote import remote
+from forge.limits.concurrency import ConcurrencyLeases
 from forge.limits.lease import LeasedAdmission
 from forge.limits.limiter import RateLimiter
 
@@ -39,4 +40,42 @@ def test_leases_through_the_actor_and_a_restart_admits_at_most_one_burst_more(pl
             time.sleep(0.5)
     fresh = LeasedAdmission(client.grant, client.give_back, replicas=1)
     assert 10 <= asyncio.run(burst(fresh, 30)) <= 11  # full again: one burst, no more
+    ray.kill(actor)
+
+
+def test_permits_through_the_actor_and_a_restarted_limiter_relearns_them(platform):
+    """Concurrent-request permits through the derived client; SIGKILLed, the limiter
+    comes back empty and learns what a replica holds from its next report."""
+    actor = RateLimiterActor.options(name="test-permits", namespace="tests").remote()
+    client = remote(actor, RateLimiter)
+    name = "key:live:*:concurrent"
+
+    async def hold_two() -> ConcurrencyLeases:
+        replica = ConcurrencyLeases(client.acquire, client.release, client.report, "r1")
+        assert (await replica.enter(name, 2)).allowed and (await replica.enter(name, 2)).allowed
+        other = ConcurrencyLeases(client.acquire, client.release, client.report, "r2")
+        assert not (await other.enter(name, 2)).allowed
+        return replica
+
+    replica = asyncio.run(hold_two())
+    pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            assert ray.get(actor.ping.remote(), timeout=10)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    assert ray.get(actor.in_flight.remote(name), timeout=30) == 0  # forgotten
+
+    async def report_then_refuse() -> bool:
+        await replica.sweep()  # nothing idle to give back; reports its two
+        other = ConcurrencyLeases(client.acquire, client.release, client.report, "r2")
+        return (await other.enter(name, 2)).allowed
+
+    assert not asyncio.run(report_then_refuse())
+    assert ray.get(actor.in_flight.remote(name), timeout=30) == 2
     ray.kill(actor)

@@ -30,6 +30,7 @@ from forge.db.schema import UsageRecord
 from forge.directory import Directory
 from forge.keys import KeyStore
 from forge.limits.admission import Admission
+from forge.limits.concurrency import ConcurrencyLeases
 from forge.limits.lease import LeasedAdmission
 from forge.limits.limiter import RateLimiter
 from forge.people.store import PeopleStore
@@ -203,7 +204,10 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
         tenancy=TenancyStore(make_sessionmaker(engine)),
         people=PeopleStore(make_sessionmaker(engine)),
         keyring=Keyring.parse(TEST_KEYRING),
-        admission=Admission(LeasedAdmission(limiter.grant, limiter.give_back)),
+        admission=Admission(
+            LeasedAdmission(limiter.grant, limiter.give_back),
+            ConcurrencyLeases(limiter.acquire, limiter.release, limiter.report, "in-process"),
+        ),
         audit=AuditStore(make_sessionmaker(engine)),
         budgets=BudgetGate(ledger.reserve, ledger.release, shipper.flush, expire=ledger.expire),
     )
