@@ -17,16 +17,8 @@ from forge.limits.lease import LeasedAdmission
 from forge.limits.limiter import RateLimiter
 
 
-def test_leases_through_the_actor_and_a_restart_admits_at_most_one_burst_more(platform):
-    actor = RateLimiterActor.options(name="test-rate-limiter", namespace="tests").remote()
-    client = remote(actor, RateLimiter)
-
-    async def burst(replica: LeasedAdmission, n: int) -> int:
-        return sum([(await replica.admit("key:live:rpm", 600)).allowed for _ in range(n)])
-
-    replica = LeasedAdmission(client.grant, client.give_back, replicas=1)
-    admitted = asyncio.run(burst(replica, 30))
-    assert 10 <= admitted <= 11  # a burst of 10 (600 a minute), maybe one refilled token
+def kill_and_wait_for_restart(actor) -> None:
+    """SIGKILL the actor's process; return once Ray has it answering again."""
     pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
@@ -38,6 +30,19 @@ def test_leases_through_the_actor_and_a_restart_admits_at_most_one_burst_more(pl
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def test_leases_through_the_actor_and_a_restart_admits_at_most_one_burst_more(platform):
+    actor = RateLimiterActor.options(name="test-rate-limiter", namespace="tests").remote()
+    client = remote(actor, RateLimiter)
+
+    async def burst(replica: LeasedAdmission, n: int) -> int:
+        return sum([(await replica.admit("key:live:rpm", 600)).allowed for _ in range(n)])
+
+    replica = LeasedAdmission(client.grant, client.give_back, replicas=1)
+    admitted = asyncio.run(burst(replica, 30))
+    assert 10 <= admitted <= 11  # a burst of 10 (600 a minute), maybe one refilled token
+    kill_and_wait_for_restart(actor)
     fresh = LeasedAdmission(client.grant, client.give_back, replicas=1)
     assert 10 <= asyncio.run(burst(fresh, 30)) <= 11  # full again: one burst, no more
     ray.kill(actor)
@@ -58,17 +63,7 @@ def test_permits_through_the_actor_and_a_restarted_limiter_relearns_them(platfor
         return replica
 
     replica = asyncio.run(hold_two())
-    pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            assert ray.get(actor.ping.remote(), timeout=10)
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    kill_and_wait_for_restart(actor)
     assert ray.get(actor.in_flight.remote(name), timeout=30) == 0  # forgotten
 
     async def report_then_refuse() -> bool:
