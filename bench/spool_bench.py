@@ -26,7 +26,7 @@ import httpx2
 from actors.usage_recorder import UsageStore
 from actors.usage_shipper import UsageShipper
 from actors.usage_spool import UsageSpool
-from forge.adapters import CachedAdapterLookup
+from forge.adapters import CachedAdapterLookup, VisibleAdapters
 from forge.config import PlatformConfig
 from forge.db.engine import make_engine, make_sessionmaker
 from forge.db.migrate import upgrade_async
@@ -71,7 +71,7 @@ async def gateway(work: Path, spool: bool) -> tuple[httpx2.AsyncClient, str, Gat
         usage_spool.open()
     runtime = GatewayRuntime(
         config=config,
-        router=Router(config.models, providers, adapters),
+        router=Router(config.models, providers, VisibleAdapters(directory.visible_adapter)),
         verifier=KeyVerifier(directory.keys.lookup),
         shipper=UsageShipper(UsageStore(engine).write, spool=usage_spool),
         directory=directory,

@@ -7,12 +7,14 @@ name); replicas load what they are asked for into their own LRU (serve.models.ad
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from forge.db.schema import LoraAdapter
@@ -43,6 +45,17 @@ class AdapterSpec(BaseModel):
     )
 
     created_at: datetime | None = Field(None, description="When it was registered.")
+    alias: str | None = Field(
+        None, description="What clients call it (default: its name, the registry's key)."
+    )
+    org_id: str | None = Field(None, description="Its organisation; null: the platform's.")
+    project_id: str | None = Field(
+        None, description="The one project that may use it; null: its whole organisation."
+    )
+
+    @property
+    def public_name(self) -> str:
+        return self.alias or self.name
 
     @field_validator("source")
     @classmethod
@@ -81,26 +94,110 @@ class AdapterInfo(AdapterSpec):
     created_at: datetime
 
 
+def _visible_to(org_id: str | None, project_id: str | None) -> ColumnElement[bool]:
+    """The adapters a project's requests may name: the platform's, its organisation's,
+    its own."""
+    platform = LoraAdapter.org_id.is_(None)
+    if org_id is None:
+        return platform
+    mine = and_(
+        LoraAdapter.org_id == org_id,
+        or_(LoraAdapter.project_id.is_(None), LoraAdapter.project_id == project_id),
+    )
+    return or_(platform, mine)
+
+
+def _specificity(row: LoraAdapter) -> int:
+    """A project's adapter shadows its organisation's, which shadows the platform's."""
+    return (row.org_id is not None) + (row.project_id is not None)
+
+
 class AdapterRegistry:
     def __init__(self, sessions: async_sessionmaker) -> None:
         self._sessions = sessions
 
     async def register(self, spec: AdapterSpec) -> AdapterInfo:
-        """Add ``spec``; registering the same spec again is a no-op, a different one 409."""
+        """Add ``spec`` under its alias in its owner's scope; the same spec again is a
+        no-op, a different one with the alias in that scope a 409. Its key (``name``) is
+        the alias when no other registration has it, else made unique."""
+        alias = spec.public_name
         async with self._sessions.begin() as session:
-            row = await session.get(LoraAdapter, spec.name)
+            row = await session.scalar(
+                select(LoraAdapter).where(
+                    LoraAdapter.alias == alias,
+                    _same(LoraAdapter.org_id, spec.org_id),
+                    _same(LoraAdapter.project_id, spec.project_id),
+                )
+            )
             if row is not None:
                 if (row.base_model, row.source) != (spec.base_model, spec.source):
                     raise Conflict(
-                        f"An adapter named {spec.name!r} already exists with another base "
+                        f"An adapter named {alias!r} already exists with another base "
                         "model or source; delete it first.",
                         param="name",
                     )
-            else:
-                row = LoraAdapter(name=spec.name, base_model=spec.base_model, source=spec.source)
-                session.add(row)
-                await session.flush()
+                return _info(row)
+            key = alias
+            if await session.get(LoraAdapter, key) is not None:
+                key = f"{alias[:80]}--{secrets.token_hex(4)}"
+            row = LoraAdapter(
+                name=key,
+                alias=alias,
+                org_id=spec.org_id,
+                project_id=spec.project_id,
+                base_model=spec.base_model,
+                source=spec.source,
+            )
+            session.add(row)
+            await session.flush()
             return _info(row)
+
+    async def visible(
+        self, alias: str, org_id: str | None, project_id: str | None
+    ) -> AdapterInfo | None:
+        """The adapter ``alias`` names for a request of ``project_id`` in ``org_id``."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(LoraAdapter).where(
+                    LoraAdapter.alias == alias, _visible_to(org_id, project_id)
+                )
+            )
+            best = max(rows, key=_specificity, default=None)
+            return None if best is None else _info(best)
+
+    async def list_visible(
+        self, org_id: str | None, project_id: str | None, *, whole_org: bool = False
+    ) -> list[AdapterInfo]:
+        """What ``project_id``'s requests may name (``whole_org``: any project's of
+        ``org_id``, for its admins), shadowed ones left out."""
+        where = (
+            or_(LoraAdapter.org_id.is_(None), LoraAdapter.org_id == org_id)
+            if whole_org
+            else _visible_to(org_id, project_id)
+        )
+        async with self._sessions() as session:
+            rows = list(await session.scalars(select(LoraAdapter).where(where)))
+        if whole_org:
+            return sorted((_info(r) for r in rows), key=lambda a: (a.public_name, a.name))
+        best: dict[str, LoraAdapter] = {}
+        for row in rows:
+            if row.alias not in best or _specificity(row) > _specificity(best[row.alias]):
+                best[row.alias] = row
+        return [_info(best[alias]) for alias in sorted(best)]
+
+    async def owned(
+        self, alias: str, org_id: str | None, project_id: str | None
+    ) -> AdapterInfo | None:
+        """The adapter ``alias`` registered in exactly this scope (for its admin)."""
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(LoraAdapter).where(
+                    LoraAdapter.alias == alias,
+                    _same(LoraAdapter.org_id, org_id),
+                    _same(LoraAdapter.project_id, project_id),
+                )
+            )
+            return None if row is None else _info(row)
 
     async def get(self, name: str) -> AdapterInfo | None:
         async with self._sessions() as session:
@@ -127,8 +224,18 @@ def _info(row: LoraAdapter) -> AdapterInfo:
     if created.tzinfo is None:  # SQLite keeps no zone; every stored time is UTC
         created = created.replace(tzinfo=UTC)
     return AdapterInfo(
-        name=row.name, base_model=row.base_model, source=row.source, created_at=created
+        name=row.name,
+        alias=row.alias,
+        org_id=row.org_id,
+        project_id=row.project_id,
+        base_model=row.base_model,
+        source=row.source,
+        created_at=created,
     )
+
+
+def _same(column: Any, value: str | None) -> ColumnElement[bool]:
+    return column.is_(None) if value is None else column == value  # type: ignore[no-any-return]
 
 
 AdapterLookup = Callable[[str], Awaitable[AdapterSpec | None]]
@@ -153,3 +260,34 @@ class CachedAdapterLookup:
 
     def forget(self, name: str) -> None:
         self._cache.pop(name)
+
+
+VisibleLookup = Callable[[str, str | None, str | None], Awaitable[AdapterSpec | None]]
+
+
+class VisibleAdapters:
+    """A gateway replica's view of which adapter an alias names for a project (answers
+    and misses kept ``ttl_s``, so a request naming an adapter costs no actor call on the
+    hot path)."""
+
+    def __init__(self, fetch: VisibleLookup, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
+        self._fetch = fetch
+        self._ttl_s = ttl_s
+        self._cache: TtlCache[tuple[str, str | None, str | None], AdapterSpec | None] = TtlCache(
+            max_entries
+        )
+
+    async def __call__(
+        self, alias: str, org_id: str | None, project_id: str | None
+    ) -> AdapterSpec | None:
+        key = (alias, org_id, project_id)
+        found, spec = self._cache.lookup(key)
+        if found:
+            return spec
+        spec = await self._fetch(alias, org_id, project_id)
+        self._cache.put(key, spec, self._ttl_s)
+        return spec
+
+    def forget(self) -> None:
+        """After a registration or a deletion here (other replicas follow in ``ttl_s``)."""
+        self._cache.clear()

@@ -79,5 +79,20 @@ class Directory:
     async def list_adapters(self) -> list[AdapterInfo]:
         return await self.adapters.list()
 
+    async def visible_adapter(
+        self, alias: str, org_id: str | None, project_id: str | None
+    ) -> AdapterInfo | None:
+        return await self.adapters.visible(alias, org_id, project_id)
+
+    async def visible_adapters(
+        self, org_id: str | None, project_id: str | None, whole_org: bool = False
+    ) -> list[AdapterInfo]:
+        return await self.adapters.list_visible(org_id, project_id, whole_org=whole_org)
+
+    async def owned_adapter(
+        self, alias: str, org_id: str | None, project_id: str | None
+    ) -> AdapterInfo | None:
+        return await self.adapters.owned(alias, org_id, project_id)
+
     async def delete_adapter(self, name: str, created_at: datetime | None = None) -> None:
         await self.adapters.delete(name, created_at)

@@ -240,8 +240,11 @@ class Relay:
     async def _targets(self, ctx: CallContext, body: dict[str, Any]) -> tuple[Target, ...]:
         """The model's targets that can serve ``body``; a 403 if the caller's project may
         not use it, a 400 if the model itself cannot, a 429 past the caller's rate limits."""
-        targets = await self.router.resolve(body["model"])
         key = ctx.key
+        if key is None:
+            targets = await self.router.resolve(body["model"])
+        else:
+            targets = await self.router.resolve(body["model"], key.org_id, key.project_id)
         if key is not None:
             if key.model_policy is not None:
                 key.model_policy.check(key.project_id, body["model"], targets[0].model.name)

@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.usage_shipper import UsageShipper
-from forge.adapters import CachedAdapterLookup
+from forge.adapters import CachedAdapterLookup, VisibleAdapters
 from forge.audit.store import AuditStore
 from forge.budgets.gate import BudgetGate
 from forge.config import KEYED_TYPES, PlatformConfig
@@ -77,7 +77,8 @@ class GatewayRuntime:
     shipper: UsageShipper
     directory: Directory
     readiness: Readiness
-    adapters: CachedAdapterLookup | None = None
+    adapters: CachedAdapterLookup | None = None  # by registry key (in-process model servers)
+    visible_adapters: VisibleAdapters | None = None  # by alias, as a project sees them
     drain: Drain = field(default_factory=Drain)
     drain_watcher: DrainWatcher | None = None
     warm_up: WarmUp | None = None

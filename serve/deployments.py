@@ -22,6 +22,7 @@ from actors.usage_spool import UsageSpool
 from forge.adapters import (
     AdapterSpec,
     CachedAdapterLookup,
+    VisibleAdapters,
     adapter_ref,
     parse_adapter_ref,
 )
@@ -249,6 +250,10 @@ class GatewayDeployment:
         adapters = CachedAdapterLookup(
             lambda name: directory.get_adapter.remote(name), ttl_s=config.gateway.auth_cache_ttl_s
         )
+        visible = VisibleAdapters(
+            lambda alias, org, project: directory.visible_adapter.remote(alias, org, project),
+            ttl_s=config.gateway.auth_cache_ttl_s,
+        )
         for cfg in config.providers:
             if cfg.placement == "gateway":
                 clients[cfg.name] = make_provider(cfg, adapter_lookup=adapters)
@@ -271,7 +276,7 @@ class GatewayDeployment:
         )
         self.runtime = GatewayRuntime(
             config=config,
-            router=Router(config.models, clients, adapters),
+            router=Router(config.models, clients, visible),
             verifier=KeyVerifier(
                 lambda digest: directory.verify.remote(digest),
                 ttl_s=config.gateway.auth_cache_ttl_s,
@@ -280,6 +285,7 @@ class GatewayDeployment:
             directory=remote(directory, Directory),
             readiness=self.readiness,
             adapters=adapters,
+            visible_adapters=visible,
             # this replica's own small pool on the platform's database, no actor between
             # (docs/architecture.md, "Stored responses")
             responses=ResponseStore.on(database, config.responses),

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from forge.adapters import AdapterLookup, AdapterMismatch, AdapterNotFound, adapter_ref
+from forge.adapters import AdapterMismatch, AdapterNotFound, VisibleLookup, adapter_ref
 from forge.config import ModelConfig
 from forge.errors import InvalidRequest, ModelNotFound
 from serve.providers.base import Endpoint, ProviderReply, StreamItem
@@ -53,7 +53,7 @@ class Router:
         self,
         models: list[ModelConfig],
         clients: Mapping[str, ProviderClient],
-        adapters: AdapterLookup | None = None,
+        adapters: VisibleLookup | None = None,
     ) -> None:
         self._models = {m.name: m for m in models}
         self._clients = dict(clients)
@@ -89,8 +89,12 @@ class Router:
         self.model(name)
         return self._chains[name]
 
-    async def resolve(self, name: str) -> tuple[Target, ...]:
-        """``targets``, plus LoRA adapters: ``<base>:<adapter>`` or an adapter's own name.
+    async def resolve(
+        self, name: str, org_id: str | None = None, project_id: str | None = None
+    ) -> tuple[Target, ...]:
+        """``targets``, plus LoRA adapters: ``<base>:<adapter>`` or an adapter's own name,
+        as the caller's project sees them (its own, its organisation's, the platform's;
+        ``org_id`` None: the platform's only).
 
         An adapter request goes to its base model's provider, through the view of it that
         names the adapter (Serve routes it to a replica holding it), without fallbacks:
@@ -103,7 +107,9 @@ class Router:
             base_name, adapter = "", name
         elif base_name not in self._models:
             self.model(base_name)  # 404 for the unknown base
-        spec = await self._adapters(adapter) if self._adapters and adapter else None
+        spec = None
+        if self._adapters is not None and adapter:
+            spec = await self._adapters(adapter, org_id, project_id)
         if spec is None:
             if sep:
                 raise AdapterNotFound(

@@ -414,11 +414,17 @@ class UsageReject(Base):
 
 
 class LoraAdapter(Base):
-    """A registered LoRA adapter; replicas load it by name on first use."""
+    """A registered LoRA adapter; replicas load it by ``name`` (its key, unique) on first
+    use. Clients call it by ``alias``, which resolves in the caller's scope: its
+    project's adapter of that alias, else its organisation's (``project_id`` null), else
+    the platform's (``org_id`` null: every organisation's)."""
 
     __tablename__ = "lora_adapters"
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(100), index=True)
+    org_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    project_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     base_model: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(2000))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

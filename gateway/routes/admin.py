@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from forge.adapters import AdapterInfo, AdapterSpec, adapter_ref
+from forge.adapters import AdapterInfo, AdapterNotFound, AdapterSpec, adapter_ref
 from forge.config import GENERATIVE_TYPES
 from forge.errors import Conflict, InvalidRequest
 from forge.keys import CreatedKey, KeyInfo, person_of
@@ -80,12 +80,41 @@ class LoadAdapterRequest(BaseModel):
     )
     model: str = Field(description="The self-hosted base model it was trained from.")
     source: str = Field(description="Local directory or fsspec URL of a PEFT LoRA adapter.")
+    project_id: str | None = Field(
+        None,
+        description="Only this project of the caller's organization may use it; default: "
+        "the whole organization (the platform operator's adapters: every organization).",
+    )
 
 
 class AdapterLoaded(AdapterInfo):
     replica_adapters: list[str] = Field(
         description="The adapters the replica that loaded this one now holds, it included."
     )
+
+
+async def _adapter_scope(
+    rt: GatewayRuntime, caller: KeyInfo, project_id: str | None
+) -> tuple[str | None, str | None]:
+    """(organisation, project) an adapter call acts in: the caller's organisation, and
+    one of its projects when named (404 for another's); the operator's: the platform."""
+    if caller.role == "platform":
+        if project_id is not None:
+            raise InvalidRequest(
+                "The platform's adapters belong to every organization, not to a project.",
+                param="project_id",
+            )
+        return None, None
+    if project_id is not None and rt.tenancy is not None:
+        project_id = (await rt.tenancy.get_project(caller.org_id, project_id)).id
+    return caller.org_id, project_id
+
+
+def _forget_adapter(rt: GatewayRuntime, key: str) -> None:
+    if rt.adapters is not None:
+        rt.adapters.forget(key)
+    if rt.visible_adapters is not None:
+        rt.visible_adapters.forget()
 
 
 @router.post(
@@ -95,23 +124,32 @@ class AdapterLoaded(AdapterInfo):
     openapi_extra=audited("resource.created"),
 )
 async def load_adapter(
-    req: LoadAdapterRequest, _: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
+    req: LoadAdapterRequest, caller: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
 ) -> AdapterLoaded:
-    """Register an adapter and load it on a replica now; no restart. The registration
-    comes first (its time is part of the adapter's version, so replicas holding an older
-    registration of the name reload); one whose load fails (unreachable, not LoRA,
-    another base's shapes) is removed again: a bad adapter is refused, not stored."""
+    """Register an adapter of the caller's organisation (or project) and load it on a
+    replica now; no restart. The registration comes first (its time is part of the
+    adapter's version, so replicas holding an older registration reload); one whose load
+    fails (unreachable, not LoRA, another base's shapes) is removed again: a bad adapter
+    is refused, not stored. Another organisation may use the same name for its own."""
     base = rt.router.model(req.model)
     provider = next(p for p in rt.config.providers if p.name == base.provider)
     if provider.type not in GENERATIVE_TYPES or provider.max_adapters == 0:
         raise InvalidRequest(f"The model {base.name!r} serves no adapters.", param="model")
     if req.name in {m.name for m in rt.router.models}:
         raise Conflict(f"{req.name!r} is already a model's name.", param="name")
+    org_id, project_id = await _adapter_scope(rt, caller, req.project_id)
     try:
-        spec = AdapterSpec(name=req.name, base_model=base.name, source=req.source)
+        spec = AdapterSpec(
+            name=req.name,
+            alias=req.name,
+            org_id=org_id,
+            project_id=project_id,
+            base_model=base.name,
+            source=req.source,
+        )
     except ValidationError as exc:
         raise InvalidRequest(exc.errors()[0]["msg"], param="source") from None
-    existing = await rt.directory.get_adapter(spec.name)
+    existing = await rt.directory.owned_adapter(req.name, org_id, project_id)
     if existing is not None and (existing.base_model, existing.source) != (
         spec.base_model,
         spec.source,
@@ -129,27 +167,39 @@ async def load_adapter(
     except Exception as exc:
         if existing is None:  # this request stored it: take it back
             with contextlib.suppress(Exception):
-                await rt.directory.delete_adapter(spec.name, info.created_at)
+                await rt.directory.delete_adapter(info.name, info.created_at)
         raise as_forge_error(exc) from None
     finally:
-        if rt.adapters is not None:
-            rt.adapters.forget(spec.name)
+        _forget_adapter(rt, info.name)
     return AdapterLoaded(**info.model_dump(), replica_adapters=loaded)
 
 
 @router.get("/adapters", response_model=list[AdapterInfo])
 async def list_adapters(
-    _: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
+    caller: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
 ) -> list[AdapterInfo]:
-    return await rt.directory.list_adapters()
+    """The caller's organisation's adapters (every project's) and the platform's; the
+    operator's: every one."""
+    if caller.role == "platform":
+        return await rt.directory.list_adapters()
+    return await rt.directory.visible_adapters(caller.org_id, None, True)
 
 
 @router.delete("/adapters/{name}", status_code=204, openapi_extra=audited("resource.deleted"))
 async def delete_adapter(
-    name: str, _: KeyInfo = Depends(admin), rt: GatewayRuntime = Depends(runtime)
+    name: str,
+    project_id: str | None = None,
+    caller: KeyInfo = Depends(admin),
+    rt: GatewayRuntime = Depends(runtime),
 ) -> None:
-    """Unregister: new requests get 404 (within the gateways' 5 s cache); replicas drop
-    it from their LRU in time."""
-    await rt.directory.delete_adapter(name)
-    if rt.adapters is not None:
-        rt.adapters.forget(name)
+    """Unregister the caller's adapter ``name`` (of ``project_id``, if it was registered
+    for one): new requests get 404 (within the gateways' 5 s cache); replicas drop it
+    from their LRU in time. Another organisation's is not found."""
+    org_id, project_id = await _adapter_scope(rt, caller, project_id)
+    found = await rt.directory.owned_adapter(name, org_id, project_id)
+    if found is None and caller.role == "platform":  # by its registry key, anyone's
+        found = await rt.directory.get_adapter(name)
+    if found is None:
+        raise AdapterNotFound(f"The adapter {name!r} does not exist.", param="name")
+    await rt.directory.delete_adapter(found.name, found.created_at)
+    _forget_adapter(rt, found.name)

@@ -26,7 +26,7 @@ def _card(model: ModelConfig) -> ModelCard:
 
 def _adapter_card(adapter: AdapterInfo, base: ModelConfig) -> ModelCard:
     created = int(adapter.created_at.timestamp())
-    return ModelCard(id=adapter.name, created=created, owned_by=base.provider)
+    return ModelCard(id=adapter.public_name, created=created, owned_by=base.provider)
 
 
 @router.get("/v1/models", response_model=ModelList)
@@ -37,14 +37,14 @@ async def list_models(
     cards = [_card(m) for m in rt.router.models]
     served = {m.name: m for m in rt.router.models}
     try:
-        adapters = await rt.directory.list_adapters()
+        adapters = await rt.directory.visible_adapters(key.org_id, key.project_id)
     except Exception as exc:  # the directory restarting: the configured models still list
         log.warning("listing adapters failed: %s", type(exc).__name__)
         adapters = []
     cards += [_adapter_card(a, served[a.base_model]) for a in adapters if a.base_model in served]
     policy = key.model_policy
     if policy is not None:
-        bases = {a.name: a.base_model for a in adapters}
+        bases = {a.public_name: a.base_model for a in adapters}
         cards = [c for c in cards if policy.allows(c.id, bases.get(c.id, c.id))]
     return ModelList(data=cards)
 
@@ -55,7 +55,7 @@ async def get_model(
 ) -> ModelCard:
     """A configured model, or an adapter by its own name or as ``<base>:<adapter>``
     (404 for neither, as for a request naming it; 403 for one the project may not use)."""
-    target = (await rt.router.resolve(model_id))[0]
+    target = (await rt.router.resolve(model_id, key.org_id, key.project_id))[0]
     if key.model_policy is not None:
         key.model_policy.check(key.project_id, model_id, target.model.name)
     return _card(target.model)

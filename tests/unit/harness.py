@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from actors.usage_recorder import UsageStore
 from actors.usage_shipper import UsageShipper
 from actors.usage_spool import UsageSpool
-from forge.adapters import CachedAdapterLookup
+from forge.adapters import CachedAdapterLookup, VisibleAdapters
 from forge.audit.store import AuditStore
 from forge.budgets.gate import BudgetGate
 from forge.budgets.ledger import BudgetLedger
@@ -184,6 +184,7 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
     spool.open()
     usage = UsageStore(engine)
     adapters = CachedAdapterLookup(directory.get_adapter, ttl_s=config.gateway.auth_cache_ttl_s)
+    visible = VisibleAdapters(directory.visible_adapter, ttl_s=config.gateway.auth_cache_ttl_s)
     providers = {p.name: make_provider(p, adapter_lookup=adapters) for p in config.providers}
     shipper = UsageShipper(
         usage.write,
@@ -194,12 +195,13 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
     ledger = BudgetLedger(make_sessionmaker(engine))
     runtime = GatewayRuntime(
         config=config,
-        router=Router(config.models, providers, adapters),
+        router=Router(config.models, providers, visible),
         verifier=KeyVerifier(directory.verify, ttl_s=config.gateway.auth_cache_ttl_s),
         shipper=shipper,
         directory=directory,
         readiness=_all_ready,
         adapters=adapters,
+        visible_adapters=visible,
         responses=ResponseStore(engine),
         tenancy=TenancyStore(make_sessionmaker(engine)),
         people=PeopleStore(make_sessionmaker(engine)),

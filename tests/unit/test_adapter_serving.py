@@ -179,3 +179,105 @@ async def test_an_adapter_deleted_and_registered_again_from_rewritten_files_serv
 async def answer_with(gw, name, source):
     assert (await register(gw, name, source)).status_code == 201
     return await answer(gw, name)
+
+
+async def _org(gw, name: str) -> tuple[str, str, str, str]:
+    """A new organisation: (its admin key, a project, that project's key, a key of its
+    default project)."""
+    made = await gw.http.post(
+        "/admin/organizations",
+        json={"name": name, "plan": "enterprise"},
+        headers={"authorization": f"Bearer {gw.operator_key}"},
+    )
+    assert made.status_code == 201, made.text
+    admin = made.json()["admin_key"]
+    headers = {"authorization": f"Bearer {admin}"}
+    project = (
+        await gw.http.post("/v1/organization/projects", json={"name": "p"}, headers=headers)
+    ).json()["id"]
+    keys = []
+    for path in (f"/v1/organization/projects/{project}", None):
+        if path is None:
+            made_key = await gw.http.post("/admin/keys", json={"name": "k"}, headers=headers)
+            keys.append(made_key.json()["key"])
+            continue
+        account = await gw.http.post(
+            f"{path}/service_accounts", json={"name": "svc"}, headers=headers
+        )
+        keys.append(account.json()["api_key"]["value"])
+    return admin, project, keys[0], keys[1]
+
+
+async def ask(gw, key: str, model: str) -> str:
+    c = await gw.sdk(key).chat.completions.create(
+        model=model, messages=PROMPT, max_tokens=10, temperature=0
+    )
+    return c.choices[0].message.content
+
+
+async def test_adapters_belong_to_their_organisation_and_project(gw, adapter_dirs):
+    """An organisation's adapter answers its own keys only; another organisation gets
+    404 for it everywhere and may register the same name with its own weights; a
+    project's adapter is that project's; the operator's is every organisation's, and an
+    organisation's own adapter of the same name shadows it."""
+    a_admin, a_project, a_key, a_default = await _org(gw, "adapters-a")
+    b_admin, _, b_key, _ = await _org(gw, "adapters-b")
+    made = await gw.http.post(
+        "/admin/adapters",
+        json={"name": "support", "model": "tiny-llama", "source": str(adapter_dirs["support"])},
+        headers={"authorization": f"Bearer {a_admin}"},
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["org_id"] and made.json()["alias"] == "support"
+    a_support = await ask(gw, a_key, "support")
+    assert await ask(gw, a_default, "tiny-llama:support") == a_support
+    for model in ("support", "tiny-llama:support"):
+        with pytest.raises(openai.NotFoundError):
+            await ask(gw, b_key, model)
+        with pytest.raises(openai.NotFoundError):
+            await gw.sdk(b_key).models.retrieve(model)
+    assert "support" not in {m.id async for m in gw.sdk(b_key).models.list()}
+    assert "support" in {m.id async for m in gw.sdk(a_key).models.list()}
+    b_headers = {"authorization": f"Bearer {b_admin}"}
+    assert (await gw.http.get("/admin/adapters", headers=b_headers)).json() == []
+    refused = await gw.http.delete("/admin/adapters/support", headers=b_headers)
+    assert refused.status_code == 404 and "support" in refused.text
+    assert await ask(gw, a_key, "support") == a_support  # untouched
+
+    legal = {"name": "support", "model": "tiny-llama", "source": str(adapter_dirs["legal"])}
+    made_b = await gw.http.post("/admin/adapters", json=legal, headers=b_headers)
+    assert made_b.status_code == 201, made_b.text  # the name is B's too, with B's weights
+    assert made_b.json()["name"] != made.json()["name"]  # two registrations, two keys
+    b_support = await ask(gw, b_key, "support")
+    assert b_support != a_support and await ask(gw, a_key, "support") == a_support
+
+    # a project's own adapter: its project's keys only
+    only = {
+        "name": "project-only",
+        "model": "tiny-llama",
+        "source": str(adapter_dirs["legal"]),
+        "project_id": a_project,
+    }
+    a_headers = {"authorization": f"Bearer {a_admin}"}
+    assert (await gw.http.post("/admin/adapters", json=only, headers=a_headers)).status_code == 201
+    assert await ask(gw, a_key, "project-only") == b_support  # the legal weights
+    with pytest.raises(openai.NotFoundError):
+        await ask(gw, a_default, "project-only")
+    foreign = {**only, "name": "elsewhere", "project_id": "proj_of_nobody"}
+    assert (
+        await gw.http.post("/admin/adapters", json=foreign, headers=b_headers)
+    ).status_code == 404
+
+    # the platform's adapter: everyone's, shadowed by an organisation's own
+    operator = {"authorization": f"Bearer {gw.operator_key}"}
+    shared = {"name": "shared", "model": "tiny-llama", "source": str(adapter_dirs["legal"])}
+    assert (await gw.http.post("/admin/adapters", json=shared, headers=operator)).status_code == 201
+    assert await ask(gw, a_key, "shared") == await ask(gw, b_key, "shared") == b_support
+    mine = {**shared, "source": str(adapter_dirs["support"])}
+    assert (await gw.http.post("/admin/adapters", json=mine, headers=a_headers)).status_code == 201
+    assert await ask(gw, a_key, "shared") == a_support  # A's own shadows the platform's
+    assert await ask(gw, b_key, "shared") == b_support
+    assert (await gw.http.delete("/admin/adapters/shared", headers=a_headers)).status_code == 204
+    assert await ask(gw, a_key, "shared") == b_support  # the platform's again
+    everyone = await gw.http.get("/admin/adapters", headers=operator)
+    assert len([a for a in everyone.json() if a["alias"] == "support"]) == 2

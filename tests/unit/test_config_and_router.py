@@ -139,7 +139,7 @@ async def test_adapter_names_split_at_the_last_colon():
         }
     )
 
-    async def lookup(name):
+    async def lookup(name, org_id, project_id):
         return AdapterSpec(name=name, base_model="qwen:0.5b", source="/a") if name == "x" else None
 
     router = Router(cfg.models, {"local": Server()}, lookup)

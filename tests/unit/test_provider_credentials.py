@@ -210,7 +210,8 @@ async def test_a_projects_own_key_answers_its_requests_and_only_its_own(byok):
         await gw.sdk().chat.completions.create(model="gpt-own", messages=MSG)
 
     listed = await call(gw, "GET", path, org.admin)
-    assert [c["id"] for c in listed.json()["data"]] == [shown["id"]]
+    listed_ids = {c["provider"]: c["id"] for c in listed.json()["data"]}
+    assert listed_ids == {"fake": org.credential, "own": shown["id"]}  # populated set fake's
     assert OWN_KEY not in listed.text
     replaced = await call(
         gw, "POST", path, org.admin, json={"provider": "own", "api_key": "sk-another-key-9999"}
@@ -228,7 +229,8 @@ async def test_a_projects_own_key_answers_its_requests_and_only_its_own(byok):
         "deleted": True,
     }
     assert (await call(gw, "DELETE", f"{path}/{shown['id']}", org.admin)).status_code == 404
-    assert (await call(gw, "GET", path, org.admin)).json()["data"] == []
+    left = (await call(gw, "GET", path, org.admin)).json()["data"]
+    assert [c["id"] for c in left] == [org.credential]
 
 
 async def test_a_credential_is_sealed_at_rest_and_kept_out_of_the_audit_log(byok):
@@ -238,7 +240,9 @@ async def test_a_credential_is_sealed_at_rest_and_kept_out_of_the_audit_log(byok
     await call(gw, "POST", path, org.admin, json={"provider": "own", "api_key": OWN_KEY})
     sessions = make_sessionmaker(gw.engine)
     async with sessions() as s:
-        row = (await s.scalars(select(ProviderCredential))).one()
+        row = (
+            await s.scalars(select(ProviderCredential).where(ProviderCredential.provider == "own"))
+        ).one()
         audit = [a.content for a in await s.scalars(select(AuditLogEntry))]
     assert OWN_KEY not in row.sealed and row.key_id == gw.runtime.keyring.current
     assert gw.runtime.keyring.open(row.sealed, context_of(org.project, "own")) == OWN_KEY
@@ -248,9 +252,11 @@ async def test_a_credential_is_sealed_at_rest_and_kept_out_of_the_audit_log(byok
     old = gw.runtime.keyring
     new_entry = new_key_entry("next")
     rotated = Keyring.parse(new_entry + "," + _entry_of(old))
-    assert await CredentialStore(sessions, rotated).reseal() == 1
+    assert await CredentialStore(sessions, rotated).reseal() == 2  # "own", and populated's
     async with sessions() as s:
-        row = (await s.scalars(select(ProviderCredential))).one()
+        row = (
+            await s.scalars(select(ProviderCredential).where(ProviderCredential.provider == "own"))
+        ).one()
     assert row.key_id == "next"
     assert Keyring.parse(new_entry).open(row.sealed, context_of(org.project, "own")) == OWN_KEY
     assert await CredentialStore(sessions, rotated).reseal() == 0
