@@ -56,6 +56,8 @@ class Organization(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     default_project_id: Mapped[str] = mapped_column(String(40))  # admin keys' project
+    # the Platform-plan organisation that resells to this one (its sub-organisation)
+    parent_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
 
 
 class Project(Base):

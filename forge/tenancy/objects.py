@@ -41,6 +41,7 @@ class OrganizationObject(BaseModel):
     plan: PlanName
     status: Literal["active", "suspended", "deleted"]
     created_at: int
+    parent_id: str | None = None  # the organisation it is a sub-organisation of
 
 
 class ProjectObject(BaseModel):

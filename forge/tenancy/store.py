@@ -56,6 +56,7 @@ def _organization(row: Organization) -> OrganizationObject:
         plan=row.plan,
         status=row.status,
         created_at=unix(row.created_at) or 0,
+        parent_id=row.parent_id,
     )
 
 
@@ -140,9 +141,11 @@ class TenancyStore:
 
     # ------------------------------------------------------------ the operator's
 
-    async def create_org(self, name: str, plan: PlanName) -> tuple[OrganizationObject, str]:
-        """A new organisation with its default project and a first admin key (returned,
-        shown once)."""
+    async def create_org(
+        self, name: str, plan: PlanName, parent_id: str | None = None
+    ) -> tuple[OrganizationObject, str]:
+        """A new organisation (``parent_id``: a sub-organisation of that one) with its
+        default project and a first admin key (returned, shown once)."""
         org = Organization(
             id=new_id("org-"),
             name=name,
@@ -150,6 +153,7 @@ class TenancyStore:
             status="active",
             created_at=utcnow(),
             default_project_id=new_id("proj_"),
+            parent_id=parent_id,
         )
         project = Project(
             id=org.default_project_id,
@@ -169,6 +173,30 @@ class TenancyStore:
             ) from None
         created = await self.keys.create_key("admin", "admin", org_id=org.id, project_id=project.id)
         return _organization(org), created.key
+
+    async def sub_organizations(self, parent_id: str) -> list[OrganizationObject]:
+        """The organisations ``parent_id`` resells to, oldest first (deleted ones left out)."""
+        query = (
+            select(Organization)
+            .where(Organization.parent_id == parent_id, Organization.status != "deleted")
+            .order_by(Organization.created_at, Organization.id)
+        )
+        async with self._sessions() as s:
+            return [_organization(r) for r in await s.scalars(query)]
+
+    async def sub_organization(self, parent_id: str, org_id: str) -> OrganizationObject:
+        """One of ``parent_id``'s sub-organisations (404 for any other organisation)."""
+        async with self._sessions() as s:
+            row = await s.scalar(
+                select(Organization).where(
+                    Organization.id == org_id,
+                    Organization.parent_id == parent_id,
+                    Organization.status != "deleted",
+                )
+            )
+        if row is None:
+            raise NotFound(f"No sub-organization with id {org_id!r}.", param="org_id")
+        return _organization(row)
 
     async def list_orgs(
         self, limit: int = 20, after: str | None = None

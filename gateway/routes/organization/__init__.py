@@ -16,7 +16,9 @@ from gateway.routes.organization import (
     roles,
     service_accounts,
     spend_alerts,
+    sub_organizations,
     usage,
+    usage_export,
     users,
 )
 
@@ -35,6 +37,8 @@ for module in (
     roles,
     groups,
     audit_logs,
+    usage_export,  # before usage: /usage/export is not a report
     usage,
+    sub_organizations,
 ):
     router.include_router(module.router)
