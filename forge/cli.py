@@ -236,11 +236,22 @@ def keys_create(
     operator: Annotated[
         bool, typer.Option("--operator", help="A platform operator's key (every organization).")
     ] = False,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Only this model (repeatable; default: all).")
+    ] = None,
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this endpoint, e.g. /v1/chat/completions (repeatable)."),
+    ] = None,
 ) -> None:
     """Create a key of the default organization's default project and print it (the only
     time it is shown)."""
     role: Role = "platform" if operator else "admin" if admin else "user"
-    created = _with_store(lambda store: store.create_key(name, role))
+    created = _with_store(
+        lambda store: store.create_key(
+            name, role, allowed_models=model or None, allowed_endpoints=endpoint or None
+        )
+    )
     typer.echo(created.key)
 
 

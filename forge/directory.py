@@ -54,6 +54,8 @@ class Directory:
         org_id: str = DEFAULT_ORG_ID,
         project_id: str = DEFAULT_PROJECT_ID,
         owner_user_id: str | None = None,
+        allowed_models: list[str] | None = None,
+        allowed_endpoints: list[str] | None = None,
     ) -> CreatedKey:
         return await self.keys.create_key(
             name,
@@ -62,6 +64,8 @@ class Directory:
             project_id=project_id,
             owner_type="user" if owner_user_id else None,
             owner_id=owner_user_id,
+            allowed_models=allowed_models,
+            allowed_endpoints=allowed_endpoints,
         )
 
     async def list_keys(self, org_id: str | None = None) -> list[KeyInfo]:

@@ -24,6 +24,7 @@ from forge.db.schema import (
     utcnow,
 )
 from forge.errors import NotFound
+from forge.key_scope import checked, stored
 from forge.limits.rules import LimitRule
 from forge.tenancy.policy import ModelPolicy
 
@@ -56,6 +57,8 @@ class KeyInfo(BaseModel):
     model_policy: ModelPolicy | None = None  # its project's model permissions, if any
     # its project's own provider keys, sealed: provider name → sealed (forge.credentials)
     credentials: dict[str, str] = {}
+    allowed_models: list[str] | None = None  # None: every model its project may use
+    allowed_endpoints: list[str] | None = None  # None: every endpoint (forge.key_scope)
 
     @property
     def active(self) -> bool:
@@ -115,6 +118,8 @@ def _info(
         project_status=project_status or "active",
         plan=plan,
         model_policy=ModelPolicy.stored(policy_mode, policy_models),
+        allowed_models=stored(row.allowed_models),
+        allowed_endpoints=stored(row.allowed_endpoints),
     )
 
 
@@ -135,8 +140,12 @@ class KeyStore:
         owner_type: OwnerType | None = None,
         owner_id: str | None = None,
         expires_at: datetime | None = None,
+        allowed_models: list[str] | None = None,
+        allowed_endpoints: list[str] | None = None,
     ) -> CreatedKey:
-        """A new key of ``project_id`` in ``org_id`` (the caller checked both exist)."""
+        """A new key of ``project_id`` in ``org_id`` (the caller checked both exist),
+        restricted to ``allowed_models`` and ``allowed_endpoints`` when given."""
+        models, endpoints = checked(allowed_models, allowed_endpoints)
         key = key or generate_key()
         row = ApiKey(
             id=new_key_id(),
@@ -150,6 +159,8 @@ class KeyStore:
             owner_type=owner_type,
             owner_id=owner_id,
             expires_at=expires_at,
+            allowed_models=models,
+            allowed_endpoints=endpoints,
         )
         async with self._sessions() as s, s.begin():
             s.add(row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from forge.errors import AuthenticationFailed, PermissionDenied
+from forge.key_scope import check_endpoint
 from forge.keys import KeyInfo
 from gateway.auth import presented_key, require_admin, require_platform
 from gateway.permissions import check_route_permission
@@ -28,6 +29,9 @@ async def caller(request: Request) -> KeyInfo:
             await rt.auth_failures.record(rt.audit, request, exc)
         raise
     request.state.caller = key
+    if key.allowed_endpoints is not None:
+        route = request.scope.get("route")
+        check_endpoint(key.id, key.allowed_endpoints, getattr(route, "path", request.url.path))
     return key
 
 

@@ -29,6 +29,7 @@ from forge.errors import (
     UpstreamRateLimited,
     unwrap_remote,
 )
+from forge.key_scope import check_model
 from forge.keys import KeyInfo
 from forge.limits.admission import Admission, Admitted, requested_output
 from forge.tenancy.plans import plan_has, require_feature
@@ -248,6 +249,8 @@ class Relay:
         if key is not None:
             if key.model_policy is not None:
                 key.model_policy.check(key.project_id, body["model"], targets[0].model.name)
+            if key.allowed_models is not None:
+                check_model(key.id, key.allowed_models, body["model"], targets[0].model.name)
             if key.plan is not None and not plan_has(key.plan, "all_providers"):
                 targets = shared_only(targets, key.plan)
         check_request(targets[0].model, body)

@@ -109,6 +109,9 @@ class ApiKey(Base):
     owner_type: Mapped[str | None] = mapped_column(String(24), nullable=True)
     owner_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # JSON lists of what this key may call (null: all its project may): forge.key_scope
+    allowed_models: Mapped[str | None] = mapped_column(Text, nullable=True)
+    allowed_endpoints: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class User(Base):

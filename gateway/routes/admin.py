@@ -27,6 +27,12 @@ class CreateKeyRequest(BaseModel):
     project_id: str | None = Field(
         None, description="A project of the caller's organization; default: its default one."
     )
+    allowed_models: list[str] | None = Field(
+        None, description="Only these models (default: every model its project may use)."
+    )
+    allowed_endpoints: list[str] | None = Field(
+        None, description="Only these endpoints, e.g. /v1/chat/completions (default: all)."
+    )
 
 
 def _org_scope(caller: KeyInfo) -> str | None:
@@ -52,6 +58,8 @@ async def create_key(
         org_id=caller.org_id,
         project_id=project_id,
         owner_user_id=person_of(caller),
+        allowed_models=req.allowed_models,
+        allowed_endpoints=req.allowed_endpoints,
     )
 
 

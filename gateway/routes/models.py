@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 
 from forge.adapters import AdapterInfo
 from forge.config import ModelConfig
+from forge.key_scope import check_model
 from forge.keys import KeyInfo
 from forge.protocol.openai import ModelCard, ModelList
 from gateway.deps import caller, runtime
@@ -42,10 +43,13 @@ async def list_models(
         log.warning("listing adapters failed: %s", type(exc).__name__)
         adapters = []
     cards += [_adapter_card(a, served[a.base_model]) for a in adapters if a.base_model in served]
+    bases = {a.public_name: a.base_model for a in adapters}
     policy = key.model_policy
     if policy is not None:
-        bases = {a.public_name: a.base_model for a in adapters}
         cards = [c for c in cards if policy.allows(c.id, bases.get(c.id, c.id))]
+    allowed = key.allowed_models
+    if allowed is not None:
+        cards = [c for c in cards if c.id in allowed or bases.get(c.id) in allowed]
     return ModelList(data=cards)
 
 
@@ -58,4 +62,6 @@ async def get_model(
     target = (await rt.router.resolve(model_id, key.org_id, key.project_id))[0]
     if key.model_policy is not None:
         key.model_policy.check(key.project_id, model_id, target.model.name)
+    if key.allowed_models is not None:
+        check_model(key.id, key.allowed_models, model_id, target.model.name)
     return _card(target.model)

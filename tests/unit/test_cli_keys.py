@@ -27,6 +27,34 @@ def test_keys_create_list_revoke(tmp_path, monkeypatch):
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
 
 
+def test_a_key_made_from_the_cli_may_be_limited_to_models_and_endpoints(tmp_path, monkeypatch):
+    import asyncio
+
+    from forge.db.engine import make_engine, make_sessionmaker
+    from forge.keys import KeyStore, hash_key
+
+    monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    runner = CliRunner()
+    made = runner.invoke(
+        app,
+        ["keys", "create", "--name", "narrow", "--model", "gpt-test", "--endpoint", "/v1/models"],
+    )
+    assert made.exit_code == 0, made.output
+
+    async def stored():
+        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'forge.db'}")
+        try:
+            return await KeyStore(make_sessionmaker(engine)).lookup(hash_key(made.output.strip()))
+        finally:
+            await engine.dispose()
+
+    info = asyncio.run(stored())
+    assert info.allowed_models == ["gpt-test"] and info.allowed_endpoints == ["/v1/models"]
+    refused = runner.invoke(app, ["keys", "create", "--name", "x", "--endpoint", "/v1/files"])
+    assert refused.exit_code == 1 and "allowed_endpoints" in refused.output
+
+
 def test_status_without_a_running_platform_says_so_in_one_line(monkeypatch):
     import ray
 
