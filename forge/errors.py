@@ -7,6 +7,7 @@ each one pickles by its constructor arguments and carries everything the HTTP la
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -165,6 +166,33 @@ class ServiceUnavailable(ForgeError):
     status_code = 503
     error_type = "server_error"
     default_code = "service_unavailable"
+
+
+def _kinds() -> list[type[ForgeError]]:
+    """Every error class, each after its parents."""
+    out: list[type[ForgeError]] = []
+    todo: list[type[ForgeError]] = [ForgeError]
+    while todo:
+        cls = todo.pop(0)
+        out.append(cls)
+        todo += cls.__subclasses__()
+    return out
+
+
+def status_of_body(error: Mapping[str, Any]) -> int:
+    """The HTTP status of the error an OpenAI error object describes, for errors that
+    arrive without one (inside a stream): the class that declares its ``type`` and
+    ``code``, else the most general class of its ``type`` (the base class aside: a
+    platform error is never a bare 500)."""
+    kinds = _kinds()
+    code, kind = error.get("code"), error.get("type")
+    for cls in kinds:
+        if code is not None and (cls.error_type, cls.default_code) == (kind, code):
+            return cls.status_code
+    for cls in kinds[1:]:
+        if cls.error_type == kind:
+            return cls.status_code
+    return ForgeError.status_code
 
 
 def unwrap_remote(exc: BaseException) -> BaseException:

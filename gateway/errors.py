@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from forge.errors import ForgeError, InvalidRequest, NotFound, unwrap_remote
+from forge.errors import ForgeError, InvalidRequest, NotFound, status_of_body, unwrap_remote
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,13 @@ def anthropic_error_body(error: ForgeError) -> dict[str, Any]:
     """Anthropic's error shape, for the Anthropic-compatible routes."""
     kind = ANTHROPIC_TYPES.get(error.status_code, "api_error")
     return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
+def anthropic_stream_error(error: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI-shaped error from inside a stream as Anthropic's ``error`` event: the
+    same type its HTTP answer would have had (the one mapping, by status)."""
+    kind = ANTHROPIC_TYPES.get(status_of_body(error), "api_error")
+    return {"type": "error", "error": {"type": kind, "message": error.get("message", "")}}
 
 
 def error_response(error: ForgeError, path: str = "") -> Response:

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from forge.keys import KeyInfo
 from forge.protocol.anthropic import CountTokensRequest, MessagesRequest
 from gateway.deps import caller, runtime
+from gateway.errors import anthropic_stream_error
 from gateway.relay import CallContext
 from gateway.routes.inference import validated_body
 from gateway.runtime import GatewayRuntime
@@ -37,13 +38,6 @@ async def messages(
     return Response(orjson.dumps(message), media_type="application/json", headers=headers)
 
 
-def _stream_error(error: dict) -> dict:
-    """An OpenAI-shaped in-stream error as Anthropic's ``error`` event."""
-    kind = {"rate_limit_error": "rate_limit_error", "upstream_unavailable": "overloaded_error"}
-    name = kind.get(error.get("type")) or kind.get(error.get("code")) or "api_error"
-    return {"type": "error", "error": {"type": name, "message": error.get("message", "")}}
-
-
 async def _anthropic_events(source: AsyncIterator[bytes], model: str) -> AsyncIterator[bytes]:
     """Re-frame the relay's OpenAI SSE chunks as Anthropic's named events."""
     translator = tr.OpenAIStreamToAnthropic(model)
@@ -56,7 +50,7 @@ async def _anthropic_events(source: AsyncIterator[bytes], model: str) -> AsyncIt
                 continue
             chunk = orjson.loads(data)
             if "error" in chunk:
-                yield tr.sse(_stream_error(chunk["error"]))
+                yield tr.sse(anthropic_stream_error(chunk["error"]))
                 return
             for out in translator.feed(chunk):
                 yield out
