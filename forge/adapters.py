@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from forge.db.schema import LoraAdapter
@@ -122,13 +122,7 @@ class AdapterRegistry:
         the alias when no other registration has it, else made unique."""
         alias = spec.public_name
         async with self._sessions.begin() as session:
-            row = await session.scalar(
-                select(LoraAdapter).where(
-                    LoraAdapter.alias == alias,
-                    _same(LoraAdapter.org_id, spec.org_id),
-                    _same(LoraAdapter.project_id, spec.project_id),
-                )
-            )
+            row = await session.scalar(_in_scope(alias, spec.org_id, spec.project_id))
             if row is not None:
                 if (row.base_model, row.source) != (spec.base_model, spec.source):
                     raise Conflict(
@@ -190,13 +184,7 @@ class AdapterRegistry:
     ) -> AdapterInfo | None:
         """The adapter ``alias`` registered in exactly this scope (for its admin)."""
         async with self._sessions() as session:
-            row = await session.scalar(
-                select(LoraAdapter).where(
-                    LoraAdapter.alias == alias,
-                    _same(LoraAdapter.org_id, org_id),
-                    _same(LoraAdapter.project_id, project_id),
-                )
-            )
+            row = await session.scalar(_in_scope(alias, org_id, project_id))
             return None if row is None else _info(row)
 
     async def get(self, name: str) -> AdapterInfo | None:
@@ -236,6 +224,15 @@ def _info(row: LoraAdapter) -> AdapterInfo:
 
 def _same(column: Any, value: str | None) -> ColumnElement[bool]:
     return column.is_(None) if value is None else column == value  # type: ignore[no-any-return]
+
+
+def _in_scope(alias: str, org_id: str | None, project_id: str | None) -> Select[Any]:
+    """The adapter ``alias`` registered in exactly this scope."""
+    return select(LoraAdapter).where(
+        LoraAdapter.alias == alias,
+        _same(LoraAdapter.org_id, org_id),
+        _same(LoraAdapter.project_id, project_id),
+    )
 
 
 AdapterLookup = Callable[[str], Awaitable[AdapterSpec | None]]
