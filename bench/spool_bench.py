@@ -24,19 +24,19 @@ from pathlib import Path
 import httpx2
 
 from actors.usage_recorder import UsageStore
-from actors.usage_shipper import UsageShipper
-from actors.usage_spool import UsageSpool
 from forge.adapters import CachedAdapterLookup, VisibleAdapters
 from forge.config import PlatformConfig
 from forge.db.engine import make_engine, make_sessionmaker
 from forge.db.migrate import upgrade_async
 from forge.directory import Directory
+from forge.routing.router import Router
 from forge.usage import UsageEvent
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.runtime import GatewayRuntime
+from gateway.usage_shipper import UsageShipper
+from gateway.usage_spool import UsageSpool
 from serve.providers.registry import make_provider
-from serve.router import Router
 
 MOCK_PORT = 18011
 
@@ -71,7 +71,12 @@ async def gateway(work: Path, spool: bool) -> tuple[httpx2.AsyncClient, str, Gat
         usage_spool.open()
     runtime = GatewayRuntime(
         config=config,
-        router=Router(config.models, providers, VisibleAdapters(directory.visible_adapter)),
+        router=Router(
+            config.models,
+            providers,
+            VisibleAdapters(directory.visible_adapter),
+            config.routing.groups,
+        ),
         verifier=KeyVerifier(directory.keys.lookup),
         shipper=UsageShipper(UsageStore(engine).write, spool=usage_spool),
         directory=directory,

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import orjson
 
-from serve.providers.sse import event
-from serve.translate import anthropic as tr
+from forge.protocol.sse import event
+from forge.translate import anthropic as tr
 
 TOKENS = 1000
 PASSES = 15

@@ -316,6 +316,75 @@ class ModelConfig(StrictModel):
         return self.model or self.name
 
 
+Strategy = Literal["priority", "weighted", "least_busy", "lowest_latency", "lowest_cost"]
+
+
+class GroupTarget(StrictModel):
+    model: str = Field(description="A model's public name (from `models`).")
+    weight: float = Field(
+        1.0, gt=0, description="Share of traffic under `weighted`; a tie-break elsewhere."
+    )
+    priority: int = Field(
+        0, ge=0, description="Under `priority`: lower first; targets of equal priority by weight."
+    )
+
+
+class ModelGroup(StrictModel):
+    """One public model name in front of several targets, ordered per request by a strategy;
+    the targets after the first are the request's fallbacks."""
+
+    name: str = Field(description="Public model name clients send; unique among models and groups.")
+    strategy: Strategy = Field(
+        "priority",
+        description="priority: lowest `priority` first; weighted: at random by `weight`; "
+        "least_busy: fewest requests in flight on this replica; lowest_latency: the lowest "
+        "moving time to first token plus per-token time for the output asked for; "
+        "lowest_cost: the cheapest for this request's tokens that meets its limits.",
+    )
+    targets: list[GroupTarget] = Field(min_length=1, description="The models it sends to.")
+
+
+class RetryConfig(StrictModel):
+    attempts: int = Field(
+        2, ge=1, le=10, description="Tries per target (the first and its retries) before the next."
+    )
+    base_delay_s: float = Field(
+        0.1, ge=0, description="Backoff before the first retry; doubled each time, full jitter."
+    )
+    max_delay_s: float = Field(2.0, ge=0, description="Longest backoff between two tries.")
+    max_retry_after_s: float = Field(
+        2.0,
+        ge=0,
+        description="An upstream `Retry-After` up to this is waited out before retrying the "
+        "same target; a longer one cools the target down for that long and moves on.",
+    )
+
+
+class BreakerConfig(StrictModel):
+    failures: int = Field(
+        5, ge=1, description="Consecutive failures of a target that open its breaker."
+    )
+    cooldown_s: float = Field(
+        10.0, gt=0, description="How long an open breaker refuses traffic before one probe."
+    )
+    max_cooldown_s: float = Field(
+        300.0, gt=0, description="Longest cooldown: each failed probe doubles it up to this."
+    )
+
+
+class RoutingConfig(StrictModel):
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    max_wait_s: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="When every target of a request is cooling down: wait up to this long "
+        "for the first to come back, else answer 503 saying which and until when.",
+    )
+    groups: list[ModelGroup] = Field(default_factory=list, description="Model groups.")
+
+
 class PlatformConfig(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
@@ -323,6 +392,7 @@ class PlatformConfig(StrictModel):
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> PlatformConfig:
@@ -338,6 +408,15 @@ class PlatformConfig(StrictModel):
             for f in m.fallbacks:
                 if f not in names or f == m.name:
                     raise ValueError(f"model {m.name!r} has invalid fallback {f!r}")
+        for i, group in enumerate(self.routing.groups):
+            if group.name in names or group.name in {g.name for g in self.routing.groups[:i]}:
+                raise ValueError(f"routing.groups[{i}].name {group.name!r} is already taken")
+            for j, target in enumerate(group.targets):
+                if target.model not in names:
+                    raise ValueError(
+                        f"routing.groups[{i}].targets[{j}].model names unknown model "
+                        f"{target.model!r}"
+                    )
         types = {p.name: p.type for p in self.providers}
         if any(m.shared is None for m in self.models):
             resolved = [
@@ -359,7 +438,14 @@ class PlatformConfig(StrictModel):
             m.model_copy(update={"fallbacks": [f for f in m.fallbacks if f in names]})
             for m in models
         ]
-        return self.model_copy(update={"providers": providers, "models": models})
+        groups = [
+            g.model_copy(update={"targets": [t for t in g.targets if t.model in names]})
+            for g in self.routing.groups
+        ]
+        routing = self.routing.model_copy(update={"groups": [g for g in groups if g.targets]})
+        return self.model_copy(
+            update={"providers": providers, "models": models, "routing": routing}
+        )
 
 
 def load_config(path: str | Path) -> PlatformConfig:

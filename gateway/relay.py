@@ -6,43 +6,40 @@ that reached a provider, whether it succeeded, failed, or lost its client mid-st
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
-from actors.usage_shipper import UsageShipper
-from actors.usage_spool import PROGRESS_EVERY
 from forge.budgets.gate import BudgetAdmitted, BudgetGate
 from forge.budgets.model import Costs, worst_case
+from forge.config import RoutingConfig
 from forge.credentials.opener import CredentialOpener
-from forge.errors import (
-    AuthenticationFailed,
-    ForgeError,
-    InvalidRequest,
-    ServiceUnavailable,
-    UpstreamError,
-    UpstreamRateLimited,
-    unwrap_remote,
-)
+from forge.errors import AuthenticationFailed, ForgeError, ServiceUnavailable, unwrap_remote
 from forge.key_scope import check_model
 from forge.keys import KeyInfo
 from forge.limits.admission import Admission, Admitted, requested_output
+from forge.protocol.exchange import Endpoint, StreamEnd, StreamHead, Usage
+from forge.protocol.sse import DONE, error_event
+from forge.routing.breakers import Breakers
+from forge.routing.limits import NO_LIMITS, RouteLimits, route_limits
+from forge.routing.planner import COOLING_DOWN, Plan, Planner
+from forge.routing.retries import RetryPolicy, Verdict
+from forge.routing.router import Route, Router, Target
+from forge.routing.stats import RouteStats
 from forge.tenancy.plans import plan_has, require_feature
 from forge.usage import UsageEvent, UsageStatus, cost_usd
 from gateway.drain import SHUTTING_DOWN, Drain
-from serve.capabilities import check_request
-from serve.providers.base import Endpoint, StreamEnd, StreamHead, Usage
-from serve.providers.sse import DONE, error_event
-from serve.router import Router, Target
+from gateway.usage_shipper import UsageShipper
+from gateway.usage_spool import PROGRESS_EVERY
 
-# What a fallback model may answer instead: the provider's failures and 429s, and a part
-# of the platform restarting; never the platform's own limits (a plain RateLimited).
-RETRYABLE = (UpstreamError, UpstreamRateLimited, ServiceUnavailable)
+ROUTE_HEADER = "x-forge-route"
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -60,9 +57,12 @@ class CallContext:
     body_bytes: int = 0  # of the request as sent, for the tokens it is estimated at
     admitted: Admitted | None = None  # by the rate limits; settled with the real usage
     budgeted: BudgetAdmitted | None = None  # by the budgets; settled with the real cost
+    limits: RouteLimits = NO_LIMITS  # the request's own, from its x-forge-* headers
 
     @classmethod
-    def of(cls, state: Any, key: KeyInfo, endpoint: Endpoint) -> CallContext:
+    def of(
+        cls, state: Any, key: KeyInfo, endpoint: Endpoint, limits: RouteLimits = NO_LIMITS
+    ) -> CallContext:
         """From the request state ``RequestContextMiddleware`` (and ``read_json_object``)
         stamped, for ``key``."""
         return cls(
@@ -76,6 +76,7 @@ class CallContext:
             key.project_id,
             key,
             getattr(state, "body_bytes", 0),
+            limits=limits,
         )
 
 
@@ -90,24 +91,17 @@ def as_forge_error(exc: BaseException) -> ForgeError:
     )
 
 
-def _can_serve(target: Target, body: dict[str, Any]) -> bool:
-    try:
-        check_request(target.model, body)
-    except InvalidRequest:
-        return False
-    return True
-
-
-def shared_only(targets: tuple[Target, ...], plan: str) -> tuple[Target, ...]:
-    """The targets among the platform's shared models (a plan without every provider:
-    the model asked for must be one, and no fallback leaves them); 403 naming the plan
-    that has every provider otherwise."""
-    if not targets[0].model.shared:
+def shared_only(route: Route, plan: str) -> Route:
+    """The route's targets among the platform's shared models (a plan without every
+    provider: the model asked for must be one, a group must have one, and no fallback
+    leaves them); 403 naming the plan that has every provider otherwise."""
+    shared = tuple(t for t in route.targets if t.model.shared)
+    if not shared if route.group else not route.primary.model.shared:
         require_feature(plan, "all_providers")
-    return tuple(t for t in targets if t.model.shared)
+    return Route(route.name, shared, route.strategy, route.group)
 
 
-def _worst_case(targets: tuple[Target, ...], body: dict[str, Any], body_bytes: int) -> Costs:
+def _worst_case(targets: list[Target], body: dict[str, Any], body_bytes: int) -> Costs:
     """The most the request can cost on any model that may answer it (fallbacks too)."""
     output = requested_output(body)
     costs = [
@@ -149,6 +143,9 @@ class Relay:
         admission: Admission | None = None,
         budgets: BudgetGate | None = None,
         credentials: CredentialOpener | None = None,
+        planner: Planner | None = None,
+        retries: RetryPolicy | None = None,
+        max_wait_s: float = 0.0,
     ) -> None:
         self.router = router
         self.credentials = credentials
@@ -156,6 +153,23 @@ class Relay:
         self.drain = drain or Drain()
         self.admission = admission
         self.budgets = budgets
+        self.planner = planner or Planner(Breakers(RoutingConfig().breaker), RouteStats())
+        self.retries = retries or RetryPolicy(RoutingConfig().retry)
+        self.max_wait_s = max_wait_s
+
+    def context(self, request: Any, key: KeyInfo, endpoint: Endpoint) -> CallContext:
+        """The call's context from its HTTP request: what the middleware stamped on its
+        state, and its own routing limits (``x-forge-*`` headers; 400 if malformed)."""
+        limits = route_limits(request.headers, self.router.providers)
+        return CallContext.of(request.state, key, endpoint, limits)
+
+    @property
+    def breakers(self) -> Breakers:
+        return self.planner.breakers
+
+    @property
+    def stats(self) -> RouteStats:
+        return self.planner.stats
 
     def _event(
         self,
@@ -238,39 +252,78 @@ class Relay:
             error_code=error.code,
         )
 
-    async def _targets(self, ctx: CallContext, body: dict[str, Any]) -> tuple[Target, ...]:
-        """The model's targets that can serve ``body``; a 403 if the caller's project may
-        not use it, a 400 if the model itself cannot, a 429 past the caller's rate limits."""
+    async def _plan(self, ctx: CallContext, body: dict[str, Any]) -> Plan:
+        """The targets to try, in order; a 403 if the caller's project may not use the
+        model, a 400 if it cannot serve the request (or the request's own limits rule
+        every target out), a 429 past the caller's rate limits, a 503 when every target
+        is cooling down (after waiting up to ``max_wait_s`` for one)."""
         key = ctx.key
         if key is None:
-            targets = await self.router.resolve(body["model"])
+            route = await self.router.resolve(body["model"])
         else:
-            targets = await self.router.resolve(body["model"], key.org_id, key.project_id)
+            route = await self.router.resolve(body["model"], key.org_id, key.project_id)
         if key is not None:
             if key.model_policy is not None:
-                key.model_policy.check(key.project_id, body["model"], targets[0].model.name)
+                key.model_policy.check(key.project_id, body["model"], route.name)
             if key.allowed_models is not None:
-                check_model(key.id, key.allowed_models, body["model"], targets[0].model.name)
+                check_model(key.id, key.allowed_models, body["model"], route.name)
             if key.plan is not None and not plan_has(key.plan, "all_providers"):
-                targets = shared_only(targets, key.plan)
-        check_request(targets[0].model, body)
+                route = shared_only(route, key.plan)
+        plan = await self._planned(route, ctx, body)
         if self.admission is not None and ctx.key is not None:
-            model = targets[0].model.name
-            ctx.admitted = await self.admission.admit(ctx.key, model, body, ctx.body_bytes)
+            ctx.admitted = await self.admission.admit(ctx.key, route.name, body, ctx.body_bytes)
             if ctx.admitted is not None and ctx.after_response is not None:
                 # its permits free when the exchange ends, however it ends (else: when
                 # its record settles it)
                 ctx.after_response.append(ctx.admitted.release)
-        serving = tuple(t for t in targets if _can_serve(t, body))
         if self.budgets is not None and ctx.key is not None and ctx.key.budgets:
-            worst = _worst_case(serving, body, ctx.body_bytes)
+            worst = _worst_case(plan.targets, body, ctx.body_bytes)
             try:
                 ctx.budgeted = await self.budgets.admit(ctx.key.budgets, worst)
             except BaseException:
                 if ctx.admitted is not None:
                     ctx.admitted.release()
                 raise
-        return serving
+        return plan
+
+    async def _planned(self, route: Route, ctx: CallContext, body: dict[str, Any]) -> Plan:
+        deadline = time.monotonic() + self.max_wait_s
+        while True:
+            try:
+                return self.planner.plan(route, body, ctx.body_bytes, ctx.limits)
+            except ForgeError as exc:
+                wait = exc.retry_after or 0.0
+                if exc.code != COOLING_DOWN or time.monotonic() + wait > deadline:
+                    raise
+                await asyncio.sleep(wait)
+
+    def _failed(self, target: Target, error: ForgeError, attempt: int) -> Verdict:
+        """Judge a failed try, and tell the target's breaker."""
+        verdict = self.retries.after(error, attempt)
+        key = target.model.name
+        if verdict.cool_down_s is not None:
+            self.breakers.cool_down(key, verdict.cool_down_s, f"{error.status_code} {error.code}")
+        elif verdict.target_failed:
+            self.breakers.failure(key, f"{error.status_code} {error.code}")
+        return verdict
+
+    def _stream_ended(
+        self,
+        target: Target,
+        end: StreamEnd | None,
+        first_token_ms: float,
+        total_ms: float,
+        chunks: int,
+    ) -> None:
+        name = target.model.name
+        self.stats.ended(name)
+        if end is None:  # the client left: nothing learnt of the target
+            return
+        if end.status == "ok":
+            tokens = end.usage.completion_tokens or chunks
+            self.stats.observe(name, total_ms, tokens, first_token_ms=first_token_ms)
+        else:
+            self.breakers.failure(name, f"mid-stream {end.error_code}")
 
     def _keyed(self, ctx: CallContext, target: Target) -> dict[str, str]:
         """``api_key=`` the project's own key for the target's provider, if it set one."""
@@ -285,70 +338,107 @@ class Relay:
         return {} if api_key is None else {"api_key": api_key}
 
     @staticmethod
-    def _headers(ctx: CallContext, overhead_ms: float) -> dict[str, str]:
-        headers = {"x-forge-overhead-ms": f"{max(overhead_ms, 0):.2f}"}
+    def _headers(
+        ctx: CallContext, overhead_ms: float, plan: Plan, target: Target
+    ) -> dict[str, str]:
+        headers = {
+            "x-forge-overhead-ms": f"{max(overhead_ms, 0):.2f}",
+            ROUTE_HEADER: plan.explain(target),
+        }
         if ctx.admitted is not None:
             headers.update(ctx.admitted.headers)
         return headers
+
+    async def _first_answer(
+        self,
+        ctx: CallContext,
+        plan: Plan,
+        body: dict[str, Any],
+        stream: bool,
+        call: Callable[[Target, dict[str, Any], dict[str, str]], Awaitable[T]],
+    ) -> tuple[Target, T, float]:
+        """Try the plan's targets in order, each with its retries, until one answers:
+        that target, its answer (``call``'s) and when its call began. The last failure
+        is recorded and raised."""
+        last = len(plan.targets) - 1
+        for i, target in enumerate(plan.targets):
+            sent = {**body, "model": target.model.provider_model}
+            keyed = self._keyed(ctx, target)
+            name = target.model.name
+            attempt = 0
+            while True:
+                self._started(ctx, target, stream=stream)
+                self.breakers.attempt(name)
+                self.stats.started(name)
+                t_call = time.perf_counter()
+                try:
+                    return target, await call(target, sent, keyed), t_call
+                except Exception as exc:
+                    self.stats.ended(name)
+                    error = _own_key_refused(as_forge_error(exc), keyed)
+                    verdict = self._failed(target, error, attempt)
+                    if verdict.action == "retry":
+                        await asyncio.sleep(verdict.delay_s)
+                        attempt += 1
+                        continue
+                    if verdict.action == "next" and i < last:
+                        break
+                    self._fail(ctx, target, error, stream=stream)
+                    raise error from None
+        raise AssertionError("a plan has at least one target")
 
     async def complete(
         self, ctx: CallContext, body: dict[str, Any]
     ) -> tuple[bytes, dict[str, str]]:
         """The provider's JSON answer and the headers to send with it."""
-        targets = await self._targets(ctx, body)
-        for i, target in enumerate(targets):
-            call = {**body, "model": target.model.provider_model}
-            keyed = self._keyed(ctx, target)
-            self._started(ctx, target, stream=False)
-            try:
-                reply = await target.client.complete(ctx.endpoint, call, target.model.name, **keyed)
-            except Exception as exc:
-                error = _own_key_refused(as_forge_error(exc), keyed)
-                if isinstance(error, RETRYABLE) and i + 1 < len(targets):
-                    continue
-                self._fail(ctx, target, error, stream=False)
-                raise error from None
-            settle = partial(
-                self._record,
-                ctx,
-                target,
-                stream=False,
-                usage=reply.usage,
-                status="ok",
-                http_status=200,
-            )
-            self._after_response(ctx, settle)
-            overhead = _ms_since(ctx.t0) - reply.upstream_ms
-            return reply.body, self._headers(ctx, overhead)
-        raise AssertionError("a model always has at least one target")
+        plan = await self._plan(ctx, body)
+
+        def call(target: Target, sent: dict[str, Any], keyed: dict[str, str]) -> Any:
+            return target.client.complete(ctx.endpoint, sent, target.model.name, **keyed)
+
+        target, reply, t_call = await self._first_answer(ctx, plan, body, False, call)
+        name = target.model.name
+        self.stats.ended(name)
+        self.breakers.success(name)
+        self.stats.observe(name, _ms_since(t_call), reply.usage.completion_tokens, None)
+        settle = partial(
+            self._record,
+            ctx,
+            target,
+            stream=False,
+            usage=reply.usage,
+            status="ok",
+            http_status=200,
+        )
+        self._after_response(ctx, settle)
+        overhead = _ms_since(ctx.t0) - reply.upstream_ms
+        return reply.body, self._headers(ctx, overhead, plan, target)
 
     async def open_stream(
         self, ctx: CallContext, body: dict[str, Any], include_usage: bool
     ) -> tuple[AsyncIterator[bytes], dict[str, str]]:
         """Start the stream and wait for its first chunk, so that failures before any
-        output are still answered with a proper HTTP status."""
-        targets = await self._targets(ctx, body)
-        for i, target in enumerate(targets):
-            call = {**body, "model": target.model.provider_model}
-            keyed = self._keyed(ctx, target)
-            self._started(ctx, target, stream=True)
+        output are still answered with a proper HTTP status (and may still fall back:
+        once a token is out, the stream is the target's)."""
+        plan = await self._plan(ctx, body)
+
+        async def call(
+            target: Target, sent: dict[str, Any], keyed: dict[str, str]
+        ) -> tuple[AsyncIterator[Any], StreamHead]:
             source = target.client.stream(
-                ctx.endpoint, call, target.model.name, include_usage, **keyed
+                ctx.endpoint, sent, target.model.name, include_usage, **keyed
             )
-            try:
-                head = await anext(source)
-            except Exception as exc:
-                error = _own_key_refused(as_forge_error(exc), keyed)
-                if isinstance(error, RETRYABLE) and i + 1 < len(targets):
-                    continue
-                self._fail(ctx, target, error, stream=True)
-                raise error from None
+            head = await anext(source)
             if not isinstance(head, StreamHead):
                 raise AssertionError(f"stream began with {type(head).__name__}")
-            ttft_ms = _ms_since(ctx.t0)
-            overhead = ttft_ms - head.upstream_ms
-            return self._relay(ctx, target, source, head, ttft_ms), self._headers(ctx, overhead)
-        raise AssertionError("a model always has at least one target")
+            return source, head
+
+        target, (source, head), t_call = await self._first_answer(ctx, plan, body, True, call)
+        self.breakers.success(target.model.name)
+        ttft_ms = _ms_since(ctx.t0)
+        overhead = ttft_ms - head.upstream_ms
+        relayed = self._relay(ctx, target, source, head, ttft_ms, t_call)
+        return relayed, self._headers(ctx, overhead, plan, target)
 
     async def _relay(
         self,
@@ -357,8 +447,10 @@ class Relay:
         source: AsyncIterator[Any],
         head: StreamHead,
         ttft_ms: float,
+        t_call: float,
     ) -> AsyncIterator[bytes]:
         end: StreamEnd | None = None
+        first_token_ms = _ms_since(t_call)
         chunks = 0
         price = target.model.output_price_per_mtok
         try:
@@ -384,6 +476,7 @@ class Relay:
                 yield error_event(error.to_body())
                 yield DONE
         finally:
+            self._stream_ended(target, end, first_token_ms, _ms_since(t_call), chunks)
             if end is None:
                 with anyio.CancelScope(shield=True):
                     await source.aclose()  # type: ignore[attr-defined]

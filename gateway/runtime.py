@@ -11,7 +11,6 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from actors.usage_shipper import UsageShipper
 from forge.adapters import CachedAdapterLookup, VisibleAdapters
 from forge.audit.store import AuditStore
 from forge.budgets.gate import BudgetGate
@@ -21,14 +20,20 @@ from forge.credentials.sealing import Keyring
 from forge.directory import Directory
 from forge.limits.admission import Admission
 from forge.people.store import PeopleStore
+from forge.routing.breakers import Breakers
+from forge.routing.planner import Planner
+from forge.routing.retries import RetryPolicy
+from forge.routing.router import Router
+from forge.routing.stats import RouteStats
 from forge.tenancy.store import TenancyStore
 from gateway.audit import AuthFailures
 from gateway.auth import KeyVerifier
+from gateway.breaker_watch import BreakerSharing
 from gateway.drain import Drain, DrainWatcher
 from gateway.key_changes import KeyChangeWatcher
 from gateway.relay import Relay
+from gateway.usage_shipper import UsageShipper
 from gateway.warm import WarmUp
-from serve.router import Router
 
 
 class Responses(Protocol):
@@ -91,14 +96,30 @@ class GatewayRuntime:
     budgets: BudgetGate | None = None  # budgets (None: none are enforced)
     people: PeopleStore | None = None  # users, invitations and roles of the Admin API
     keyring: Keyring | None = None  # seals projects' own provider keys (None: no BYOK)
+    breaker_sharing: BreakerSharing | None = None  # breakers shared (None: this replica's)
 
     def __post_init__(self) -> None:
         opener = None
         if self.keyring is not None:
             keyed = (p.name for p in self.config.providers if p.type in KEYED_TYPES)
             opener = CredentialOpener(self.keyring, keyed)
+        routing = self.config.routing
+        sharing = self.breaker_sharing
+        self.breakers = Breakers(
+            routing.breaker, publish=sharing.publish if sharing is not None else None
+        )
+        if sharing is not None:
+            sharing.breakers = self.breakers
         self.relay = Relay(
-            self.router, self.shipper, self.drain, self.admission, self.budgets, opener
+            self.router,
+            self.shipper,
+            self.drain,
+            self.admission,
+            self.budgets,
+            opener,
+            planner=Planner(self.breakers, RouteStats()),
+            retries=RetryPolicy(routing.retry),
+            max_wait_s=routing.max_wait_s,
         )
         self.auth_failures = AuthFailures()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -118,6 +139,8 @@ class GatewayRuntime:
             self._tasks.append(loop.create_task(self.warm_up.run()))
         if self.key_watcher is not None:
             self._tasks.append(loop.create_task(self.key_watcher.run()))
+        if self.breaker_sharing is not None:
+            self._tasks.append(loop.create_task(self.breaker_sharing.run()))
         if self.admission is not None:  # idle leases' tokens back to the limiter
             self._tasks.append(loop.create_task(self.admission.leases.run_sweeper()))
             if self.admission.concurrency is not None:  # idle permits back, and a heartbeat

@@ -17,8 +17,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from forge.errors import ServiceUnavailable
+from forge.protocol.sse import DONE, error_event
 from gateway.drain import SHUTTING_DOWN, Drain
-from serve.providers.sse import DONE, error_event
 
 
 class EventStreamResponse(Response):

@@ -17,8 +17,6 @@ from actors.directory import DirectoryActor
 from actors.rate_limiter import RateLimiterActor
 from actors.remote import remote
 from actors.usage_recorder import UsageRecorderActor
-from actors.usage_shipper import UsageShipper
-from actors.usage_spool import UsageSpool
 from forge.adapters import (
     AdapterSpec,
     CachedAdapterLookup,
@@ -38,21 +36,25 @@ from forge.limits.concurrency import ConcurrencyLeases
 from forge.limits.lease import LeasedAdmission
 from forge.limits.limiter import RateLimiter
 from forge.people.store import PeopleStore
+from forge.protocol.exchange import Endpoint, ProviderReply, StreamItem
 from forge.responses_store import ResponseStore
+from forge.routing.breakers import BreakerBoard
+from forge.routing.router import ProviderClient, Router
 from forge.settings import Settings
 from forge.tenancy.store import TenancyStore
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
+from gateway.breaker_watch import BreakerSharing
 from gateway.drain import DrainWatcher
 from gateway.key_changes import KeyChangeWatcher
 from gateway.runtime import GatewayRuntime
+from gateway.usage_shipper import UsageShipper
+from gateway.usage_spool import UsageSpool
 from gateway.warm import NO_KEY_DIGEST, WarmUp, provider_warm_calls
 from serve.handles import HandleProviderClient
 from serve.models.adapters import AdapterCache
 from serve.models.engine import EngineStats
-from serve.providers.base import Endpoint, ProviderReply, StreamItem
 from serve.providers.registry import make_provider
-from serve.router import ProviderClient, Router
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +278,7 @@ class GatewayDeployment:
         )
         self.runtime = GatewayRuntime(
             config=config,
-            router=Router(config.models, clients, visible),
+            router=Router(config.models, clients, visible, config.routing.groups),
             verifier=KeyVerifier(
                 lambda digest: directory.verify.remote(digest),
                 ttl_s=config.gateway.auth_cache_ttl_s,
@@ -300,6 +302,9 @@ class GatewayDeployment:
                 shipper.flush,  # a hold goes back once its requests' records are written
                 config.gateway.replicas,
                 expire=ledger.expire,
+            ),
+            breaker_sharing=BreakerSharing(
+                remote(named_actor(RateLimiterActor, RATE_LIMITER_ACTOR), BreakerBoard)
             ),
             admission=Admission(
                 LeasedAdmission(limiter.grant, limiter.give_back, config.gateway.replicas),

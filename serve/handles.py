@@ -8,7 +8,7 @@ from typing import Any
 from ray.serve.handle import DeploymentHandle
 
 from forge.adapters import AdapterSpec
-from serve.providers.base import Endpoint, ProviderReply, StreamItem
+from forge.protocol.exchange import Endpoint, ProviderReply, StreamItem
 
 
 class HandleProviderClient:

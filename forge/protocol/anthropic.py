@@ -264,10 +264,21 @@ def check_conversation(messages: list[AnthropicMessage]) -> list[AnthropicMessag
             elif isinstance(block, ToolResultBlock) and msg.role != "user":
                 raise _bad(f"messages.{i}.content.{j}: tool_result blocks must be in user turns")
         _check_tool_pairs(messages, i)
+    if not any(_has_content(msg) for msg in messages):
+        raise _bad(
+            "messages: the conversation needs content besides thinking blocks and an empty "
+            "final assistant message"
+        )
     final = messages[last]
     if final.role == "assistant" and _final_text(final).rstrip() != _final_text(final):
         raise _bad("final assistant content cannot end with trailing whitespace")
     return messages
+
+
+def _has_content(msg: AnthropicMessage) -> bool:
+    if isinstance(msg.content, str):
+        return bool(msg.content)
+    return any(not isinstance(b, ThinkingBlock | RedactedThinkingBlock) for b in msg.content)
 
 
 def _final_text(msg: AnthropicMessage) -> str:

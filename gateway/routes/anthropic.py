@@ -11,13 +11,12 @@ from starlette.responses import JSONResponse, Response
 
 from forge.keys import KeyInfo
 from forge.protocol.anthropic import CountTokensRequest, MessagesRequest
+from forge.translate import anthropic as tr
 from gateway.deps import caller, runtime
 from gateway.errors import anthropic_stream_error
-from gateway.relay import CallContext
 from gateway.routes.inference import validated_body
 from gateway.runtime import GatewayRuntime
 from gateway.sse import EventStreamResponse
-from serve.translate import anthropic as tr
 
 router = APIRouter()
 
@@ -29,7 +28,7 @@ async def messages(
     body = await validated_body(request, rt, MessagesRequest)
     chat = tr.from_anthropic_request(body)
     public_model = body["model"]
-    ctx = CallContext.of(request.state, key, "chat/completions")
+    ctx = rt.relay.context(request, key, "chat/completions")
     if body.get("stream"):
         source, headers = await rt.relay.open_stream(ctx, chat, include_usage=True)
         return EventStreamResponse(_anthropic_events(source, public_model), headers, rt.drain)

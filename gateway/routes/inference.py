@@ -9,14 +9,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from forge.keys import KeyInfo
+from forge.protocol.exchange import Endpoint
 from forge.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from gateway.body import read_json_object
 from gateway.deps import caller, runtime
 from gateway.errors import validation_error
-from gateway.relay import CallContext
 from gateway.runtime import GatewayRuntime
 from gateway.sse import EventStreamResponse
-from serve.providers.base import Endpoint
 
 router = APIRouter()
 
@@ -35,7 +34,7 @@ async def validated_body(
 async def _serve(
     request: Request, rt: GatewayRuntime, key: KeyInfo, endpoint: Endpoint, body: dict[str, Any]
 ) -> Response:
-    ctx = CallContext.of(request.state, key, endpoint)
+    ctx = rt.relay.context(request, key, endpoint)
     if body.get("stream") and endpoint != "embeddings":
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         source, headers = await rt.relay.open_stream(ctx, body, include_usage)

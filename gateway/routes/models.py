@@ -25,6 +25,10 @@ def _card(model: ModelConfig) -> ModelCard:
     return ModelCard(id=model.name, created=CREATED, owned_by=model.provider)
 
 
+def _group_card(name: str) -> ModelCard:
+    return ModelCard(id=name, created=CREATED, owned_by="promptforge")
+
+
 def _adapter_card(adapter: AdapterInfo, base: ModelConfig) -> ModelCard:
     created = int(adapter.created_at.timestamp())
     return ModelCard(id=adapter.public_name, created=created, owned_by=base.provider)
@@ -36,6 +40,7 @@ async def list_models(
 ) -> ModelList:
     """Those the caller's project may use."""
     cards = [_card(m) for m in rt.router.models]
+    cards += [_group_card(g.name) for g in rt.router.groups]
     served = {m.name: m for m in rt.router.models}
     try:
         adapters = await rt.directory.visible_adapters(key.org_id, key.project_id)
@@ -59,9 +64,9 @@ async def get_model(
 ) -> ModelCard:
     """A configured model, or an adapter by its own name or as ``<base>:<adapter>``
     (404 for neither, as for a request naming it; 403 for one the project may not use)."""
-    target = (await rt.router.resolve(model_id, key.org_id, key.project_id))[0]
+    route = await rt.router.resolve(model_id, key.org_id, key.project_id)
     if key.model_policy is not None:
-        key.model_policy.check(key.project_id, model_id, target.model.name)
+        key.model_policy.check(key.project_id, model_id, route.name)
     if key.allowed_models is not None:
-        check_model(key.id, key.allowed_models, model_id, target.model.name)
-    return _card(target.model)
+        check_model(key.id, key.allowed_models, model_id, route.name)
+    return _group_card(route.name) if route.group else _card(route.primary.model)

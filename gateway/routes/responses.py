@@ -25,12 +25,11 @@ from forge.errors import InvalidRequest, NotFound, ServiceUnavailable
 from forge.keys import KeyInfo
 from forge.protocol.responses import CreateResponseRequest
 from forge.responses_store import previous_not_found
+from forge.translate import responses as tr
 from gateway.deps import caller, runtime
-from gateway.relay import CallContext
 from gateway.routes.inference import validated_body
 from gateway.runtime import GatewayRuntime, Responses
 from gateway.sse import EventStreamResponse
-from serve.translate import responses as tr
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -86,7 +85,7 @@ async def create_response(
         async def save(response: dict[str, Any]) -> None:
             await _db(store.save(key.project_id, response, items))
 
-    ctx = CallContext.of(request.state, key, "chat/completions")
+    ctx = rt.relay.context(request, key, "chat/completions")
     try:
         if body.get("stream"):
             source, headers = await rt.relay.open_stream(ctx, chat, include_usage=True)

@@ -11,11 +11,11 @@ from typing import Any
 import orjson
 
 from forge.config import ProviderConfig
+from forge.protocol.exchange import Endpoint, ProviderReply, StreamItem, Usage
+from forge.translate.common import unsupported
 from serve.models.embedding_engine import EmbeddingEngine, resolve_embedding_path
 from serve.models.engine import EngineStats, StartOnce
-from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
 from serve.providers.sdk_base import ms_since
-from serve.translate.common import unsupported
 
 
 class EmbeddingServerProvider:

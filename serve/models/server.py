@@ -22,7 +22,9 @@ from pydantic import ValidationError
 from forge.adapters import AdapterLookup, AdapterSpec, parse_adapter_ref
 from forge.config import ProviderConfig
 from forge.errors import ForgeError, InvalidRequest, UpstreamError
+from forge.protocol.exchange import Endpoint, ProviderReply, StreamItem, Usage
 from forge.settings import Settings
+from forge.translate.common import unsupported
 from serve.models.adapters import AdapterCache, check_adapter, fetch_adapter
 from serve.models.engine import (
     Engine,
@@ -33,7 +35,6 @@ from serve.models.engine import (
     check_fits,
 )
 from serve.models.tiny import build_tiny_model, is_built, refresh_chat_template
-from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
 from serve.providers.sdk_base import ms_since, openai_stream
 from serve.structured.spec import Constraint, parse_response_format
 from serve.structured.tool_parsers import (
@@ -46,7 +47,6 @@ from serve.structured.tool_parsers import (
     tool_stream,
 )
 from serve.structured.tools import ToolPlan, parse_tools, template_messages
-from serve.translate.common import unsupported
 
 DEFAULT_MAX_TOKENS = 256  # when a request sets none (capped by the room left in the window)
 UNSUPPORTED = ("functions", "logprobs", "audio")

@@ -10,11 +10,11 @@ import httpx2
 
 from forge.config import ProviderConfig
 from forge.errors import ForgeError, UpstreamUnavailable
-from serve.providers.base import Endpoint
+from forge.protocol.exchange import Endpoint
+from forge.translate import anthropic as tr
+from forge.translate.common import unsupported
 from serve.providers.openai_compat import api_key, http_client
 from serve.providers.sdk_base import MalformedUpstream, SdkProvider, parse_object, sse_data
-from serve.translate import anthropic as tr
-from serve.translate.common import unsupported
 
 
 def build_client(cfg: ProviderConfig) -> anthropic.AsyncAnthropic:

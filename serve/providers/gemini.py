@@ -1,7 +1,7 @@
 """Google Gemini (the Gemini Developer API) through the official `google-genai` SDK.
 
 The SDK's client owns the endpoint, the ``x-goog-api-key`` and version headers, retries and
-the URL layout; bodies go out already translated (``serve.translate.gemini``) and come back
+the URL layout; bodies go out already translated (``forge.translate.gemini``) and come back
 as raw JSON, so no SDK objects are built per request or chunk. google-genai is not a
 Stainless SDK and has no public raw-response call: its typed ``generate_content`` builds
 pydantic models, and ``async_request_streamed`` parses each chunk with ``json``, dumps it
@@ -44,7 +44,9 @@ from forge.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
+from forge.protocol.exchange import Endpoint, ProviderReply, StreamItem, Usage
+from forge.translate import gemini as tr
+from forge.translate.common import unsupported
 from serve.providers.errors import status_error
 from serve.providers.sdk_base import (
     MalformedUpstream,
@@ -54,8 +56,6 @@ from serve.providers.sdk_base import (
     parse_object,
     usage_of,
 )
-from serve.translate import gemini as tr
-from serve.translate.common import unsupported
 
 DEFAULT_API_VERSION = "v1beta"
 POOL = httpx2.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60)

@@ -1,7 +1,7 @@
 """Ollama's native API (`/api/chat`, `/api/generate`, `/api/embed`) over one pooled `httpx2`
 client. There is no SDK here, so this class does what ``SdkProvider`` and the SDK do
 between them, with the same semantics: error mapping, usage accounting, the stream's
-head, error events and end; translation lives in ``serve.translate.ollama``.
+head, error events and end; translation lives in ``forge.translate.ollama``.
 
 Ollama streams NDJSON (one JSON object a line, the last with ``"done": true``); an
 ``{"error": ...}`` line can come at any point after the 200 status. A stream that ends
@@ -23,7 +23,9 @@ import orjson
 
 from forge.config import ProviderConfig
 from forge.errors import ForgeError, ModelNotFound, UpstreamError, UpstreamTimeout
-from serve.providers.base import Endpoint, ProviderReply, StreamItem, Usage
+from forge.protocol.exchange import Endpoint, ProviderReply, StreamItem, Usage
+from forge.translate import ollama as tr
+from forge.translate.common import unsupported
 from serve.providers.errors import retry_after_seconds, status_error
 from serve.providers.openai_compat import http_client
 from serve.providers.sdk_base import (
@@ -34,8 +36,6 @@ from serve.providers.sdk_base import (
     parse_object,
     usage_of,
 )
-from serve.translate import ollama as tr
-from serve.translate.common import unsupported
 
 DEFAULT_BASE_URL = "http://127.0.0.1:11434"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})

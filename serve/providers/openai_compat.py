@@ -14,7 +14,7 @@ import httpx2
 import openai
 
 from forge.config import ProviderConfig
-from serve.providers.base import Endpoint
+from forge.protocol.exchange import Endpoint
 from serve.providers.sdk_base import MalformedUpstream, SdkProvider, parse_object, sse_data
 
 POOL = httpx2.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60)

@@ -6,7 +6,7 @@ import importlib
 
 from forge.adapters import AdapterLookup
 from forge.config import GENERATIVE_TYPES, ProviderConfig
-from serve.providers.base import Provider
+from forge.protocol.exchange import Provider
 
 PROVIDERS = {
     "openai": "serve.providers.openai_compat:OpenAICompatProvider",

@@ -20,9 +20,16 @@ import orjson
 
 from forge.config import ProviderConfig
 from forge.errors import ForgeError, UpstreamError, UpstreamTimeout
-from serve.providers.base import Endpoint, ProviderReply, StreamEnd, StreamHead, StreamItem, Usage
+from forge.protocol.exchange import (
+    Endpoint,
+    ProviderReply,
+    StreamEnd,
+    StreamHead,
+    StreamItem,
+    Usage,
+)
+from forge.protocol.sse import DONE, error_event, event
 from serve.providers.errors import status_error
-from serve.providers.sse import DONE, error_event, event
 
 
 def ms_since(t0: float) -> float:

@@ -12,7 +12,11 @@ scenario at once:
 - ``malformed``: 200 with a body that is not JSON;
 - ``midstream-drop`` / ``midstream-error`` / ``truncated``: streams that break after two
   chunks (connection cut / error event / end without finish or [DONE]);
-- ``slow-stream``: 200 chunks 20 ms apart; counts streams whose client went away.
+- ``slow-stream``: 200 chunks 20 ms apart; counts streams whose client went away;
+- ``flaky-<pct>``: fails ``pct`` percent of its requests, spread evenly, in turn with a
+  500, a 429 (Retry-After 7), no answer (a hang: the caller's timeout) and a reset
+  connection; answers normally otherwise;
+- any name in ``down``: 503, until the test takes it out again.
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ class FakeOpenAI(FakeUpstream):
         self.api_key = api_key
         self.reply_tokens = reply_tokens
         self.latency_ms = latency_ms
+        self.down: set[str] = set()
+        self._flaky_seen: dict[str, int] = {}
 
     @property
     def base_url(self) -> str:
@@ -129,6 +135,10 @@ class FakeOpenAI(FakeUpstream):
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)
         model = str(body.get("model", ""))
+        if model in self.down:
+            model = "error-503"
+        if model.startswith("flaky-"):
+            model = self._flaky(model)
         if model.startswith("error-"):
             status = int(model.split("-", 1)[1])
             if status == 429:
@@ -171,6 +181,18 @@ class FakeOpenAI(FakeUpstream):
                 status=200, text="<html>oops</html>", content_type="application/json"
             )
         return body, None
+
+    def _flaky(self, model: str) -> str:
+        """The scenario this request of a ``flaky-<pct>`` model plays: failure number k
+        (of every request n where the running share of failures steps up) is the k-th of
+        500, 429, hang, drop."""
+        pct = int(model.split("-", 1)[1])
+        n = self._flaky_seen.get(model, 0)
+        self._flaky_seen[model] = n + 1
+        if (n + 1) * pct // 100 == n * pct // 100:
+            return "gpt-fake"
+        kind = (n * pct // 100) % 4
+        return ("error-500", "error-429", "hang", "drop")[kind]
 
     def _reply_words(self, body: dict[str, Any]) -> tuple[list[str], str]:
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or self.reply_tokens

@@ -17,8 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.usage_recorder import UsageStore
-from actors.usage_shipper import UsageShipper
-from actors.usage_spool import UsageSpool
 from forge.adapters import CachedAdapterLookup, VisibleAdapters
 from forge.audit.store import AuditStore
 from forge.budgets.gate import BudgetGate
@@ -35,12 +33,14 @@ from forge.limits.lease import LeasedAdmission
 from forge.limits.limiter import RateLimiter
 from forge.people.store import PeopleStore
 from forge.responses_store import ResponseStore
+from forge.routing.router import Router
 from forge.tenancy.store import TenancyStore
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.runtime import GatewayRuntime
+from gateway.usage_shipper import UsageShipper
+from gateway.usage_spool import UsageSpool
 from serve.providers.registry import make_provider
-from serve.router import Router
 
 ANTHROPIC_SCENARIOS = (
     "error-429",
@@ -195,7 +195,7 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
     ledger = BudgetLedger(make_sessionmaker(engine))
     runtime = GatewayRuntime(
         config=config,
-        router=Router(config.models, providers, visible),
+        router=Router(config.models, providers, visible, config.routing.groups),
         verifier=KeyVerifier(directory.verify, ttl_s=config.gateway.auth_cache_ttl_s),
         shipper=shipper,
         directory=directory,

@@ -460,3 +460,17 @@ async def test_the_fake_refuses_what_anthropic_refuses(upstream, change, message
         )
     assert err.value.body["error"]["type"] == "invalid_request_error"
     assert message in err.value.body["error"]["message"]
+
+
+async def test_a_conversation_of_thinking_alone_is_a_400(gw):
+    """Found by the fuzzer: validation let it through, and nothing was left to send once
+    the thinking was dropped (a 400 from deep in the translation, not the validator)."""
+    thinking = {"type": "thinking", "thinking": "0", "signature": "s"}
+    body = {
+        "model": "claude-test",
+        "max_tokens": 5,
+        "messages": [{"role": "assistant", "content": [thinking]}],
+    }
+    resp = await gw.http.post("/v1/messages", json=body, headers={"x-api-key": gw.user_key})
+    assert resp.status_code == 400
+    assert "needs content besides thinking blocks" in resp.json()["error"]["message"]

@@ -173,13 +173,19 @@ async def test_the_community_plan_has_the_shared_models_only(gw):
 def test_a_plan_without_every_provider_never_falls_back_to_a_paid_one():
     from forge.config import ModelConfig
     from forge.errors import PermissionDenied
+    from forge.routing.router import Route, Target
     from gateway.relay import shared_only
-    from serve.router import Target
 
     def target(name: str, shared: bool) -> Target:
         return Target(ModelConfig(name=name, provider="p", shared=shared), client=None)  # type: ignore[arg-type]
 
     chain = (target("local", True), target("paid", False), target("other-local", True))
-    assert [t.model.name for t in shared_only(chain, "community")] == ["local", "other-local"]
+    kept = shared_only(Route("local", chain), "community").targets
+    assert [t.model.name for t in kept] == ["local", "other-local"]
     with pytest.raises(PermissionDenied):
-        shared_only(chain[1:], "community")
+        shared_only(Route("paid", chain[1:]), "community")
+    # a group needs one shared target, and keeps only those
+    group = shared_only(Route("g", chain[1:], "weighted", group=True), "community")
+    assert [t.model.name for t in group.targets] == ["other-local"]
+    with pytest.raises(PermissionDenied):
+        shared_only(Route("g", chain[1:2], "weighted", group=True), "community")

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from forge.config import PlatformConfig, load_config
 from forge.errors import ModelNotFound
-from serve.router import Router
+from forge.routing.router import Router
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,7 +143,7 @@ async def test_adapter_names_split_at_the_last_colon():
         return AdapterSpec(name=name, base_model="qwen:0.5b", source="/a") if name == "x" else None
 
     router = Router(cfg.models, {"local": Server()}, lookup)
-    (target,) = await router.resolve("qwen:0.5b:x")
+    (target,) = (await router.resolve("qwen:0.5b:x")).targets
     assert target.model.name == "qwen:0.5b:x"
     assert target.client == ("view", adapter_ref(AdapterSpec(name="x", base_model="", source="/a")))
-    assert (await router.resolve("qwen:0.5b"))[0].client.__class__ is Server
+    assert (await router.resolve("qwen:0.5b")).primary.client.__class__ is Server

@@ -40,11 +40,13 @@ def test_unwrap_follows_ray_style_causes():
 def test_only_the_providers_429_sends_a_request_to_a_fallback_model():
     """The platform's own limits and budgets are the caller's: another model would be
     limited just the same, so they never fall back (issue 12)."""
+    from forge.config import RetryConfig
     from forge.errors import UpstreamRateLimited
-    from gateway.relay import RETRYABLE
+    from forge.routing.retries import RetryPolicy
 
-    assert isinstance(UpstreamRateLimited("provider says slow down"), RETRYABLE)
-    assert not isinstance(RateLimited("your key's requests per minute"), RETRYABLE)
+    policy = RetryPolicy(RetryConfig(attempts=1))
+    assert policy.after(UpstreamRateLimited("provider says slow down"), 0).action == "next"
+    assert policy.after(RateLimited("your key's requests per minute"), 0).action == "fail"
 
 
 def _every_error_class() -> list[type[ForgeError]]:

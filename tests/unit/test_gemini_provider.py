@@ -24,7 +24,7 @@ from forge.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from serve.providers.base import ProviderReply, StreamEnd, StreamHead
+from forge.protocol.exchange import ProviderReply, StreamEnd, StreamHead
 from serve.providers.gemini import GeminiProvider, sse_data
 from tests.fakes.gemini_upstream import SIGNATURE, FakeGemini
 from tests.fakes.server import free_port

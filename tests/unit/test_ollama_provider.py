@@ -13,8 +13,8 @@ import pytest
 
 from forge.config import ProviderConfig
 from forge.errors import ForgeError, InvalidRequest, ModelNotFound, UpstreamError
+from forge.protocol.exchange import StreamEnd, StreamHead
 from serve.providers import ollama as ollama_provider
-from serve.providers.base import StreamEnd, StreamHead
 from serve.providers.ollama import OllamaProvider, root_url
 from tests.fakes.ollama_upstream import FakeOllama
 from tests.fakes.server import free_port

@@ -21,9 +21,9 @@ from pydantic import ValidationError
 from forge.config import PlatformConfig
 from forge.errors import InvalidRequest
 from forge.protocol.openai import ChatCompletionRequest
-from serve.translate.anthropic import to_anthropic_request
-from serve.translate.gemini import to_gemini_request
-from serve.translate.ollama import to_ollama_chat
+from forge.translate.anthropic import to_anthropic_request
+from forge.translate.gemini import to_gemini_request
+from forge.translate.ollama import to_ollama_chat
 from tests.unit.harness import in_process_gateway, platform_config
 
 PNG = (

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import func, select
 
 from actors.usage_recorder import UsageStore
-from actors.usage_shipper import UsageShipper
 from forge.db.engine import make_sessionmaker
 from forge.db.schema import ApiKey, UsageRecord
 from forge.keys import KeyStore, hash_key
 from forge.usage import UsageEvent
+from gateway.usage_shipper import UsageShipper
 
 
 def event(i: int) -> UsageEvent:

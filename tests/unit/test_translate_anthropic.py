@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forge.errors import InvalidRequest
-from serve.translate import anthropic as tr
+from forge.translate import anthropic as tr
 from tests.fakes.anthropic_upstream import refusal
 
 PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"

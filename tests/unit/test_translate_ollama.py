@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forge.errors import InvalidRequest
-from serve.translate import ollama as tr
+from forge.translate import ollama as tr
 
 B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
 PNG = "data:image/png;base64," + B64

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from forge.errors import InvalidRequest
 from forge.protocol.responses import CreateResponseRequest
+from forge.translate import responses as tr
 from gateway.errors import validation_error
-from serve.translate import responses as tr
 from tests.specs.validate import event_violations, violations
 
 TOOL = {"type": "function", "name": "weather", "parameters": {"type": "object"}}
@@ -366,9 +366,9 @@ def test_reasoning_downstream_of_the_chat_path_per_provider():
     with ``reasoning_effort`` and ``verbosity`` goes: Ollama's ``think`` (a 400 naming
     ``reasoning.effort`` for the efforts it has no level for); Anthropic and Gemini do not
     read either (as on the chat route); an OpenAI compatible upstream gets them as sent."""
-    from serve.translate.anthropic import to_anthropic_request
-    from serve.translate.gemini import to_gemini_request
-    from serve.translate.ollama import to_ollama_chat
+    from forge.translate.anthropic import to_anthropic_request
+    from forge.translate.gemini import to_gemini_request
+    from forge.translate.ollama import to_ollama_chat
 
     def chat(effort: str) -> dict[str, Any]:
         body = {"model": "m", "input": "x", "reasoning": {"effort": effort},

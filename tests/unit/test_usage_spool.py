@@ -11,9 +11,9 @@ import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
-from actors.usage_shipper import UsageShipper
-from actors.usage_spool import UsageSpool, read_records
 from forge.usage import UsageEvent
+from gateway.usage_shipper import UsageShipper
+from gateway.usage_spool import UsageSpool, read_records
 
 
 def event(request_id: str, **update: object) -> UsageEvent:
@@ -55,7 +55,7 @@ def run_replica_then_sigkill(directory: Path) -> None:
         import sys, time
         from pathlib import Path
         from tests.unit.test_usage_spool import event, started
-        from actors.usage_spool import UsageSpool
+        from gateway.usage_spool import UsageSpool
         spool = UsageSpool(Path({str(directory)!r}))
         spool.open()
         spool.started(started("acked")); spool.finished(event("acked"))

@@ -9,15 +9,15 @@ from typing import Any
 
 import httpx2
 
-from actors.usage_shipper import UsageShipper
 from forge.config import PlatformConfig
+from forge.routing.router import Router
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.runtime import GatewayRuntime
+from gateway.usage_shipper import UsageShipper
 from gateway.warm import NO_KEY_DIGEST, WarmUp, provider_warm_calls
 from serve.handles import HandleProviderClient
 from serve.providers.registry import make_provider
-from serve.router import Router
 
 UPSTREAM = "http://127.0.0.1:9/v1"  # never reached: nothing here calls upstream
 

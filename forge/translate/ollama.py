@@ -32,7 +32,7 @@ import uuid
 from typing import Any
 
 from forge.errors import InvalidRequest
-from serve.translate.common import (
+from forge.translate.common import (
     array,
     called_function,
     dumps,

@@ -4,7 +4,7 @@ Requests never wait on the database: a record is appended to a local list (and, 
 spool, to the replica's spool file on local disk), and a background task ships batches.
 A batch leaves the buffer only after the recorder has committed it; if the recorder dies
 mid-call the batch is sent again once it is back. The same task replays the spools of
-dead replicas on this node (``actors/usage_spool.py``).
+dead replicas on this node (``gateway/usage_spool.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from actors.usage_spool import UsageSpool
 from forge.usage import UsageEvent
+from gateway.usage_spool import UsageSpool
 
 log = logging.getLogger(__name__)
 

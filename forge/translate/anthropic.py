@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from forge.errors import InvalidRequest
-from serve.translate.common import (
+from forge.translate.common import (
     array,
     called_function,
     dumps,

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from forge.errors import InvalidRequest
-from serve.translate.common import (
+from forge.translate.common import (
     array,
     called_function,
     dumps,

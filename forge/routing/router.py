@@ -1,4 +1,9 @@
-"""Which provider answers a public model name, and in what order to fall back.
+"""Which targets may answer a public model name: its route.
+
+A plain model's route is the model, then its fallbacks, in that order; a model group's
+(``routing.groups``) is its targets with their weights and priorities, which the planner
+(``forge.routing.planner``) orders per request by the group's strategy. Either way a
+route is one shape, so retries, breakers and fallbacks treat them alike.
 
 The router is a plain object hosted inside each gateway replica rather than a deployment
 of its own: its work is a dictionary lookup, and a Serve handle hop costs ~2.6 ms p50 on
@@ -12,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from forge.adapters import AdapterMismatch, AdapterNotFound, VisibleLookup, adapter_ref
-from forge.config import ModelConfig
+from forge.config import ModelConfig, ModelGroup, Strategy
 from forge.errors import InvalidRequest, ModelNotFound
-from serve.providers.base import Endpoint, ProviderReply, StreamItem
+from forge.protocol.exchange import Endpoint, ProviderReply, StreamItem
 
 
 class ProviderClient(Protocol):
@@ -46,6 +51,24 @@ class ProviderClient(Protocol):
 class Target:
     model: ModelConfig
     client: ProviderClient
+    weight: float = 1.0
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """``name``: the public name the request resolved to (a model, a group, an adapter);
+    ``targets``: who may answer, in configured order; ``group``: whether it is a model
+    group (whose targets are peers, not a model and its stand-ins)."""
+
+    name: str
+    targets: tuple[Target, ...]
+    strategy: Strategy = "priority"
+    group: bool = False
+
+    @property
+    def primary(self) -> Target:
+        return self.targets[0]
 
 
 class Router:
@@ -54,18 +77,35 @@ class Router:
         models: list[ModelConfig],
         clients: Mapping[str, ProviderClient],
         adapters: VisibleLookup | None = None,
+        groups: list[ModelGroup] | None = None,
     ) -> None:
         self._models = {m.name: m for m in models}
         self._clients = dict(clients)
-        self._chains = {m.name: self._chain(m) for m in models}
+        self._routes = {m.name: self._chain(m) for m in models}
+        for group in groups or ():
+            self._routes[group.name] = self._group(group)
         self._adapters = adapters
 
-    def _chain(self, model: ModelConfig) -> tuple[Target, ...]:
-        names = [model.name, *model.fallbacks]
-        return tuple(
-            Target(self._models[n], self._clients[self._models[n].provider])
-            for n in dict.fromkeys(names)
-        )
+    def _target(self, name: str, weight: float = 1.0, priority: int = 0) -> Target:
+        model = self._models[name]
+        return Target(model, self._clients[model.provider], weight, priority)
+
+    def _chain(self, model: ModelConfig) -> Route:
+        names = dict.fromkeys([model.name, *model.fallbacks])
+        targets = tuple(self._target(n, priority=i) for i, n in enumerate(names))
+        return Route(model.name, targets)
+
+    def _group(self, group: ModelGroup) -> Route:
+        targets = tuple(self._target(t.model, t.weight, t.priority) for t in group.targets)
+        return Route(group.name, targets, group.strategy, group=True)
+
+    @property
+    def providers(self) -> frozenset[str]:
+        return frozenset(self._clients)
+
+    @property
+    def groups(self) -> list[Route]:
+        return [r for r in self._routes.values() if r.group]
 
     @property
     def models(self) -> list[ModelConfig]:
@@ -76,7 +116,10 @@ class Router:
         return self._clients
 
     def model(self, name: str) -> ModelConfig:
+        """A model's configuration (a group's: its first target's); 404 for unknown names."""
         model = self._models.get(name)
+        if model is None and name in self._routes:
+            return self._routes[name].primary.model
         if model is None:
             raise ModelNotFound(
                 f"The model '{name}' does not exist or you do not have access to it.",
@@ -84,24 +127,29 @@ class Router:
             )
         return model
 
-    def targets(self, name: str) -> tuple[Target, ...]:
-        """The model's own target first, then its fallbacks; 404 for unknown names."""
+    def route(self, name: str) -> Route:
+        """A model's or group's route; 404 for unknown names."""
         self.model(name)
-        return self._chains[name]
+        return self._routes[name]
+
+    def targets(self, name: str) -> tuple[Target, ...]:
+        """The route's targets in configured order (a model's own first, then its
+        fallbacks); 404 for unknown names."""
+        return self.route(name).targets
 
     async def resolve(
         self, name: str, org_id: str | None = None, project_id: str | None = None
-    ) -> tuple[Target, ...]:
-        """``targets``, plus LoRA adapters: ``<base>:<adapter>`` or an adapter's own name,
+    ) -> Route:
+        """``route``, plus LoRA adapters: ``<base>:<adapter>`` or an adapter's own name,
         as the caller's project sees them (its own, its organisation's, the platform's;
         ``org_id`` None: the platform's only).
 
         An adapter request goes to its base model's provider, through the view of it that
         names the adapter (Serve routes it to a replica holding it), without fallbacks:
         another model would not answer as the adapter does."""
-        chain = self._chains.get(name)
-        if chain is not None:
-            return chain
+        route = self._routes.get(name)
+        if route is not None:
+            return route
         base_name, sep, adapter = name.rpartition(":")  # adapter names hold no ':'
         if not sep:
             base_name, adapter = "", name
@@ -128,4 +176,4 @@ class Router:
         if with_adapter is None:
             raise InvalidRequest(f"The model {base.name!r} serves no adapters.", param="model")
         model = base.model_copy(update={"name": name, "fallbacks": []})
-        return (Target(model, with_adapter(adapter_ref(spec))),)
+        return Route(name, (Target(model, with_adapter(adapter_ref(spec))),))
