@@ -15,6 +15,7 @@ raised, so that the gateway keeps the batch and retries.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,7 @@ from forge.db.schema import Spend, UsageRecord, UsageReject
 from forge.settings import Settings
 from forge.spend import SpendDelta, spend_deltas
 from forge.usage import UsageEvent
+from forge.usage_metrics import UsageMetrics
 
 log = logging.getLogger(__name__)
 ERROR_TEXT_MAX = 2000
@@ -62,9 +64,15 @@ class WriteResult:
     rejected: int = 0
 
 
+Observer = Callable[[list[UsageEvent]], None]
+
+
 class UsageStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """``observe``: told the records each commit stored as new (the metrics)."""
+
+    def __init__(self, engine: AsyncEngine, observe: Observer | None = None) -> None:
         self._engine = engine
+        self._observe = observe
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self.rejected_total = 0
@@ -111,6 +119,8 @@ class UsageStore:
                 fire = fire_statement(self._insert, deltas)
                 if fire is not None:  # spend alerts this batch made cross
                     await conn.execute(fire)
+        if self._observe is not None and inserted:
+            self._observe([e for e in events if e.request_id in inserted])
         return len(inserted)
 
     def _count(self, deltas: list[SpendDelta]) -> Any:
@@ -161,10 +171,15 @@ class UsageRecorderActor:
 
     def __init__(self) -> None:
         self._engine = make_engine(Settings().resolved_database_url())
-        self._store = UsageStore(self._engine)
+        self._metrics = UsageMetrics()
+        self._store = UsageStore(self._engine, observe=self._metrics.observe)
 
     async def record(self, events: list[UsageEvent]) -> int:
         return await self._store.write(events)
+
+    async def metrics(self) -> bytes:
+        """The traffic metrics in Prometheus' text format (forge.usage_metrics)."""
+        return self._metrics.exposition()
 
     async def rejected_count(self) -> int:
         """Records set aside, ever."""

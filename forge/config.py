@@ -304,6 +304,11 @@ class ModelConfig(StrictModel):
         description="Public model names tried in order when this one fails before "
         "answering (connection error, 5xx, timeout, 429).",
     )
+    context_window_fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Public model names (with larger windows) a request goes to, in order, "
+        "when its prompt plus `max_tokens` does not fit this model's `context_window`.",
+    )
     shared: bool | None = Field(
         None,
         description="One of the platform's shared models, which every plan may use "
@@ -385,6 +390,20 @@ class RoutingConfig(StrictModel):
     groups: list[ModelGroup] = Field(default_factory=list, description="Model groups.")
 
 
+class WebhooksConfig(StrictModel):
+    """Delivering organisations' webhooks (the outbox in the database; every gateway
+    replica sends, sharing the work through claims)."""
+
+    enabled: bool = Field(True, description="Send webhooks from the gateway replicas.")
+    poll_interval_s: float = Field(1.0, gt=0, description="How often a replica looks for due ones.")
+    timeout_s: float = Field(10.0, gt=0, description="Whole time one delivery try may take.")
+    retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000],
+        description="Wait before each retry of a failed delivery (Standard Webhooks' "
+        "advice); after the last, the delivery is failed until replayed.",
+    )
+
+
 class PlatformConfig(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
@@ -393,6 +412,7 @@ class PlatformConfig(StrictModel):
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> PlatformConfig:
@@ -408,6 +428,11 @@ class PlatformConfig(StrictModel):
             for f in m.fallbacks:
                 if f not in names or f == m.name:
                     raise ValueError(f"model {m.name!r} has invalid fallback {f!r}")
+            for f in m.context_window_fallbacks:
+                if f not in names or f == m.name:
+                    raise ValueError(
+                        f"model {m.name!r} has invalid context_window_fallbacks entry {f!r}"
+                    )
         for i, group in enumerate(self.routing.groups):
             if group.name in names or group.name in {g.name for g in self.routing.groups[:i]}:
                 raise ValueError(f"routing.groups[{i}].name {group.name!r} is already taken")
@@ -435,7 +460,14 @@ class PlatformConfig(StrictModel):
         models = [m for m in self.models if m.provider in kept]
         names = {m.name for m in models}
         models = [
-            m.model_copy(update={"fallbacks": [f for f in m.fallbacks if f in names]})
+            m.model_copy(
+                update={
+                    "fallbacks": [f for f in m.fallbacks if f in names],
+                    "context_window_fallbacks": [
+                        f for f in m.context_window_fallbacks if f in names
+                    ],
+                }
+            )
             for m in models
         ]
         groups = [

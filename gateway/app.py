@@ -17,6 +17,7 @@ from gateway.routes import (
     health,
     inference,
     limits,
+    metrics,
     models,
     operator,
     organization,
@@ -46,7 +47,7 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
     install_error_handlers(app)
     routers = (inference, anthropic, responses, models, health, admin, limits, budgets)
     routers = (*routers, organization)
-    for module in (*routers, operator, audit):
+    for module in (*routers, operator, audit, metrics):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,

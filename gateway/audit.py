@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from starlette.responses import Response
 from forge.audit.store import AuditEvent, AuditStore, audit_details
 from forge.errors import ForgeError
 from forge.keys import KeyInfo
+from forge.webhooks.events import Event
 
 log = logging.getLogger(__name__)
 AUDIT_EVENT = "x-audit-event"
@@ -93,6 +95,10 @@ def _target(request: Request, response: Response | None) -> str | None:
     return None
 
 
+# Audited actions that are also webhook events (forge.webhooks.events).
+WEBHOOK_EVENTS = frozenset({"api_key.created", "api_key.deleted"})
+
+
 async def record(
     request: Request,
     event: str,
@@ -133,6 +139,12 @@ async def record(
         await audit.append(entry)
     except Exception as exc:  # the action is done; say loudly that its entry is missing
         log.error("audit entry for %s %s not written: %s", event, target, type(exc).__name__)
+    if error is None and event in WEBHOOK_EVENTS:
+        data = {"id": target, "actor": key.id, "project_id": entry.project_id}
+        when = datetime.now(UTC)
+        await request.app.state.runtime.emit_webhook(
+            org, Event(type=event, timestamp=when, data=data)
+        )
 
 
 def _event(request: Request, declared: str) -> str:

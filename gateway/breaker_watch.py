@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from forge.routing.breakers import BreakerBoard, Breakers, Opening
 
@@ -17,8 +18,11 @@ RETRY_S = 1.0
 class BreakerSharing:
     def __init__(self, board: BreakerBoard) -> None:
         self._board = board
-        self._pending: set[asyncio.Task[int]] = set()
+        self._pending: set[asyncio.Task[bool]] = set()
         self.breakers: Breakers | None = None
+        # told when this replica's publication changed the board (opened or closed a
+        # breaker for everyone), so that the change is announced once, not per replica
+        self.on_change: Callable[[str, Opening | None], None] | None = None
 
     def publish(self, key: str, opening: Opening | None) -> None:
         """``Breakers``' publish hook: sent in the background, never waited on (a lost
@@ -34,12 +38,16 @@ class BreakerSharing:
         )
         task = loop.create_task(call)
         self._pending.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(lambda done: self._done(done, key, opening))
 
-    def _done(self, task: asyncio.Task[int]) -> None:
+    def _done(self, task: asyncio.Task[bool], key: str, opening: Opening | None) -> None:
         self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
             log.warning("publishing a breaker failed: %s", type(task.exception()).__name__)
+        elif task.result() and self.on_change is not None:
+            self.on_change(key, opening)
 
     async def run(self) -> None:
         assert self.breakers is not None, "attach the replica's breakers first"

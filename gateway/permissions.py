@@ -33,6 +33,7 @@ RESOURCES_BY_PATH: tuple[tuple[str, str], ...] = (
     (f"{ORG}/usage", "api.organization.usage"),
     (f"{ORG}/costs", "api.organization.usage"),
     (f"{ORG}/spend_alerts", "api.organization.usage"),
+    (f"{ORG}/webhooks", "api.organization.webhooks"),
     # creating a customer's organisation mints its admin key: as much as an admin key here
     (f"{ORG}/sub_organizations", "api.organization.admin_api_keys"),
     ("/admin/keys", "api.organization.admin_api_keys"),

@@ -377,11 +377,12 @@ class Relay:
                     self.stats.ended(name)
                     error = _own_key_refused(as_forge_error(exc), keyed)
                     verdict = self._failed(target, error, attempt)
-                    if verdict.action == "retry":
+                    # a retry only while the target's breaker lets it (it may just have opened)
+                    if verdict.action == "retry" and self.breakers.blocked_until(name) is None:
                         await asyncio.sleep(verdict.delay_s)
                         attempt += 1
                         continue
-                    if verdict.action == "next" and i < last:
+                    if verdict.action != "fail" and i < last:
                         break
                     self._fail(ctx, target, error, stream=stream)
                     raise error from None

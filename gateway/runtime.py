@@ -7,6 +7,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,20 +18,26 @@ from forge.budgets.gate import BudgetGate
 from forge.config import KEYED_TYPES, PlatformConfig
 from forge.credentials.opener import CredentialOpener
 from forge.credentials.sealing import Keyring
+from forge.db.schema import DEFAULT_ORG_ID
 from forge.directory import Directory
 from forge.limits.admission import Admission
 from forge.people.store import PeopleStore
-from forge.routing.breakers import Breakers
+from forge.routing.breakers import Breakers, Opening
 from forge.routing.planner import Planner
 from forge.routing.retries import RetryPolicy
 from forge.routing.router import Router
 from forge.routing.stats import RouteStats
+from forge.routing.tokens import TokenCounter
 from forge.tenancy.store import TenancyStore
+from forge.webhooks.events import Event
+from forge.webhooks.sender import WebhookSender
+from forge.webhooks.store import WebhookStore
 from gateway.audit import AuthFailures
 from gateway.auth import KeyVerifier
 from gateway.breaker_watch import BreakerSharing
 from gateway.drain import Drain, DrainWatcher
 from gateway.key_changes import KeyChangeWatcher
+from gateway.metrics import MetricsSources
 from gateway.relay import Relay
 from gateway.usage_shipper import UsageShipper
 from gateway.warm import WarmUp
@@ -67,6 +74,12 @@ class Responses(Protocol):
 
 
 log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
 
@@ -97,6 +110,8 @@ class GatewayRuntime:
     people: PeopleStore | None = None  # users, invitations and roles of the Admin API
     keyring: Keyring | None = None  # seals projects' own provider keys (None: no BYOK)
     breaker_sharing: BreakerSharing | None = None  # breakers shared (None: this replica's)
+    metrics: MetricsSources | None = None  # what /metrics reads (None: no /metrics)
+    webhooks: WebhookStore | None = None  # endpoints and the outbox (None: no webhooks)
 
     def __post_init__(self) -> None:
         opener = None
@@ -110,6 +125,16 @@ class GatewayRuntime:
         )
         if sharing is not None:
             sharing.breakers = self.breakers
+            sharing.on_change = self._breaker_changed
+        self.webhook_sender: WebhookSender | None = None
+        hooks = self.config.webhooks
+        if self.webhooks is not None and hooks.enabled:
+            self.webhook_sender = WebhookSender(
+                self.webhooks,
+                hooks.retry_schedule_s,
+                poll_s=hooks.poll_interval_s,
+                timeout_s=hooks.timeout_s,
+            )
         self.relay = Relay(
             self.router,
             self.shipper,
@@ -117,12 +142,15 @@ class GatewayRuntime:
             self.admission,
             self.budgets,
             opener,
-            planner=Planner(self.breakers, RouteStats()),
+            planner=Planner(
+                self.breakers, RouteStats(), tokens=TokenCounter(self.config.providers)
+            ),
             retries=RetryPolicy(routing.retry),
             max_wait_s=routing.max_wait_s,
         )
         self.auth_failures = AuthFailures()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._emitting: set[asyncio.Task[None]] = set()
         self._started = False
 
     def start(self) -> None:
@@ -141,6 +169,8 @@ class GatewayRuntime:
             self._tasks.append(loop.create_task(self.key_watcher.run()))
         if self.breaker_sharing is not None:
             self._tasks.append(loop.create_task(self.breaker_sharing.run()))
+        if self.webhook_sender is not None:
+            self._tasks.append(loop.create_task(self.webhook_sender.run()))
         if self.admission is not None:  # idle leases' tokens back to the limiter
             self._tasks.append(loop.create_task(self.admission.leases.run_sweeper()))
             if self.admission.concurrency is not None:  # idle permits back, and a heartbeat
@@ -164,6 +194,33 @@ class GatewayRuntime:
         except Exception as exc:
             log.warning("announcing key changes failed: %s", type(exc).__name__)
 
+    def wake_webhooks(self) -> None:
+        if self.webhook_sender is not None:
+            self.webhook_sender.wake()
+
+    async def emit_webhook(self, org_id: str, event: Event) -> None:
+        """Put ``event`` in the outbox for ``org_id``'s endpoints. Best effort where the
+        event has no transaction of its own: a failure is logged, the action stands."""
+        if self.webhooks is None:
+            return
+        try:
+            if await self.webhooks.emit(org_id, event):
+                self.wake_webhooks()
+        except Exception as exc:
+            log.warning("webhook event %s not written: %s", event.type, type(exc).__name__)
+
+    def _breaker_changed(self, key: str, opening: Opening | None) -> None:
+        """A breaker opened or closed for every replica: the operator's event."""
+        if opening is None:
+            event = Event(type="breaker.closed", timestamp=_utcnow(), data={"target": key})
+        else:
+            until = datetime.fromtimestamp(opening.until, UTC).isoformat()
+            data = {"target": key, "until": until, "reason": opening.reason}
+            event = Event(type="breaker.opened", timestamp=_utcnow(), data=data)
+        task = asyncio.get_running_loop().create_task(self.emit_webhook(DEFAULT_ORG_ID, event))
+        self._emitting.add(task)
+        task.add_done_callback(self._emitting.discard)
+
     async def _prune_responses(self, store: Responses) -> None:
         """Delete expired stored responses every ``responses.prune_interval_s``, first at
         a random point of the first interval (replicas started together spread out;
@@ -182,6 +239,8 @@ class GatewayRuntime:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.webhook_sender is not None:
+            await self.webhook_sender.close()
         await self.shipper.close()
         if self.responses is not None:
             await self.responses.close()

@@ -42,11 +42,13 @@ from forge.routing.breakers import BreakerBoard
 from forge.routing.router import ProviderClient, Router
 from forge.settings import Settings
 from forge.tenancy.store import TenancyStore
+from forge.webhooks.store import WebhookStore
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.breaker_watch import BreakerSharing
 from gateway.drain import DrainWatcher
 from gateway.key_changes import KeyChangeWatcher
+from gateway.metrics import MetricsSources
 from gateway.runtime import GatewayRuntime
 from gateway.usage_shipper import UsageShipper
 from gateway.usage_spool import UsageSpool
@@ -245,6 +247,8 @@ class GatewayDeployment:
         # soft state (a restart starts its buckets full) / state in the database
         limiter = remote(named_actor(RateLimiterActor, RATE_LIMITER_ACTOR), RateLimiter)
         ledger = remote(named_actor(BudgetLedgerActor, BUDGET_LEDGER_ACTOR), BudgetLedger)
+        board = remote(named_actor(RateLimiterActor, RATE_LIMITER_ACTOR), BreakerBoard)
+        keyring = Keyring.of(Settings())
         database = replica_engine(Settings().resolved_database_url(), config.responses.pool_size)
         clients: dict[str, ProviderClient] = {
             name: HandleProviderClient(h) for name, h in providers.items()
@@ -293,7 +297,8 @@ class GatewayDeployment:
             responses=ResponseStore.on(database, config.responses),
             tenancy=TenancyStore(make_sessionmaker(database)),
             people=PeopleStore(make_sessionmaker(database)),
-            keyring=Keyring.of(Settings()),
+            keyring=keyring,
+            webhooks=WebhookStore(make_sessionmaker(database), keyring),
             database=database,
             audit=AuditStore(make_sessionmaker(database)),
             budgets=BudgetGate(
@@ -303,8 +308,11 @@ class GatewayDeployment:
                 config.gateway.replicas,
                 expire=ledger.expire,
             ),
-            breaker_sharing=BreakerSharing(
-                remote(named_actor(RateLimiterActor, RATE_LIMITER_ACTOR), BreakerBoard)
+            breaker_sharing=BreakerSharing(board),
+            metrics=MetricsSources(
+                usage=lambda: recorder.metrics.remote(),
+                breakers=lambda: board.breakers_since(None, 0, 0),
+                replicas=lambda: directory.replica_stats.remote(),
             ),
             admission=Admission(
                 LeasedAdmission(limiter.grant, limiter.give_back, config.gateway.replicas),

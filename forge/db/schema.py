@@ -456,3 +456,46 @@ class StoredResponse(Base):
         Index("ix_responses_project_created", "project_id", "created_at"),
         Index("ix_responses_expires", "expires_at"),
     )
+
+
+class WebhookEndpoint(Base):
+    """Where an organisation's events go: a Standard Webhooks receiver (signed with
+    ``secret``, sealed at rest) or a Slack, Discord or Teams incoming webhook (whose URL
+    is the secret: sealed too, ``url_hint`` shows its host)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    url_sealed: Mapped[str] = mapped_column(Text)
+    url_hint: Mapped[str] = mapped_column(String(300))
+    secret_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    events: Mapped[str] = mapped_column(Text)  # JSON list of event types
+    description: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: the outbox. Written in the event's own transaction
+    where it has one, so no event is lost when a sender restarts; a sender claims a due
+    row for ``claimed_until`` (another takes it over after), sends, and records the
+    outcome; failures retry on the schedule, then stay ``failed`` until replayed."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the webhook-id
+    endpoint_id: Mapped[str] = mapped_column(String(40), index=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # the event, JSON
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)

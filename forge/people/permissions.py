@@ -35,6 +35,7 @@ RESOURCES = (
     "api.groups",
     "api.organization.audit_logs",
     "api.organization.usage",
+    "api.organization.webhooks",
 )
 MODEL_REQUEST = "api.model.request"  # inference with the person's project keys
 PERMISSIONS: frozenset[str] = frozenset(

@@ -170,17 +170,22 @@ class BreakerBoard:
         self._board_open: dict[str, Opening] = {}
         self._board_changed: asyncio.Event | None = None
 
-    async def trip(self, key: str, until: float, reason: str) -> int:
+    async def trip(self, key: str, until: float, reason: str) -> bool:
+        """Open ``key``'s breaker until ``until``; True when it was not open before (a
+        new opening, which its publisher announces)."""
         current = self._board_open.get(key)
+        opened = current is None or current.until <= self._board_clock()
         if current is None or until > current.until:
             self._board_open[key] = Opening(until=until, reason=reason)
             self._board_bump()
-        return self._board_epoch
+        return opened
 
-    async def clear(self, key: str) -> int:
-        if self._board_open.pop(key, None) is not None:
-            self._board_bump()
-        return self._board_epoch
+    async def clear(self, key: str) -> bool:
+        """Close ``key``'s breaker; True when it was open."""
+        if self._board_open.pop(key, None) is None:
+            return False
+        self._board_bump()
+        return True
 
     async def breakers_since(
         self, feed_id: str | None, epoch: int, timeout_s: float

@@ -19,12 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from forge.errors import ForgeError, InvalidRequest, ServiceUnavailable, UpstreamRateLimited
+from forge.errors import (
+    ContextLengthExceeded,
+    ForgeError,
+    InvalidRequest,
+    ServiceUnavailable,
+    UpstreamRateLimited,
+)
 from forge.routing.breakers import Breakers
 from forge.routing.capabilities import check_request
 from forge.routing.limits import MAX_COST, MAX_LATENCY, NO_LIMITS, RouteLimits
 from forge.routing.router import Route, Target
 from forge.routing.stats import RouteStats
+from forge.routing.tokens import Count, TokenCounter
 
 BYTES_PER_TOKEN = 4  # the prompt's tokens, estimated from its size (as the rate limits do)
 EXPECTED_OUTPUT_TOKENS = 256  # a request that does not say how much it wants
@@ -87,9 +94,11 @@ class Planner:
         breakers: Breakers,
         stats: RouteStats,
         rng: random.Random | None = None,
+        tokens: TokenCounter | None = None,
     ) -> None:
         self.breakers = breakers
         self.stats = stats
+        self.tokens = tokens or TokenCounter([])  # no providers known: estimates
         self._rng = rng or random.Random()
         self._orders: dict[str, Order] = {
             "priority": Planner._by_priority,
@@ -119,6 +128,7 @@ class Planner:
         else:  # the model asked for must serve it; its fallbacks are dropped if not
             check_request(route.primary.model, body)
             candidates = [route.primary, *_servable(route.targets[1:], body)]
+        candidates = self._fitting(plan, candidates, body, body_bytes)
         if not limits.none:
             candidates = self._within(plan, candidates, limits, prompt, output)
         blocked: list[tuple[Target, float]] = []
@@ -138,6 +148,64 @@ class Planner:
             ordered.sort(key=lambda t: t.model.provider not in preferred)  # stable
         plan.targets = ordered
         return plan
+
+    def _fitting(
+        self, plan: Plan, candidates: list[Target], body: dict[str, Any], body_bytes: int
+    ) -> list[Target]:
+        """The candidates whose context window holds the prompt and the output asked for;
+        if none does, the route's ``context_window_fallbacks`` that do; a 400
+        ``context_length_exceeded`` if those do not either. A prompt counts only when its
+        size alone could overflow a window (tokens never outnumber bytes)."""
+        wanted = body.get("max_completion_tokens") or body.get("max_tokens")
+        output = wanted if isinstance(wanted, int) and wanted > 0 else 0
+        if all(
+            t.model.context_window is None or body_bytes + output <= t.model.context_window
+            for t in candidates
+        ):
+            return candidates
+        counts: dict[str, Count] = {}
+        fit, closest = self._fit(plan, candidates, body, output, counts)
+        if not fit and plan.route.larger:
+            fit, closest_larger = self._fit(plan, list(plan.route.larger), body, output, counts)
+            closest = closest_larger or closest
+        if fit:
+            return fit
+        assert closest is not None
+        window, count = closest
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {window} tokens. However, you "
+            f"requested {count.tokens + output} tokens ({count.tokens} in the messages"
+            f"{'' if count.exact else ', estimated'}, {output} in the completion). Please "
+            "reduce the length of the messages or completion.",
+            # as the engines say it: the prompt alone too long, or with max_tokens
+            param="messages" if count.tokens >= window else "max_tokens",
+        )
+
+    def _fit(
+        self,
+        plan: Plan,
+        targets: list[Target],
+        body: dict[str, Any],
+        output: int,
+        counts: dict[str, Count],
+    ) -> tuple[list[Target], tuple[int, Count] | None]:
+        fit, closest = [], None
+        for t in targets:
+            window = t.model.context_window
+            if window is None:
+                fit.append(t)
+                continue
+            family = self.tokens.family(t.model)
+            count = counts.get(family) or counts.setdefault(
+                family, self.tokens.count(t.model, body)
+            )
+            if count.tokens + output <= window:
+                fit.append(t)
+            else:
+                plan.skipped.append((t.model.name, f"{count.tokens} tokens > window {window}"))
+                if closest is None or window > closest[0]:
+                    closest = (window, count)
+        return fit, closest
 
     def _within(
         self,

@@ -65,6 +65,7 @@ class Route:
     targets: tuple[Target, ...]
     strategy: Strategy = "priority"
     group: bool = False
+    larger: tuple[Target, ...] = ()  # context_window_fallbacks: for prompts too long here
 
     @property
     def primary(self) -> Target:
@@ -93,11 +94,20 @@ class Router:
     def _chain(self, model: ModelConfig) -> Route:
         names = dict.fromkeys([model.name, *model.fallbacks])
         targets = tuple(self._target(n, priority=i) for i, n in enumerate(names))
-        return Route(model.name, targets)
+        return Route(model.name, targets, larger=self._larger(targets))
 
     def _group(self, group: ModelGroup) -> Route:
         targets = tuple(self._target(t.model, t.weight, t.priority) for t in group.targets)
-        return Route(group.name, targets, group.strategy, group=True)
+        return Route(group.name, targets, group.strategy, group=True, larger=self._larger(targets))
+
+    def _larger(self, targets: tuple[Target, ...]) -> tuple[Target, ...]:
+        """The targets' context_window_fallbacks, in order, that are not targets already."""
+        own = {t.model.name for t in targets}
+        names = dict.fromkeys(n for t in targets for n in t.model.context_window_fallbacks)
+        return tuple(
+            self._target(n, priority=len(targets) + i)
+            for i, n in enumerate(n for n in names if n not in own)
+        )
 
     @property
     def providers(self) -> frozenset[str]:

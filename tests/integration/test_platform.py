@@ -358,3 +358,51 @@ def test_a_projects_own_provider_key_crosses_the_ray_hop_to_its_provider(platfor
         gone = httpx2.delete(f"{path}/{made.json()['id']}", headers=admin, timeout=30)
         assert gone.status_code == 200, gone.text
     assert client.chat.completions.create(model="gpt-test", messages=MSG).choices
+
+
+def test_metrics_and_shared_breakers_through_the_actors(platform):
+    """/metrics behind Serve: traffic counted by the usage recorder actor, a breaker that
+    the gateway opened read back from the board in the RateLimiter actor."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from forge.db.engine import make_engine, make_sessionmaker
+    from forge.keys import KeyStore
+
+    async def operator_key() -> str:
+        engine = make_engine(platform.db_url)
+        try:
+            made = await KeyStore(make_sessionmaker(engine)).create_key("ops", role="platform")
+            return made.key
+        finally:
+            await engine.dispose()
+
+    ops = {"authorization": f"Bearer {asyncio.run(operator_key())}"}
+    client = platform.sdk()
+    for _ in range(4):  # 2 tries each on the failing primary: the 5th failure opens it
+        raw = client.chat.completions.with_raw_response.create(model="flaky-503", messages=MSG)
+        assert "target=gpt-test" in raw.headers["x-forge-route"]
+    assert "skipped=flaky-503(cooling down)" in raw.headers["x-forge-route"]
+
+    def scrape() -> dict[tuple[str, frozenset], float]:
+        resp = httpx2.get(platform.url + "/metrics", headers=ops, timeout=30)
+        assert resp.status_code == 200, resp.text
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(resp.text)
+            for s in family.samples
+        }
+
+    deadline = time.monotonic() + 20
+    while True:
+        m = scrape()
+        served = sum(
+            v
+            for (n, ls), v in m.items()
+            if n == "forge_requests_total" and ("model", "gpt-test") in ls
+        )
+        opened = m.get(("forge_breaker_open", frozenset({("target", "flaky-503")})))
+        if (served >= 3 and opened == 1) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert served >= 3 and opened == 1
+    assert m[("forge_component_up", frozenset({("component", "actor:usage-recorder")}))] == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +33,15 @@ from forge.limits.lease import LeasedAdmission
 from forge.limits.limiter import RateLimiter
 from forge.people.store import PeopleStore
 from forge.responses_store import ResponseStore
+from forge.routing.breakers import BreakerBoard
 from forge.routing.router import Router
 from forge.tenancy.store import TenancyStore
+from forge.usage_metrics import UsageMetrics
+from forge.webhooks.store import WebhookStore
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
+from gateway.breaker_watch import BreakerSharing
+from gateway.metrics import MetricsSources
 from gateway.runtime import GatewayRuntime
 from gateway.usage_shipper import UsageShipper
 from gateway.usage_spool import UsageSpool
@@ -182,7 +187,9 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
     spool_dir = Path(tempfile.mkdtemp(prefix="forge-spool-"))
     spool = UsageSpool(spool_dir)
     spool.open()
-    usage = UsageStore(engine)
+    traffic = UsageMetrics()
+    usage = UsageStore(engine, observe=traffic.observe)
+    board = BreakerBoard()
     adapters = CachedAdapterLookup(directory.get_adapter, ttl_s=config.gateway.auth_cache_ttl_s)
     visible = VisibleAdapters(directory.visible_adapter, ttl_s=config.gateway.auth_cache_ttl_s)
     providers = {p.name: make_provider(p, adapter_lookup=adapters) for p in config.providers}
@@ -206,12 +213,18 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
         tenancy=TenancyStore(make_sessionmaker(engine)),
         people=PeopleStore(make_sessionmaker(engine)),
         keyring=Keyring.parse(TEST_KEYRING),
+        webhooks=WebhookStore(make_sessionmaker(engine), Keyring.parse(TEST_KEYRING)),
         admission=Admission(
             LeasedAdmission(limiter.grant, limiter.give_back),
             ConcurrencyLeases(limiter.acquire, limiter.release, limiter.report, "in-process"),
         ),
         audit=AuditStore(make_sessionmaker(engine)),
         budgets=BudgetGate(ledger.reserve, ledger.release, shipper.flush, expire=ledger.expire),
+        breaker_sharing=BreakerSharing(board),
+        metrics=MetricsSources(
+            usage=_now(traffic.exposition),
+            breakers=lambda: board.breakers_since(None, 0, 0),
+        ),
     )
     app = build_app(runtime)
     runtime.start()
@@ -232,6 +245,13 @@ async def usage_rows(h: Harness) -> list:
     assert await h.runtime.shipper.flush()
     async with h.engine.connect() as conn:
         return (await conn.execute(select(UsageRecord))).mappings().all()
+
+
+def _now(make: Callable[[], bytes]) -> Callable[[], Awaitable[bytes]]:
+    async def call() -> bytes:
+        return make()
+
+    return call
 
 
 async def _all_ready() -> dict[str, bool]:

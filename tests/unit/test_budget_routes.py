@@ -55,7 +55,7 @@ async def test_a_request_budget_stops_a_key_with_insufficient_quota(gw):
 
 async def test_a_dollar_budget_refuses_what_it_could_not_cover(gw):
     org = await populated(gw, "budget-usd")
-    made = await budget(gw, org.admin, scope="project", subject_id=org.project, limit=1.0)
+    made = await budget(gw, org.admin, scope="project", subject_id=org.project, limit=0.01)
     assert made.status_code == 201, made.text
     client = gw.sdk(org.user)
     for _ in range(3):
@@ -71,10 +71,11 @@ async def test_a_dollar_budget_refuses_what_it_could_not_cover(gw):
         )
     ).json()
     assert 0 < state["spent"] < 0.001 and state["unit"] == "usd"
-    # a request whose worst case is above what is left is refused, not run
+    # a request whose worst case is above what is left is refused, not run (8,000
+    # tokens at $2/M: $0.016, within gpt-test's context window of 8,192)
     with pytest.raises(openai.RateLimitError) as err:
-        await client.chat.completions.create(**{**CHAT, "max_tokens": 1_000_000})
-    assert "monthly budget of $1.00 for project" in err.value.response.json()["error"]["message"]
+        await client.chat.completions.create(**{**CHAT, "max_tokens": 8_000})
+    assert "monthly budget of $0.01 for project" in err.value.response.json()["error"]["message"]
     rows = await usage_rows(gw)
     spent = sum(r["cost_usd"] for r in rows if r["project_id"] == org.project)
     assert spent == pytest.approx(state["spent"])

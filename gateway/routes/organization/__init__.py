@@ -20,6 +20,7 @@ from gateway.routes.organization import (
     usage,
     usage_export,
     users,
+    webhooks,
 )
 
 router = APIRouter(prefix="/v1/organization")
@@ -32,6 +33,7 @@ for module in (
     model_permissions,
     provider_credentials,
     spend_alerts,
+    webhooks,
     users,
     invites,
     roles,

@@ -1,0 +1,125 @@
+"""`GET /metrics`: the platform in Prometheus' text format, the whole cluster's whichever
+replica answers.
+
+Traffic (requests, latency, TTFT, tokens, cost) comes from the usage recorder, which
+counts every stored record once (``forge.usage_metrics``). The state of the parts is read
+at scrape time from where it already lives: components' health from the replica's
+readiness checks, open breakers from the shared board, engines' batch and queue and
+gateway replicas' unshipped records from the directory's replica reports. A source that
+does not answer is left out, and says so as ``forge_component_up 0``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from forge.routing.breakers import BreakerNews
+
+log = logging.getLogger(__name__)
+SOURCE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class MetricsSources:
+    usage: Callable[[], Awaitable[bytes]]  # the recorder's exposition
+    breakers: Callable[[], Awaitable[BreakerNews]] | None = None  # the shared board
+    replicas: Callable[[], Awaitable[dict[str, dict[str, Any]]]] | None = None  # reports
+
+
+async def _ask(what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        return await asyncio.wait_for(call(), SOURCE_TIMEOUT_S)
+    except Exception as exc:
+        log.warning("metrics source %s failed: %s", what, type(exc).__name__)
+        return None
+
+
+async def scrape(
+    sources: MetricsSources,
+    readiness: Callable[[], Awaitable[dict[str, bool]]],
+    targets: list[str],
+    now: float,
+) -> bytes:
+    """The exposition: the recorder's traffic metrics, then this scrape's gauges.
+    ``targets``: every routable model name (a closed breaker is a 0, not a gap)."""
+    usage, components, board, replicas = await asyncio.gather(
+        _ask("usage", sources.usage),
+        _ask("readiness", readiness),
+        _ask("breakers", sources.breakers) if sources.breakers else _none(),
+        _ask("replicas", sources.replicas) if sources.replicas else _none(),
+    )
+    r = CollectorRegistry(auto_describe=True)
+    up = Gauge("forge_component_up", "1: the part answers its check.", ["component"], registry=r)
+    for name, ok in (components or {}).items():
+        up.labels(name).set(1 if ok else 0)
+    up.labels("metrics:usage-recorder").set(0 if usage is None else 1)
+    if sources.breakers is not None:
+        up.labels("metrics:breaker-board").set(0 if board is None else 1)
+    if board is not None:
+        opened = Gauge(
+            "forge_breaker_open",
+            "1: the target's breaker is open (no traffic until its probe).",
+            ["target"],
+            registry=r,
+        )
+        until = Gauge(
+            "forge_breaker_open_until_seconds",
+            "When an open breaker lets its probe through (Unix time).",
+            ["target"],
+            registry=r,
+        )
+        for name in targets:
+            opening = board.open.get(name)
+            is_open = opening is not None and opening.until > now
+            opened.labels(name).set(1 if is_open else 0)
+            if is_open:
+                until.labels(name).set(opening.until)
+    if replicas is not None:
+        _replica_gauges(r, replicas)
+    return (usage or b"") + generate_latest(r)
+
+
+async def _none() -> None:
+    return None
+
+
+def _replica_gauges(r: CollectorRegistry, replicas: dict[str, dict[str, Any]]) -> None:
+    running = Gauge(
+        "forge_engine_running",
+        "Requests generating (the batch).",
+        ["provider", "replica"],
+        registry=r,
+    )
+    waiting = Gauge(
+        "forge_engine_waiting",
+        "Requests queued for a batch slot.",
+        ["provider", "replica"],
+        registry=r,
+    )
+    adapters = Gauge(
+        "forge_engine_adapters_loaded",
+        "LoRA adapters held.",
+        ["provider", "replica"],
+        registry=r,
+    )
+    pending = Gauge(
+        "forge_usage_pending_records",
+        "Usage records a gateway replica holds, not yet stored.",
+        ["replica"],
+        registry=r,
+    )
+    for replica, stats in replicas.items():
+        if "provider" in stats and "running" in stats:
+            labels = (str(stats["provider"]), replica)
+            running.labels(*labels).set(stats.get("running", 0))
+            waiting.labels(*labels).set(stats.get("waiting", 0))
+            adapters.labels(*labels).set(len(stats.get("adapters") or ()))
+        usage = stats.get("usage")
+        if stats.get("gateway") and isinstance(usage, dict):
+            pending.labels(replica).set(usage.get("pending", 0))
