@@ -76,6 +76,7 @@ async def gateway(work: Path, spool: bool) -> tuple[httpx2.AsyncClient, str, Gat
             providers,
             VisibleAdapters(directory.visible_adapter),
             config.routing.groups,
+            config.routing.experiments,
         ),
         verifier=KeyVerifier(directory.keys.lookup),
         shipper=UsageShipper(UsageStore(engine).write, spool=usage_spool),

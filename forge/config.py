@@ -349,6 +349,35 @@ class ModelGroup(StrictModel):
     targets: list[GroupTarget] = Field(min_length=1, description="The models it sends to.")
 
 
+class ExperimentArm(StrictModel):
+    name: str = Field(pattern=r"^[\w.-]{1,40}$", description="The arm's name in reports.")
+    model: str = Field(description="A model or model group its traffic goes to.")
+    percent: float = Field(gt=0, le=100, description="Share of the experiment's callers.")
+
+
+class Experiment(StrictModel):
+    """An A/B test behind one public model name: each caller is assigned an arm by a
+    hash of its key (or of the request's ``user``), so it keeps seeing the same arm."""
+
+    name: str = Field(description="Public model name clients send; unique among models.")
+    sticky: Literal["key", "user"] = Field(
+        "key",
+        description="key: one arm per API key; user: per the request's `user` field "
+        "(the key's arm when a request has none).",
+    )
+    arms: list[ExperimentArm] = Field(min_length=2, description="Percents sum to 100.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Experiment:
+        total = sum(a.percent for a in self.arms)
+        if abs(total - 100) > 1e-6:
+            raise ValueError(f"arms' percents sum to {total:g}, not 100")
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError("arm names must be unique")
+        return self
+
+
 class RetryConfig(StrictModel):
     attempts: int = Field(
         2, ge=1, le=10, description="Tries per target (the first and its retries) before the next."
@@ -388,6 +417,7 @@ class RoutingConfig(StrictModel):
         "for the first to come back, else answer 503 saying which and until when.",
     )
     groups: list[ModelGroup] = Field(default_factory=list, description="Model groups.")
+    experiments: list[Experiment] = Field(default_factory=list, description="A/B tests.")
 
 
 class WebhooksConfig(StrictModel):
@@ -433,15 +463,22 @@ class PlatformConfig(StrictModel):
                     raise ValueError(
                         f"model {m.name!r} has invalid context_window_fallbacks entry {f!r}"
                     )
-        for i, group in enumerate(self.routing.groups):
-            if group.name in names or group.name in {g.name for g in self.routing.groups[:i]}:
-                raise ValueError(f"routing.groups[{i}].name {group.name!r} is already taken")
-            for j, target in enumerate(group.targets):
-                if target.model not in names:
-                    raise ValueError(
-                        f"routing.groups[{i}].targets[{j}].model names unknown model "
-                        f"{target.model!r}"
-                    )
+        groups = self.routing.groups
+        _named_and_known(
+            "routing.groups",
+            [(g.name, [t.model for t in g.targets]) for g in groups],
+            taken=set(names),
+            known=set(names),
+            refs="targets",
+        )
+        routable = set(names) | {g.name for g in groups}
+        _named_and_known(
+            "routing.experiments",
+            [(e.name, [a.model for a in e.arms]) for e in self.routing.experiments],
+            taken=routable,
+            known=routable,
+            refs="arms",
+        )
         types = {p.name: p.type for p in self.providers}
         if any(m.shared is None for m in self.models):
             resolved = [
@@ -474,10 +511,35 @@ class PlatformConfig(StrictModel):
             g.model_copy(update={"targets": [t for t in g.targets if t.model in names]})
             for g in self.routing.groups
         ]
-        routing = self.routing.model_copy(update={"groups": [g for g in groups if g.targets]})
+        kept_groups = [g for g in groups if g.targets]
+        routable = names | {g.name for g in kept_groups}
+        routing = self.routing.model_copy(
+            update={
+                "groups": kept_groups,
+                # an experiment with an arm gone would no longer be the test it was
+                "experiments": [
+                    e for e in self.routing.experiments if all(a.model in routable for a in e.arms)
+                ],
+            }
+        )
         return self.model_copy(
             update={"providers": providers, "models": models, "routing": routing}
         )
+
+
+def _named_and_known(
+    where: str, entries: list[tuple[str, list[str]]], taken: set[str], known: set[str], refs: str
+) -> None:
+    """Each entry of ``where`` (its name, and the model names it sends to) has a public
+    name nothing else has, and sends only to ``known`` names."""
+    seen = set(taken)
+    for i, (name, models) in enumerate(entries):
+        if name in seen:
+            raise ValueError(f"{where}[{i}].name {name!r} is already taken")
+        seen.add(name)
+        for j, model in enumerate(models):
+            if model not in known:
+                raise ValueError(f"{where}[{i}].{refs}[{j}].model names unknown model {model!r}")
 
 
 def load_config(path: str | Path) -> PlatformConfig:

@@ -33,6 +33,8 @@ class UsageEvent(BaseModel):
     status: UsageStatus
     http_status: int
     error_code: str | None = None
+    route: str | None = None  # how it was routed: the x-forge-route header's text
+    arm: str | None = None  # "<experiment>/<arm>" for a request in an A/B experiment
 
 
 def cost_usd(

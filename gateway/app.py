@@ -14,6 +14,8 @@ from gateway.routes import (
     anthropic,
     audit,
     budgets,
+    experiments,
+    feedback,
     health,
     inference,
     limits,
@@ -47,7 +49,7 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
     install_error_handlers(app)
     routers = (inference, anthropic, responses, models, health, admin, limits, budgets)
     routers = (*routers, organization)
-    for module in (*routers, operator, audit, metrics):
+    for module in (*routers, operator, audit, metrics, experiments, feedback):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,

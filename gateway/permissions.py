@@ -41,6 +41,7 @@ RESOURCES_BY_PATH: tuple[tuple[str, str], ...] = (
     ("/admin/rate_limits", "api.organization.projects"),
     ("/admin/budgets", "api.organization.projects"),
     ("/admin/audit", "api.organization.audit_logs"),
+    ("/admin/experiments", "api.organization.usage"),
 )
 
 

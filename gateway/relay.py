@@ -27,6 +27,7 @@ from forge.limits.admission import Admission, Admitted, requested_output
 from forge.protocol.exchange import Endpoint, StreamEnd, StreamHead, Usage
 from forge.protocol.sse import DONE, error_event
 from forge.routing.breakers import Breakers
+from forge.routing.experiments import arm_label, assign
 from forge.routing.limits import NO_LIMITS, RouteLimits, route_limits
 from forge.routing.planner import COOLING_DOWN, Plan, Planner
 from forge.routing.retries import RetryPolicy, Verdict
@@ -39,6 +40,7 @@ from gateway.usage_shipper import UsageShipper
 from gateway.usage_spool import PROGRESS_EVERY
 
 ROUTE_HEADER = "x-forge-route"
+ROUTE_MAX = 300  # of the route's text kept in the usage record
 T = TypeVar("T")
 
 
@@ -58,6 +60,8 @@ class CallContext:
     admitted: Admitted | None = None  # by the rate limits; settled with the real usage
     budgeted: BudgetAdmitted | None = None  # by the budgets; settled with the real cost
     limits: RouteLimits = NO_LIMITS  # the request's own, from its x-forge-* headers
+    plan: Plan | None = None  # how it is routed (for its usage record)
+    arm: str | None = None  # its A/B arm, "<experiment>/<arm>"
 
     @classmethod
     def of(
@@ -128,6 +132,14 @@ def _own_key_refused(error: ForgeError, keyed: dict[str, str]) -> ForgeError:
         code="provider_credential_rejected",
         provider=error.provider,
     )
+
+
+def _route_text(ctx: CallContext, target: Target) -> str:
+    """How the call was routed (``x-forge-route``, and the usage record's ``route``)."""
+    if ctx.plan is None:
+        return ""
+    text = ctx.plan.explain(target)
+    return text if ctx.arm is None else f"{text}; arm={ctx.arm}"
 
 
 def _ms_since(t0: float) -> float:
@@ -210,6 +222,8 @@ class Relay:
             status=status,
             http_status=http_status,
             error_code=error_code,
+            route=_route_text(ctx, target)[:ROUTE_MAX] or None,
+            arm=ctx.arm,
         )
 
     def _started(self, ctx: CallContext, target: Target, stream: bool) -> None:
@@ -258,10 +272,16 @@ class Relay:
         every target out), a 429 past the caller's rate limits, a 503 when every target
         is cooling down (after waiting up to ``max_wait_s`` for one)."""
         key = ctx.key
+        name = body["model"]
+        experiment = self.router.experiment(name)
+        if experiment is not None:
+            user = body.get("user") if experiment.sticky == "user" else None
+            arm = assign(experiment, str(user or ctx.key_id or ctx.request_id))
+            ctx.arm, name = arm_label(experiment, arm), arm.model
         if key is None:
-            route = await self.router.resolve(body["model"])
+            route = await self.router.resolve(name)
         else:
-            route = await self.router.resolve(body["model"], key.org_id, key.project_id)
+            route = await self.router.resolve(name, key.org_id, key.project_id)
         if key is not None:
             if key.model_policy is not None:
                 key.model_policy.check(key.project_id, body["model"], route.name)
@@ -269,7 +289,7 @@ class Relay:
                 check_model(key.id, key.allowed_models, body["model"], route.name)
             if key.plan is not None and not plan_has(key.plan, "all_providers"):
                 route = shared_only(route, key.plan)
-        plan = await self._planned(route, ctx, body)
+        plan = ctx.plan = await self._planned(route, ctx, body)
         if self.admission is not None and ctx.key is not None:
             ctx.admitted = await self.admission.admit(ctx.key, route.name, body, ctx.body_bytes)
             if ctx.admitted is not None and ctx.after_response is not None:
@@ -338,12 +358,10 @@ class Relay:
         return {} if api_key is None else {"api_key": api_key}
 
     @staticmethod
-    def _headers(
-        ctx: CallContext, overhead_ms: float, plan: Plan, target: Target
-    ) -> dict[str, str]:
+    def _headers(ctx: CallContext, overhead_ms: float, target: Target) -> dict[str, str]:
         headers = {
             "x-forge-overhead-ms": f"{max(overhead_ms, 0):.2f}",
-            ROUTE_HEADER: plan.explain(target),
+            ROUTE_HEADER: _route_text(ctx, target),
         }
         if ctx.admitted is not None:
             headers.update(ctx.admitted.headers)
@@ -413,7 +431,7 @@ class Relay:
         )
         self._after_response(ctx, settle)
         overhead = _ms_since(ctx.t0) - reply.upstream_ms
-        return reply.body, self._headers(ctx, overhead, plan, target)
+        return reply.body, self._headers(ctx, overhead, target)
 
     async def open_stream(
         self, ctx: CallContext, body: dict[str, Any], include_usage: bool
@@ -439,7 +457,7 @@ class Relay:
         ttft_ms = _ms_since(ctx.t0)
         overhead = ttft_ms - head.upstream_ms
         relayed = self._relay(ctx, target, source, head, ttft_ms, t_call)
-        return relayed, self._headers(ctx, overhead, plan, target)
+        return relayed, self._headers(ctx, overhead, target)
 
     async def _relay(
         self,

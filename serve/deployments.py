@@ -282,7 +282,13 @@ class GatewayDeployment:
         )
         self.runtime = GatewayRuntime(
             config=config,
-            router=Router(config.models, clients, visible, config.routing.groups),
+            router=Router(
+                config.models,
+                clients,
+                visible,
+                config.routing.groups,
+                config.routing.experiments,
+            ),
             verifier=KeyVerifier(
                 lambda digest: directory.verify.remote(digest),
                 ttl_s=config.gateway.auth_cache_ttl_s,

@@ -396,6 +396,11 @@ class UsageRecord(Base):
     status: Mapped[str] = mapped_column(String(32))
     http_status: Mapped[int] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # how it was routed (the x-forge-route header), the A/B arm it was in, and the
+    # caller's feedback on the answer (POST /v1/feedback, 0 to 1)
+    route: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    arm: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    feedback_score: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (
         Index("ix_usage_records_key_created", "key_id", "created_at"),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from forge.adapters import AdapterMismatch, AdapterNotFound, VisibleLookup, adapter_ref
-from forge.config import ModelConfig, ModelGroup, Strategy
+from forge.config import Experiment, ModelConfig, ModelGroup, Strategy
 from forge.errors import InvalidRequest, ModelNotFound
 from forge.protocol.exchange import Endpoint, ProviderReply, StreamItem
 
@@ -79,6 +79,7 @@ class Router:
         clients: Mapping[str, ProviderClient],
         adapters: VisibleLookup | None = None,
         groups: list[ModelGroup] | None = None,
+        experiments: list[Experiment] | None = None,
     ) -> None:
         self._models = {m.name: m for m in models}
         self._clients = dict(clients)
@@ -86,6 +87,15 @@ class Router:
         for group in groups or ():
             self._routes[group.name] = self._group(group)
         self._adapters = adapters
+        self._experiments = {e.name: e for e in experiments or ()}
+
+    def experiment(self, name: str) -> Experiment | None:
+        """The A/B experiment behind ``name``, if it is one (its arms name routes)."""
+        return self._experiments.get(name)
+
+    @property
+    def experiments(self) -> list[Experiment]:
+        return list(self._experiments.values())
 
     def _target(self, name: str, weight: float = 1.0, priority: int = 0) -> Target:
         model = self._models[name]

@@ -41,6 +41,7 @@ async def list_models(
     """Those the caller's project may use."""
     cards = [_card(m) for m in rt.router.models]
     cards += [_group_card(g.name) for g in rt.router.groups]
+    cards += [_group_card(e.name) for e in rt.router.experiments]
     served = {m.name: m for m in rt.router.models}
     try:
         adapters = await rt.directory.visible_adapters(key.org_id, key.project_id)
@@ -64,6 +65,10 @@ async def get_model(
 ) -> ModelCard:
     """A configured model, or an adapter by its own name or as ``<base>:<adapter>``
     (404 for neither, as for a request naming it; 403 for one the project may not use)."""
+    if rt.router.experiment(model_id) is not None:
+        if key.allowed_models is not None:
+            check_model(key.id, key.allowed_models, model_id, model_id)
+        return _group_card(model_id)
     route = await rt.router.resolve(model_id, key.org_id, key.project_id)
     if key.model_policy is not None:
         key.model_policy.check(key.project_id, model_id, route.name)

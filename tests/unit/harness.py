@@ -202,7 +202,13 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
     ledger = BudgetLedger(make_sessionmaker(engine))
     runtime = GatewayRuntime(
         config=config,
-        router=Router(config.models, providers, visible, config.routing.groups),
+        router=Router(
+            config.models,
+            providers,
+            visible,
+            config.routing.groups,
+            config.routing.experiments,
+        ),
         verifier=KeyVerifier(directory.verify, ttl_s=config.gateway.auth_cache_ttl_s),
         shipper=shipper,
         directory=directory,
