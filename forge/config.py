@@ -283,6 +283,9 @@ class Capabilities(StrictModel):
     json_mode: bool = Field(True, description="Accepts `response_format`.")
 
 
+TaskKind = Literal["chat", "code", "summarise", "extract", "long_context", "vision", "tools"]
+
+
 class ModelConfig(StrictModel):
     name: str = Field(description="Public model name clients send (an alias).")
     provider: str = Field(description="Name of the provider that serves it.")
@@ -304,10 +307,28 @@ class ModelConfig(StrictModel):
         description="Public model names tried in order when this one fails before "
         "answering (connection error, 5xx, timeout, 429).",
     )
+    system_prompt: str | None = Field(
+        None,
+        description="A system-prompt template applied on the way to this model (chat "
+        "requests): `{system}` stands for the caller's own system text (empty if none). "
+        "For a model that wants its instructions phrased its own way.",
+    )
     context_window_fallbacks: list[str] = Field(
         default_factory=list,
         description="Public model names (with larger windows) a request goes to, in order, "
         "when its prompt plus `max_tokens` does not fit this model's `context_window`.",
+    )
+    quality: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description='How good its answers are, 0 to 1, in your judgement: `model="auto"` '
+        "chooses among the models that have one, above its policy's quality floor.",
+    )
+    strengths: list[TaskKind] = Field(
+        default_factory=list,
+        description="Kinds of request `auto` sends here first (code, summarise, extract, "
+        "long_context, vision, tools, chat).",
     )
     shared: bool | None = Field(
         None,
@@ -319,6 +340,18 @@ class ModelConfig(StrictModel):
     @property
     def provider_model(self) -> str:
         return self.model or self.name
+
+    @model_validator(mode="after")
+    def _check_template(self) -> ModelConfig:
+        if self.system_prompt is not None:
+            try:
+                self.system_prompt.format(system="")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"system_prompt of {self.name!r}: only {{system}} may be substituted "
+                    f"(write {{{{ and }}}} for braces): {exc}"
+                ) from None
+        return self
 
 
 Strategy = Literal["priority", "weighted", "least_busy", "lowest_latency", "lowest_cost"]
@@ -378,6 +411,45 @@ class Experiment(StrictModel):
         return self
 
 
+class AutoPolicy(StrictModel):
+    """What `model="auto:<policy>"` may choose: models rated at least ``quality_floor``,
+    estimated at most ``cost_ceiling_usd`` for the request, moving latency at most
+    ``latency_target_ms``; among them, those strong at the request's kind first, then
+    by ``prefer``."""
+
+    quality_floor: float = Field(0.0, ge=0, le=1)
+    cost_ceiling_usd: float | None = Field(None, gt=0)
+    latency_target_ms: float | None = Field(None, gt=0)
+    prefer: Literal["cheapest", "best", "fastest"] = Field(
+        "cheapest",
+        description="cheapest: lowest estimated cost; best: highest quality; "
+        "fastest: lowest moving latency.",
+    )
+    models: list[str] | None = Field(
+        None, description="Only these models (default: every model with a `quality`)."
+    )
+
+
+class AutoConfig(StrictModel):
+    policies: dict[str, AutoPolicy] = Field(
+        default_factory=lambda: {"default": AutoPolicy()},
+        description='Named policies, chosen with model="auto:<name>".',
+    )
+    default_policy: str = Field("default", description="The policy of a plain `auto`.")
+    long_context_tokens: int = Field(
+        8000, ge=1, description="A prompt this long (estimated) is a long_context request."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoConfig:
+        if self.default_policy not in self.policies:
+            raise ValueError(
+                f"default_policy {self.default_policy!r} is not one of the policies "
+                f"({', '.join(sorted(self.policies))})"
+            )
+        return self
+
+
 class RetryConfig(StrictModel):
     attempts: int = Field(
         2, ge=1, le=10, description="Tries per target (the first and its retries) before the next."
@@ -418,6 +490,7 @@ class RoutingConfig(StrictModel):
     )
     groups: list[ModelGroup] = Field(default_factory=list, description="Model groups.")
     experiments: list[Experiment] = Field(default_factory=list, description="A/B tests.")
+    auto: AutoConfig = Field(default_factory=AutoConfig, description='model="auto".')
 
 
 class WebhooksConfig(StrictModel):
@@ -471,6 +544,15 @@ class PlatformConfig(StrictModel):
             known=set(names),
             refs="targets",
         )
+        for policy_name, policy in self.routing.auto.policies.items():
+            for j, model in enumerate(policy.models or ()):
+                if model not in names:
+                    raise ValueError(
+                        f"routing.auto.policies.{policy_name}.models[{j}] names unknown model "
+                        f"{model!r}"
+                    )
+        if "auto" in names or any(n.startswith("auto:") for n in names):
+            raise ValueError("'auto' and 'auto:<policy>' are the platform's own model names")
         routable = set(names) | {g.name for g in groups}
         _named_and_known(
             "routing.experiments",
@@ -520,6 +602,20 @@ class PlatformConfig(StrictModel):
                 "experiments": [
                     e for e in self.routing.experiments if all(a.model in routable for a in e.arms)
                 ],
+                "auto": self.routing.auto.model_copy(
+                    update={
+                        "policies": {
+                            name: p.model_copy(
+                                update={
+                                    "models": None
+                                    if p.models is None
+                                    else [m for m in p.models if m in names]
+                                }
+                            )
+                            for name, p in self.routing.auto.policies.items()
+                        }
+                    }
+                ),
             }
         )
         return self.model_copy(

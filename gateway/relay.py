@@ -26,10 +26,12 @@ from forge.keys import KeyInfo
 from forge.limits.admission import Admission, Admitted, requested_output
 from forge.protocol.exchange import Endpoint, StreamEnd, StreamHead, Usage
 from forge.protocol.sse import DONE, error_event
+from forge.routing.auto import AutoRouter
 from forge.routing.breakers import Breakers
 from forge.routing.experiments import arm_label, assign
 from forge.routing.limits import NO_LIMITS, RouteLimits, route_limits
 from forge.routing.planner import COOLING_DOWN, Plan, Planner
+from forge.routing.prompts import adapt
 from forge.routing.retries import RetryPolicy, Verdict
 from forge.routing.router import Route, Router, Target
 from forge.routing.stats import RouteStats
@@ -158,6 +160,7 @@ class Relay:
         planner: Planner | None = None,
         retries: RetryPolicy | None = None,
         max_wait_s: float = 0.0,
+        auto: AutoRouter | None = None,
     ) -> None:
         self.router = router
         self.credentials = credentials
@@ -168,6 +171,7 @@ class Relay:
         self.planner = planner or Planner(Breakers(RoutingConfig().breaker), RouteStats())
         self.retries = retries or RetryPolicy(RoutingConfig().retry)
         self.max_wait_s = max_wait_s
+        self.auto = auto
 
     def context(self, request: Any, key: KeyInfo, endpoint: Endpoint) -> CallContext:
         """The call's context from its HTTP request: what the middleware stamped on its
@@ -278,7 +282,9 @@ class Relay:
             user = body.get("user") if experiment.sticky == "user" else None
             arm = assign(experiment, str(user or ctx.key_id or ctx.request_id))
             ctx.arm, name = arm_label(experiment, arm), arm.model
-        if key is None:
+        if self.auto is not None and AutoRouter.is_auto(name):
+            route = self.auto.route(name, body)
+        elif key is None:
             route = await self.router.resolve(name)
         else:
             route = await self.router.resolve(name, key.org_id, key.project_id)
@@ -380,7 +386,7 @@ class Relay:
         is recorded and raised."""
         last = len(plan.targets) - 1
         for i, target in enumerate(plan.targets):
-            sent = {**body, "model": target.model.provider_model}
+            sent = {**adapt(target.model, body), "model": target.model.provider_model}
             keyed = self._keyed(ctx, target)
             name = target.model.name
             attempt = 0

@@ -22,6 +22,7 @@ from forge.db.schema import DEFAULT_ORG_ID
 from forge.directory import Directory
 from forge.limits.admission import Admission
 from forge.people.store import PeopleStore
+from forge.routing.auto import AutoRouter
 from forge.routing.breakers import Breakers, Opening
 from forge.routing.planner import Planner
 from forge.routing.retries import RetryPolicy
@@ -119,6 +120,7 @@ class GatewayRuntime:
             keyed = (p.name for p in self.config.providers if p.type in KEYED_TYPES)
             opener = CredentialOpener(self.keyring, keyed)
         routing = self.config.routing
+        stats = RouteStats()  # this replica's view of its targets, for planner and auto
         sharing = self.breaker_sharing
         self.breakers = Breakers(
             routing.breaker, publish=sharing.publish if sharing is not None else None
@@ -142,11 +144,10 @@ class GatewayRuntime:
             self.admission,
             self.budgets,
             opener,
-            planner=Planner(
-                self.breakers, RouteStats(), tokens=TokenCounter(self.config.providers)
-            ),
+            planner=Planner(self.breakers, stats, tokens=TokenCounter(self.config.providers)),
             retries=RetryPolicy(routing.retry),
             max_wait_s=routing.max_wait_s,
+            auto=AutoRouter(routing.auto, self.router, stats),
         )
         self.auth_failures = AuthFailures()
         self._tasks: list[asyncio.Task[Any]] = []

@@ -48,7 +48,9 @@ class Plan:
     def explain(self, chosen: Target) -> str:
         """The ``x-forge-route`` header: the route, its strategy, who answered, and
         who was passed over on the way (tried and failed, or skipped before trying)."""
-        text = f"{self.route.name}; strategy={self.route.strategy}; target={chosen.model.name}"
+        route = self.route
+        note = f"; {route.note}" if route.note else ""
+        text = f"{route.name}; strategy={route.strategy}{note}; target={chosen.model.name}"
         passed = [t.model.name for t in self.targets[: self.targets.index(chosen)]]
         if passed:
             text += "; failed=" + ",".join(passed)
@@ -141,7 +143,14 @@ class Planner:
                 blocked.append((target, until))
                 plan.skipped.append((target.model.name, "cooling down"))
         if not usable:
-            raise _cooling_down(route, blocked, self.breakers)
+            lone = candidates[0] if len(candidates) == 1 else None
+            if lone is None or self.breakers.rate_limited(lone.model.name):
+                raise _cooling_down(route, blocked, self.breakers)
+            # Nothing to route around: the provider's own answer (502 while it is down,
+            # the answer as soon as it is back) beats a 503 for the rest of a cooldown.
+            # Its 429 with a long Retry-After still holds it back: it said to wait.
+            usable = candidates
+            plan.skipped.clear()
         ordered = self._orders[route.strategy](self, usable, prompt, output)
         if limits.prefer:
             preferred = set(limits.prefer)

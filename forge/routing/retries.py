@@ -1,9 +1,10 @@
 """What a failed call to a target leads to: the same target again after a backoff, the
 next target, or the caller's error.
 
-- The provider's failures (5xx, timeouts, resets) and the platform's own proxy restarting
-  are retried on the same target with exponential backoff and full jitter, up to
-  ``attempts`` tries, then the next target is tried; each counts towards its breaker.
+- The provider's failures (5xx, timeouts, resets) are retried on the same target with
+  exponential backoff and full jitter, up to ``attempts`` tries, then the next target
+  is tried; each counts towards its breaker. The platform's own proxy restarting goes
+  to the next target at once (a retry would wait for the replica's successor to load).
 - The provider's 429 is waited out when its ``Retry-After`` is short (≤
   ``max_retry_after_s``); a longer one cools the target down for that long (every replica
   stops sending to it) and the next target is tried at once.
@@ -65,9 +66,13 @@ class RetryPolicy:
             if not more:
                 return Verdict("next")
             return Verdict("retry", wait if wait is not None else self.backoff_s(attempt))
-        if isinstance(error, UpstreamError | ServiceUnavailable):
+        if isinstance(error, UpstreamError):
             if more:
                 return Verdict("retry", self.backoff_s(attempt), target_failed=True)
+            return Verdict("next", target_failed=True)
+        if isinstance(error, ServiceUnavailable):
+            # a part of the platform restarting (a model replica replaced): a retry would
+            # wait on the same handle for its successor to load, so the next target now
             return Verdict("next", target_failed=True)
         if isinstance(error, InvalidRequest) and error.code in REFUSAL_CODES:
             return Verdict("next")

@@ -66,6 +66,7 @@ class Route:
     strategy: Strategy = "priority"
     group: bool = False
     larger: tuple[Target, ...] = ()  # context_window_fallbacks: for prompts too long here
+    note: str = ""  # why these targets (auto's classification), for x-forge-route
 
     @property
     def primary(self) -> Target:

@@ -12,6 +12,7 @@ from forge.config import ModelConfig
 from forge.key_scope import check_model
 from forge.keys import KeyInfo
 from forge.protocol.openai import ModelCard, ModelList
+from forge.routing.auto import AUTO, AutoRouter
 from gateway.deps import caller, runtime
 from gateway.runtime import GatewayRuntime
 
@@ -42,6 +43,10 @@ async def list_models(
     cards = [_card(m) for m in rt.router.models]
     cards += [_group_card(g.name) for g in rt.router.groups]
     cards += [_group_card(e.name) for e in rt.router.experiments]
+    cards += [
+        _group_card(AUTO),
+        *(_group_card(f"{AUTO}:{p}") for p in rt.config.routing.auto.policies),
+    ]
     served = {m.name: m for m in rt.router.models}
     try:
         adapters = await rt.directory.visible_adapters(key.org_id, key.project_id)
@@ -65,7 +70,7 @@ async def get_model(
 ) -> ModelCard:
     """A configured model, or an adapter by its own name or as ``<base>:<adapter>``
     (404 for neither, as for a request naming it; 403 for one the project may not use)."""
-    if rt.router.experiment(model_id) is not None:
+    if rt.router.experiment(model_id) is not None or AutoRouter.is_auto(model_id):
         if key.allowed_models is not None:
             check_model(key.id, key.allowed_models, model_id, model_id)
         return _group_card(model_id)

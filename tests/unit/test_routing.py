@@ -347,6 +347,8 @@ def test_retry_verdicts_follow_the_kind_of_failure():
     long_wait = policy.after(UpstreamRateLimited("wait", retry_after=7), 0)
     assert long_wait.action == "next" and long_wait.cool_down_s == 7
     assert not long_wait.target_failed
+    restarting = policy.after(ServiceUnavailable("replica gone"), 0)
+    assert restarting.action == "next" and restarting.target_failed
     refused = InvalidRequest("no", code="content_policy_violation")
     assert policy.after(refused, 0).action == "next"
     assert policy.after(InvalidRequest("bad", param="messages"), 0).action == "fail"
@@ -360,3 +362,19 @@ def test_backoff_grows_exponentially_with_full_jitter_up_to_its_cap():
     for attempt, cap in [(0, 0.1), (1, 0.2), (2, 0.4), (5, 1.0)]:
         draws = [policy.backoff_s(attempt) for _ in range(500)]
         assert max(draws) <= cap and max(draws) > cap * 0.9 and min(draws) < cap * 0.1
+
+
+def test_a_lone_target_is_tried_despite_its_failures_but_not_its_429():
+    """Nothing to route around: the provider's own answer beats a 503 (a single model's
+    outage ends the moment the provider is back, not a cooldown later)."""
+    cfg = PlatformConfig.model_validate(
+        {"providers": PROVIDERS, "models": MODELS, "routing": {"breaker": {"failures": 1}}}
+    )
+    p = planner(cfg)
+    p.breakers.failure("a", "502 upstream_error")
+    assert p.breakers.state("a") == "open"
+    plan = p.plan(route(cfg, "a"), {**BODY, "model": "a"}, 400)
+    assert [t.model.name for t in plan.targets] == ["a"] and plan.skipped == []
+    p.breakers.cool_down("a", 60, "429 rate_limit_exceeded")
+    with pytest.raises(UpstreamRateLimited):
+        p.plan(route(cfg, "a"), {**BODY, "model": "a"}, 400)
