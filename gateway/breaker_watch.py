@@ -34,7 +34,7 @@ class BreakerSharing:
         call = (
             self._board.clear(key)
             if opening is None
-            else self._board.trip(key, opening.until, opening.reason)
+            else self._board.trip(key, opening.until, opening.reason, opening.rate_limited)
         )
         task = loop.create_task(call)
         self._pending.add(task)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -36,6 +36,7 @@ from forge.routing.retries import RetryPolicy, Verdict
 from forge.routing.router import Route, Router, Target
 from forge.routing.stats import RouteStats
 from forge.tenancy.plans import plan_has, require_feature
+from forge.tenancy.policy import ModelNotAllowed
 from forge.usage import UsageEvent, UsageStatus, cost_usd
 from gateway.drain import SHUTTING_DOWN, Drain
 from gateway.usage_shipper import UsageShipper
@@ -97,6 +98,15 @@ def as_forge_error(exc: BaseException) -> ForgeError:
     )
 
 
+def _permitted(route: Route, allows: Callable[[Target], bool]) -> Route:
+    """The route without the targets the caller may not reach by their own names (a
+    model denied to a project stays denied inside a group or behind ``auto``)."""
+    kept = tuple(t for t in route.targets if allows(t))
+    if len(kept) == len(route.targets):
+        return route
+    return replace(route, targets=kept, larger=tuple(t for t in route.larger if allows(t)))
+
+
 def shared_only(route: Route, plan: str) -> Route:
     """The route's targets among the platform's shared models (a plan without every
     provider: the model asked for must be one, a group must have one, and no fallback
@@ -104,7 +114,7 @@ def shared_only(route: Route, plan: str) -> Route:
     shared = tuple(t for t in route.targets if t.model.shared)
     if not shared if route.group else not route.primary.model.shared:
         require_feature(plan, "all_providers")
-    return Route(route.name, shared, route.strategy, route.group)
+    return replace(route, targets=shared, larger=tuple(t for t in route.larger if t.model.shared))
 
 
 def _worst_case(targets: list[Target], body: dict[str, Any], body_bytes: int) -> Costs:
@@ -289,10 +299,23 @@ class Relay:
         else:
             route = await self.router.resolve(name, key.org_id, key.project_id)
         if key is not None:
-            if key.model_policy is not None:
-                key.model_policy.check(key.project_id, body["model"], route.name)
-            if key.allowed_models is not None:
-                check_model(key.id, key.allowed_models, body["model"], route.name)
+            requested = body["model"]
+            policy, allowed = key.model_policy, key.allowed_models
+            if policy is not None:
+                policy.check(key.project_id, requested, route.name)
+                route = _permitted(route, lambda t: policy.allows(requested, t.model.name))
+                if not route.targets:  # a group or auto whose every model is denied
+                    policy.check(key.project_id, requested, requested)
+                    raise ModelNotAllowed(
+                        f"Project `{key.project_id}` does not have access to any model "
+                        f"behind `{requested}`.",
+                        param="model",
+                    )
+            if allowed is not None:
+                check_model(key.id, allowed, requested, route.name)
+                route = _permitted(route, lambda t: requested in allowed or t.model.name in allowed)
+                if not route.targets:
+                    check_model(key.id, allowed, route.name, route.name)
             if key.plan is not None and not plan_has(key.plan, "all_providers"):
                 route = shared_only(route, key.plan)
         plan = ctx.plan = await self._planned(route, ctx, body)
@@ -331,6 +354,8 @@ class Relay:
             self.breakers.cool_down(key, verdict.cool_down_s, f"{error.status_code} {error.code}")
         elif verdict.target_failed:
             self.breakers.failure(key, f"{error.status_code} {error.code}")
+        else:  # the caller's error, a refusal, a short 429: no verdict on the target
+            self.breakers.release(key)
         return verdict
 
     def _stream_ended(
@@ -401,8 +426,10 @@ class Relay:
                     self.stats.ended(name)
                     error = _own_key_refused(as_forge_error(exc), keyed)
                     verdict = self._failed(target, error, attempt)
-                    # a retry only while the target's breaker lets it (it may just have opened)
-                    if verdict.action == "retry" and self.breakers.blocked_until(name) is None:
+                    # a retry only while the target's breaker lets it (it may just have
+                    # opened), but for a lone target, which nothing else can stand in for
+                    open_now = last > 0 and self.breakers.blocked_until(name) is not None
+                    if verdict.action == "retry" and not open_now:
                         await asyncio.sleep(verdict.delay_s)
                         attempt += 1
                         continue
@@ -410,6 +437,10 @@ class Relay:
                         break
                     self._fail(ctx, target, error, stream=stream)
                     raise error from None
+                except BaseException:  # cancelled (the client left): nothing learnt
+                    self.stats.ended(name)
+                    self.breakers.release(name)
+                    raise
         raise AssertionError("a plan has at least one target")
 
     async def complete(

@@ -32,10 +32,12 @@ Clock = Callable[[], float]
 
 
 class Opening(BaseModel):
-    """An open breaker as the board publishes it."""
+    """An open breaker as the board publishes it (``rate_limited``: held back by the
+    provider's own 429, not by failures)."""
 
     until: float
     reason: str
+    rate_limited: bool = False
 
 
 class BreakerNews(BaseModel):
@@ -107,6 +109,13 @@ class Breakers:
         if b is not None and b.until and self._clock() >= b.until:
             b.probing = True
 
+    def release(self, key: str) -> None:
+        """A call ended saying nothing of the target (cancelled, the caller's own error):
+        if it was the half-open probe, the next call may probe instead."""
+        b = self._breakers.get(key)
+        if b is not None:
+            b.probing = False
+
     def success(self, key: str) -> None:
         b = self._breakers.get(key)
         if b is None:
@@ -129,16 +138,18 @@ class Breakers:
         """Refuse ``key`` for ``seconds`` (the upstream said so: a long Retry-After)."""
         b = self._breakers.setdefault(key, _Breaker())
         if self._clock() + seconds > b.until:
-            self._open(key, b, seconds, reason)
-            b.rate_limited = True
+            self._open(key, b, seconds, reason, rate_limited=True)
 
-    def _open(self, key: str, b: _Breaker, seconds: float, reason: str) -> None:
+    def _open(
+        self, key: str, b: _Breaker, seconds: float, reason: str, rate_limited: bool = False
+    ) -> None:
         b.cooldown_s = seconds
         b.until = self._clock() + seconds
         b.reason = reason
-        b.shared = b.rate_limited = False
+        b.rate_limited = rate_limited
+        b.shared = b.probing = False
         if self._publish is not None:
-            self._publish(key, Opening(until=b.until, reason=reason))
+            self._publish(key, Opening(until=b.until, reason=reason, rate_limited=rate_limited))
 
     def apply(self, news: BreakerNews) -> None:
         """Take the board's open breakers as this replica's own; close those the board
@@ -147,6 +158,7 @@ class Breakers:
             b = self._breakers.setdefault(key, _Breaker())
             if opening.until > b.until:
                 b.until, b.reason, b.shared, b.probing = opening.until, opening.reason, True, False
+                b.rate_limited = opening.rate_limited
                 b.cooldown_s = max(b.cooldown_s, self._config.cooldown_s)
         for key in [k for k, b in self._breakers.items() if b.shared and k not in news.open]:
             del self._breakers[key]
@@ -170,13 +182,13 @@ class BreakerBoard:
         self._board_open: dict[str, Opening] = {}
         self._board_changed: asyncio.Event | None = None
 
-    async def trip(self, key: str, until: float, reason: str) -> bool:
+    async def trip(self, key: str, until: float, reason: str, rate_limited: bool = False) -> bool:
         """Open ``key``'s breaker until ``until``; True when it was not open before (a
         new opening, which its publisher announces)."""
         current = self._board_open.get(key)
         opened = current is None or current.until <= self._board_clock()
         if current is None or until > current.until:
-            self._board_open[key] = Opening(until=until, reason=reason)
+            self._board_open[key] = Opening(until=until, reason=reason, rate_limited=rate_limited)
             self._board_bump()
         return opened
 

@@ -21,6 +21,7 @@ from forge.webhooks.store import Outgoing, WebhookStore
 
 log = logging.getLogger(__name__)
 USER_AGENT = "PromptForge-Webhooks/1"
+ERROR_BODY = 200  # bytes of a refusal's body kept in the delivery's last_error
 
 
 class WebhookSender:
@@ -77,24 +78,37 @@ class WebhookSender:
         return self._http
 
     async def send(self, outgoing: Outgoing) -> bool:
+        """One try, within ``timeout_s`` in all (a receiver that trickles its answer is
+        cut off before its claim can expire), reading at most ``ERROR_BODY`` bytes."""
         body = orjson.dumps(render(outgoing.kind, outgoing.event))
         if outgoing.secret is not None:
             headers = signed_headers(outgoing.secret, outgoing.id, int(time.time()), body)
         else:
             headers = {"content-type": "application/json"}
         status: int | None = None
-        error: str | None
+        error: str | None = None
         try:
-            resp = await self._client().post(outgoing.url, content=body, headers=headers)
-            status = resp.status_code
-            error = None if 200 <= status < 300 else f"HTTP {status}: {resp.text[:200]}"
-        except httpx2.HTTPError as exc:
+            async with asyncio.timeout(self._timeout_s):
+                request = self._client().stream("POST", outgoing.url, content=body, headers=headers)
+                async with request as resp:
+                    status = resp.status_code
+                    if not 200 <= status < 300:
+                        head = b""
+                        async for chunk in resp.aiter_bytes():
+                            head += chunk
+                            if len(head) >= ERROR_BODY:
+                                break
+                        text = head[:ERROR_BODY].decode(errors="replace")
+                        error = f"HTTP {status}: {text}"
+        except TimeoutError:
+            error = f"no answer within {self._timeout_s:g} s"
+        except Exception as exc:  # refused, reset, a URL the client cannot send to…
             error = f"{type(exc).__name__}: {exc}"[:300]
         retry_at = None
         if error is not None and outgoing.attempts < len(self.schedule_s):
             delay = self.schedule_s[outgoing.attempts]
             retry_at = datetime.now(UTC) + timedelta(seconds=delay)
-        await self.store.settle(outgoing.id, status, error, retry_at)
+        await self.store.settle(outgoing, status, error, retry_at)
         return error is None
 
     async def close(self) -> None:

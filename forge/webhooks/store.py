@@ -29,7 +29,7 @@ from forge.db.schema import (
     WebhookEndpoint,
     aware,
 )
-from forge.errors import InvalidRequest, NotFound
+from forge.errors import Conflict, InvalidRequest, NotFound
 from forge.tenancy.objects import Deleted, Page, unix
 from forge.tenancy.paging import as_page, page_rows
 from forge.webhooks.events import PLATFORM_EVENTS, Event, EventType
@@ -93,11 +93,12 @@ class Outgoing:
     secret: str | None
     event: Event
     attempts: int
+    claimed_until: datetime  # the claim this sender holds: settling needs it still held
 
 
 def _hint(url: str) -> str:
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}"
+    return f"{parts.scheme}://{parts.hostname}"[:300]
 
 
 def _endpoint(row: WebhookEndpoint) -> WebhookObject:
@@ -323,6 +324,12 @@ class WebhookStore:
             row = await s.get(WebhookDelivery, delivery_id)
             if row is None or row.endpoint_id != endpoint_id:
                 raise NotFound(f"No delivery {delivery_id!r}.", param="delivery_id")
+            held = aware(row.claimed_until)
+            if row.status == "pending" and held is not None and held > _now():
+                raise Conflict(
+                    f"Delivery {delivery_id!r} is being sent now; replay it once it settles.",
+                    param="delivery_id",
+                )
             row.status, row.next_attempt_at, row.claimed_until = "pending", _now(), None
             await s.flush()
             return _delivery(row)
@@ -346,12 +353,13 @@ class WebhookStore:
                 )
             ).all()
         out: list[Outgoing] = []
+        claim = now + timedelta(seconds=lease_s)
         for delivery_id in ids:
             async with self.sessions.begin() as s:
                 won = await s.execute(
                     update(WebhookDelivery)
                     .where(WebhookDelivery.id == delivery_id, due)
-                    .values(claimed_until=now + timedelta(seconds=lease_s))
+                    .values(claimed_until=claim)
                 )
                 if won.rowcount != 1:  # type: ignore[attr-defined]
                     continue
@@ -362,10 +370,10 @@ class WebhookStore:
                 if endpoint is None:
                     row.status, row.last_error = "failed", "endpoint deleted"
                     continue
-                out.append(self._open(endpoint, row))
+                out.append(self._open(endpoint, row, claim))
         return out
 
-    def _open(self, endpoint: WebhookEndpoint, row: WebhookDelivery) -> Outgoing:
+    def _open(self, endpoint: WebhookEndpoint, row: WebhookDelivery, claim: datetime) -> Outgoing:
         url = self._keyring.open(endpoint.url_sealed, self._context(endpoint.id, "url"))
         secret = (
             None
@@ -379,16 +387,18 @@ class WebhookStore:
             secret,
             Event.model_validate(orjson.loads(row.payload)),
             row.attempts,
+            claim,
         )
 
     async def settle(
         self,
-        delivery_id: str,
+        outgoing: Outgoing,
         status_code: int | None,
         error: str | None,
         retry_at: datetime | None,
     ) -> None:
-        """Record a try: delivered (no ``error``), due again at ``retry_at``, or failed."""
+        """Record a try: delivered (no ``error``), due again at ``retry_at``, or failed;
+        only while this sender's claim holds (a replay may have handed it on)."""
         values: dict[str, object] = {
             "attempts": WebhookDelivery.attempts + 1,
             "last_status_code": status_code,
@@ -403,5 +413,10 @@ class WebhookStore:
             values.update(status="failed")
         async with self.sessions.begin() as s:
             await s.execute(
-                update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == outgoing.id,
+                    WebhookDelivery.claimed_until == outgoing.claimed_until,
+                )
+                .values(**values)
             )

@@ -28,7 +28,9 @@ async def list_experiments(
 @router.get("/{name}/report", response_model=ExperimentReport)
 async def experiment_report(
     name: str,
-    since: int | None = Query(None, ge=0, description="Unix time: only requests since."),
+    since: int | None = Query(
+        None, ge=0, le=253402300799, description="Unix time: only requests since."
+    ),
     _: KeyInfo = Depends(operator),
     rt: GatewayRuntime = Depends(runtime),
 ) -> ExperimentReport:

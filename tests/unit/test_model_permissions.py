@@ -7,6 +7,7 @@ from __future__ import annotations
 import openai
 import pytest
 
+from forge.config import ModelGroup
 from tests.unit.harness import in_process_gateway, platform_config
 from tests.unit.test_tenancy import call, conforms, populated
 
@@ -80,3 +81,27 @@ async def test_bad_model_permissions_are_refused(gw):
         gw, "GET", "/v1/organization/projects/proj_nowhere/model_permissions", org.admin
     )
     assert missing.status_code == 404
+
+
+async def test_a_denied_model_stays_denied_inside_a_group_and_behind_a_fallback(
+    fake_openai, sqlite_engine
+):
+    config = platform_config(fake_openai.base_url)
+    group = ModelGroup(name="both", targets=[{"model": "gpt-test"}, {"model": "text-only"}])  # type: ignore[list-item]
+    routing = config.routing.model_copy(update={"groups": [group]})
+    config = config.model_copy(update={"routing": routing})
+    async with in_process_gateway(config, sqlite_engine) as gw:
+        org = await populated(gw, "groups-deny")
+        path = f"/v1/organization/projects/{org.project}/model_permissions"
+        await call(
+            gw, "POST", path, org.admin, json={"mode": "deny_list", "model_ids": ["gpt-test"]}
+        )
+        for _ in range(3):
+            raw = await gw.sdk(org.user).chat.completions.with_raw_response.create(
+                model="both", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert "target=text-only" in raw.headers["x-forge-route"]
+            assert "gpt-test" not in raw.headers["x-forge-route"]
+        both = {"mode": "deny_list", "model_ids": ["gpt-test", "text-only"]}
+        await call(gw, "POST", path, org.admin, json=both)
+        assert await ask(gw, org.user, "both") == 403

@@ -20,7 +20,7 @@ from forge.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from forge.routing.breakers import BreakerBoard, Breakers, Opening
+from forge.routing.breakers import BreakerBoard, BreakerNews, Breakers, Opening
 from forge.routing.limits import NO_LIMITS, RouteLimits, route_limits
 from forge.routing.planner import COOLING_DOWN, Planner
 from forge.routing.retries import RetryPolicy
@@ -378,3 +378,28 @@ def test_a_lone_target_is_tried_despite_its_failures_but_not_its_429():
     p.breakers.cool_down("a", 60, "429 rate_limit_exceeded")
     with pytest.raises(UpstreamRateLimited):
         p.plan(route(cfg, "a"), {**BODY, "model": "a"}, 400)
+
+
+def test_a_probe_that_ends_saying_nothing_frees_the_next_call_to_probe():
+    clock = Clock()
+    b = Breakers(BreakerConfig(failures=1, cooldown_s=5), clock=clock)
+    b.failure("a", "500")
+    clock.now += 5
+    b.attempt("a")  # the probe: cancelled (the client left), or the caller's own 400
+    assert b.blocked_until("a") is not None
+    b.release("a")
+    assert b.blocked_until("a") is None  # the next call probes
+    b.attempt("a")
+    b.cool_down("a", 60, "429 rate_limit_exceeded")  # a long 429 on the probe
+    clock.now += 60
+    assert b.blocked_until("a") is None  # reopened afresh, not stuck behind the probe
+
+
+def test_a_429_cooldown_is_shared_as_such():
+    news: list[Opening | None] = []
+    b = Breakers(BreakerConfig(), publish=lambda k, o: news.append(o))
+    b.cool_down("a", 30, "429 rate_limit_exceeded")
+    assert news[-1] is not None and news[-1].rate_limited
+    other = Breakers(BreakerConfig())
+    other.apply(BreakerNews(feed_id="f", epoch=1, open={"a": news[-1]}))
+    assert other.rate_limited("a")

@@ -79,6 +79,9 @@ def test_signatures_verify_with_the_reference_library():
         "http://127.0.0.1:8000/v1/chat/completions",
         "http://localhost:8000/admin/keys",
         "http://[::1]:8000/x",
+        "http://[::ffff:127.0.0.1]:8000/x",
+        "http://a..b:8000/",
+        "http://" + "a" * 300 + ".com:8000/",
         "not a url",
     ],
 )
@@ -260,3 +263,56 @@ async def test_events_render_for_every_kind():
     event = Event(type="breaker.opened", timestamp=datetime.now(UTC), data={"target": "m"})
     for kind in KINDS:
         assert render(kind, event)
+
+
+async def test_a_delivery_being_sent_is_not_replayed_under_its_sender(gw, receivers):
+    store = gw.runtime.webhooks
+    made = await create(gw, receivers.url + "/slack", ["webhook.test"], kind="slack")
+    gw.runtime.webhook_sender.poll_s = 3600
+    await asyncio.sleep(0.1)
+    delivery = await store.test(DEFAULT_ORG_ID, made["id"])
+    (held,) = await store.claim_due(10, lease_s=30)
+    resp = await gw.http.post(
+        f"/v1/organization/webhooks/{made['id']}/deliveries/{delivery.id}/replay",
+        headers=admin(gw),
+    )
+    assert resp.status_code == 409, resp.text
+    assert await gw.runtime.webhook_sender.send(held)  # the holder settles it
+
+
+async def test_a_receiver_that_never_finishes_is_cut_off_within_the_timeout(gw):
+    from aiohttp import web
+
+    from tests.fakes.server import ThreadedServer
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=500)
+        await resp.prepare(request)
+        for _ in range(100):
+            await resp.write(b"x")
+            await asyncio.sleep(0.1)
+        return resp
+
+    def app() -> web.Application:
+        a = web.Application()
+        a.router.add_post("/slow", trickle)
+        return a
+
+    server = ThreadedServer(app).start()
+    try:
+        sender = gw.runtime.webhook_sender
+        sender._timeout_s = 0.5
+        made = await create(gw, server.url + "/slow", ["webhook.test"], kind="slack")
+        sender.poll_s = 3600
+        await asyncio.sleep(0.1)
+        await gw.runtime.webhooks.test(DEFAULT_ORG_ID, made["id"])
+        (held,) = await gw.runtime.webhooks.claim_due(10, lease_s=30)
+        t0 = asyncio.get_running_loop().time()
+        assert not await sender.send(held)
+        assert asyncio.get_running_loop().time() - t0 < 3
+        resp = await gw.http.get(
+            f"/v1/organization/webhooks/{made['id']}/deliveries", headers=admin(gw)
+        )
+        assert "no answer within 0.5 s" in resp.json()["data"][0]["last_error"]
+    finally:
+        server.stop()
