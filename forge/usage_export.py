@@ -41,6 +41,9 @@ COLUMNS = (
     "status",
     "http_status",
     "error_code",
+    "route",
+    "arm",
+    "feedback_score",
 )
 MEDIA_TYPES: dict[ExportFormat, str] = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 

@@ -111,6 +111,8 @@ async def test_the_usage_export_streams_every_record_of_the_range(gw):
     assert len(rows) == 4  # populated's stored response, and three chats
     assert {r["org_id"] for r in rows} == {reseller.id}
     assert all(r["status"] == "ok" and r["model"] == "gpt-test" for r in rows)
+    assert all(r["route"].startswith("gpt-test; strategy=priority") for r in rows)
+    assert all(r["arm"] is None and r["feedback_score"] is None for r in rows)
     assert [r["created_at"] for r in rows] == sorted(r["created_at"] for r in rows)
 
     both = await call(
