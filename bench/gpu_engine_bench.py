@@ -263,6 +263,12 @@ async def main() -> None:
     ap.add_argument("--new", type=int, default=256, help="new tokens per request")
     ap.add_argument("--levels", default="1,8,32,128")
     ap.add_argument("--out", default=os.environ.get("OUT", tempfile.gettempdir()))
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated words: run the engine variants whose label holds one "
+        "(e.g. 'LoRA,continuous batching + CUDA'), without the generate baseline",
+    )
     args = ap.parse_args()
     import random
 
@@ -306,7 +312,8 @@ async def main() -> None:
     )
     print("| path | concurrency | tokens/s | TTFT p50 ms | of roofline |")
     print("| --- | --- | --- | --- | --- |")
-    for batch in (1, max(levels)):
+    only = [w.strip() for w in args.only.split(",") if w.strip()]
+    for batch in () if only else (1, max(levels)):
         n = batch if batch > 1 else 2
         row(
             "model.generate (static batch)",
@@ -326,10 +333,11 @@ async def main() -> None:
             "batching": "continuous",
             "use_cuda_graph": True,
         }
-    variants["engine, slot batch, 8 LoRA adapters mixed (eager steps)"] = {
-        **slots,
-        "adapters": build_adapters(path, 8),
-    }
+    lora_label = "engine, slot batch, 8 LoRA adapters mixed (eager steps)"
+    if not only or any(w in lora_label for w in only):
+        variants[lora_label] = {**slots, "adapters": build_adapters(path, 8)}
+    if only:
+        variants = {k: v for k, v in variants.items() if any(w in k for w in only)}
     for label, batching in variants.items():
         try:
             results = await engine_tps(path, prompts, args.new, levels, args.device, **batching)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command for the lent GPU machine (device tool: carry [".whl"], after
-# scripts/gpu-wheels.sh here). No Ray there: the engine runs in-process.
+# scripts/gpu-wheels.sh here). No Ray there: the engine runs in-process. Arguments go to
+# bench.gpu_engine_bench, e.g. --only "LoRA" for one variant.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1

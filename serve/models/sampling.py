@@ -9,6 +9,13 @@ honoured by seeding it. Instead a seeded request's row is decided in
 ``SeededSampling``, the last processor: Gumbel-max over the processed logits with noise
 drawn from a generator seeded by (seed, position). The row leaves with a single finite
 logit, so the batch's own sampling can only pick that token. Unseeded rows are untouched.
+The noise is a hash of (seed, position, token id) computed on the device, not a CPU
+generator's draw: the same on every device and in every batch.
+
+CUDA graphs: transformers can capture the batch's step, processors included, and a
+capture may not sync with the host (``nonzero``, ``tolist``: the H200 run failed there).
+While a capture is under way both processors take a dense path, every row in a few
+tensor operations, which gives each row the same result as the sparse one.
 """
 
 from __future__ import annotations
@@ -26,11 +33,18 @@ NO_SEED = -1
 _MIX = 1_000_003  # (seed, position) → one int32 generator seed per sampled token
 
 
+def capturing(tensor: torch.Tensor) -> bool:
+    """Whether a CUDA graph capture is recording on ``tensor``'s device now."""
+    return tensor.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 class SparseTopP(ContinuousBatchingTopPLogitsWarper):
     def __init__(self) -> None:
         super().__init__(TopPLogitsWarper(top_p=1.0))
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        if capturing(scores):
+            return self.dense(scores, tensor_arg)
         top_p = tensor_arg[: scores.size(0)].view(dtype=torch.float32)
         rows = (top_p < 1.0).nonzero().flatten()
         if rows.numel() == 0:
@@ -38,6 +52,10 @@ class SparseTopP(ContinuousBatchingTopPLogitsWarper):
         scores = scores.clone()
         scores[rows] = super().__call__(scores[rows], tensor_arg[rows])
         return scores
+
+    def dense(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        """Every row (a row with top_p 1.0 keeps all its tokens): no host sync."""
+        return super().__call__(scores, tensor_arg[: scores.size(0)])
 
 
 class SeededSampling(ContinuousBatchingLogitsProcessor):
@@ -57,18 +75,43 @@ class SeededSampling(ContinuousBatchingLogitsProcessor):
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
         seeds = tensor_arg[: scores.size(0)]
-        rows = (seeds != NO_SEED).nonzero().flatten().tolist()
-        if not rows:
+        if capturing(scores):
+            return self.dense(scores, seeds)
+        rows = (seeds != NO_SEED).nonzero().flatten()
+        if rows.numel() == 0:
             return scores
         scores = scores.clone()
-        for row in rows:
-            generator = torch.Generator(device="cpu").manual_seed(int(seeds[row]))
-            uniform = torch.rand(scores.size(1), generator=generator).clamp_(1e-10, 1.0)
-            gumbel = -torch.log(-torch.log(uniform)).to(scores.device)
-            choice = int(torch.argmax(torch.log_softmax(scores[row], dim=-1) + gumbel))
-            scores[row].fill_(float("-inf"))
-            scores[row, choice] = 0.0
+        scores[rows] = _decided(scores[rows], seeds[rows])
         return scores
+
+    def dense(self, scores: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """Every row decided, the unseeded ones put back: no host sync."""
+        seeded = (seeds[: scores.size(0)] != NO_SEED)[:, None]
+        return torch.where(seeded, _decided(scores, seeds[: scores.size(0)]), scores)
+
+
+def _decided(scores: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """Each row reduced to one finite logit (0.0): its Gumbel-max pick with noise hashed
+    from the row's seed and each token id."""
+    noise = _hashed_uniform(seeds, scores.size(1))
+    gumbel = -torch.log(-torch.log(noise))
+    choice = (torch.log_softmax(scores.float(), dim=-1) + gumbel).argmax(dim=-1, keepdim=True)
+    decided = torch.full_like(scores, float("-inf"))
+    return decided.scatter_(1, choice, 0.0)
+
+
+def _hashed_uniform(seeds: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Uniform (0, 1) noise ``[rows, vocab]`` from a 32-bit integer hash (lowbias32) of
+    (seed, token id), in int64 without overflow: every product stays under 2**63."""
+    mask = 0xFFFFFFFF
+    tokens = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
+    x = (seeds.to(torch.int64)[:, None] * 0x9E3779B1 + tokens[None, :]) & mask
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & mask
+    x = x ^ (x >> 15)
+    x = (x * 0x2C1B3C6D) & mask
+    x = x ^ (x >> 16)
+    return ((x >> 8).to(torch.float32) + 0.5) / 2.0**24
 
 
 def add_request_sampling(manager: Any) -> None:
