@@ -7,7 +7,9 @@ the same numbers on SQLite and PostgreSQL, with no dialect's date or percentile
 functions. Percentiles are nearest-rank: the p-th percentile of n sorted values is the
 value of rank ceil(p/100 * n), always a latency some request really had. Latency
 percentiles are over every request of the group; TTFT ones over the requests that
-recorded a time to first token (streams), None when none did.
+recorded a time to first token (streams), None when none did. Answer quality: how
+many answers failed validation (forge.quality.validation), and the mean of the judge's
+scores with how many it scored (forge.quality.judge).
 
 Errors are the records the platform failed (status ``error`` or ``interrupted``); a
 client that hung up (``client_disconnected``) is not one. The range is required and at
@@ -51,9 +53,13 @@ METRICS = (
     "latency_p95_ms",
     "ttft_p50_ms",
     "ttft_p95_ms",
+    "invalid_answers",
+    "quality_mean",
+    "quality_scored",
 )
 _NAMED: dict[str, GroupBy] = {g: g for g in GROUPS}
 ERROR_STATUSES = ("error", "interrupted")
+VALID = (None, "ok", "corrected")  # None: not checked (streams, other endpoints)
 MAX_RANGE_DAYS = 366
 MAX_TIME = 2**37  # Unix seconds; far past any record, well inside datetime's range
 YIELD_PER = 5_000
@@ -77,6 +83,9 @@ class AnalyticsRow(BaseModel):
     latency_p95_ms: float | None
     ttft_p50_ms: float | None
     ttft_p95_ms: float | None
+    invalid_answers: int  # checked answers that were not what was asked for
+    quality_mean: float | None  # of the judge's scores (None: none scored)
+    quality_scored: int  # answers the judge scored
 
 
 class AnalyticsList(BaseModel):
@@ -140,6 +149,9 @@ class _Acc:
     cost: float = 0.0
     latencies: array[float] = field(default_factory=lambda: array("d"))
     ttfts: array[float] = field(default_factory=lambda: array("d"))
+    invalid: int = 0
+    quality_total: float = 0.0
+    quality_scored: int = 0
 
 
 def _utc(when: datetime) -> datetime:
@@ -161,6 +173,11 @@ def _row(names: Sequence[GroupBy], key: tuple[str | None, ...], acc: _Acc) -> An
         latency_p95_ms=percentile(latencies, 95),
         ttft_p50_ms=percentile(ttfts, 50),
         ttft_p95_ms=percentile(ttfts, 95),
+        invalid_answers=acc.invalid,
+        quality_mean=(
+            round(acc.quality_total / acc.quality_scored, 6) if acc.quality_scored else None
+        ),
+        quality_scored=acc.quality_scored,
     )
 
 
@@ -192,6 +209,8 @@ async def usage_analytics(
         t.cost_usd,
         t.latency_ms,
         t.ttft_ms,
+        t.validation,
+        t.quality_score,
     ).where(
         t.org_id == org_id,
         t.created_at >= datetime.fromtimestamp(start, UTC),
@@ -222,6 +241,10 @@ async def usage_analytics(
             acc.latencies.append(row.latency_ms)
             if row.ttft_ms is not None:
                 acc.ttfts.append(row.ttft_ms)
+            acc.invalid += int(row.validation not in VALID)
+            if row.quality_score is not None:
+                acc.quality_total += row.quality_score
+                acc.quality_scored += 1
     ordered = sorted(accs.items(), key=lambda kv: [(v is not None, v or "") for v in kv[0]])
     return [_row(names, key, acc) for key, acc in ordered]
 

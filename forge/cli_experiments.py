@@ -49,7 +49,8 @@ def _line(arm: ArmReport) -> str:
     return (
         f"{arm.arm:<10} {arm.model:<20} {arm.requests:>7}  "
         f"errors {_figure(arm.error_rate, 100, 1)}%  latency {_figure(arm.latency_ms, 1, 0)} ms  "
-        f"cost ${_figure(arm.cost_usd, 1, 6)}  feedback {_figure(arm.feedback)}  {marks}"
+        f"cost ${_figure(arm.cost_usd, 1, 6)}  feedback {_figure(arm.feedback)}  "
+        f"quality {_figure(arm.quality)}  {marks}"
     )
 
 

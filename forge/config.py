@@ -171,6 +171,33 @@ class AutoscalingConfig(StrictModel):
         return self
 
 
+DEFAULT_MAX_WAIT_S = 10.0
+
+
+class ProviderRateLimits(StrictModel):
+    """A provider account's rate limits, as each gateway replica applies them."""
+
+    rpm: int | None = Field(
+        None,
+        gt=0,
+        description="Requests per minute to send this provider, per gateway replica (the "
+        "account's limit divided by the replicas); unset: only the provider's headers.",
+    )
+    tpm: int | None = Field(
+        None,
+        gt=0,
+        description="Tokens per minute (prompt plus the most output asked for), per gateway "
+        "replica; unset: only the provider's headers.",
+    )
+    max_wait_s: float = Field(
+        DEFAULT_MAX_WAIT_S,
+        ge=0,
+        le=300,
+        description="Longest a request waits for the provider's capacity; one that would "
+        "wait longer gets a 429 with Retry-After at once (and a fallback model, if any).",
+    )
+
+
 class ProviderConfig(StrictModel):
     name: str = Field(description="Unique provider name; models refer to it.", pattern=r"^[\w.-]+$")
     type: ProviderType = Field(description="Wire protocol and SDK client used to reach it.")
@@ -194,6 +221,12 @@ class ProviderConfig(StrictModel):
         False,
         description="Skip this provider (and its models) when its key variable is unset, "
         "instead of failing at start.",
+    )
+    rate_limits: ProviderRateLimits | None = Field(
+        None,
+        description="The account's requests and tokens per minute: requests over them wait "
+        "(bounded, in plan priority order) instead of being refused by the provider; the "
+        "provider's own x-ratelimit headers and 429s are followed whether set or not.",
     )
     timeout_s: float = Field(600.0, gt=0, description="Whole-request timeout towards the provider.")
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP connect timeout.")
@@ -335,6 +368,13 @@ class ModelConfig(StrictModel):
         description="One of the platform's shared models, which every plan may use "
         "(Community: only these); default: when its provider runs on the company's own "
         "machines (self-hosted, Ollama, llama.cpp, TGI).",
+    )
+    validation: Literal["off", "report", "retry"] = Field(
+        "report",
+        description="Check its non-streamed chat answers (empty, cut short, refused; with "
+        "`response_format`, JSON and the schema) and say so in `x-forge-validation` and "
+        "the usage record; `retry`: send an answer that is not the asked-for JSON back "
+        "once, with what was wrong. A request's `x-forge-validate` header overrides it.",
     )
 
     @property
@@ -507,6 +547,31 @@ class WebhooksConfig(StrictModel):
     )
 
 
+DEFAULT_RUBRIC = (
+    "Score how well the answer serves the request: correct, complete, relevant and clear. "
+    "1 is exactly right; 0 is wrong, off-topic or useless."
+)
+
+
+class JudgeConfig(StrictModel):
+    """A model that scores a sample of answers against a rubric (forge.quality.judge)."""
+
+    model: str | None = Field(
+        None, description="Public model name of the judge (None: no judging)."
+    )
+    sample_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of the non-streamed chat answers it scores."
+    )
+    rubric: str = Field(DEFAULT_RUBRIC, min_length=1, max_length=4000)
+    max_answer_chars: int = Field(
+        8000, ge=100, description="Of the judged answer (and of the request) it is shown."
+    )
+
+
+class QualityConfig(StrictModel):
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+
 class PlatformConfig(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
@@ -516,6 +581,7 @@ class PlatformConfig(StrictModel):
     models: list[ModelConfig] = Field(default_factory=list)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> PlatformConfig:
@@ -561,6 +627,9 @@ class PlatformConfig(StrictModel):
             known=routable,
             refs="arms",
         )
+        judge = self.quality.judge.model
+        if judge is not None and judge not in names:
+            raise ValueError(f"quality.judge.model names unknown model {judge!r}")
         types = {p.name: p.type for p in self.providers}
         if any(m.shared is None for m in self.models):
             resolved = [

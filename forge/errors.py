@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from forge.routing.provider_limits import UpstreamLimits
 
 
 class ForgeError(Exception):
@@ -139,7 +142,14 @@ class RateLimited(ForgeError):
 
 
 class UpstreamRateLimited(RateLimited):
-    """The provider's 429: another model (a fallback) may well answer."""
+    """The provider's 429: another model (a fallback) may well answer. ``limits``: the
+    provider's rate-limit headers with it, parsed, if it sent some (set by the provider)."""
+
+    limits: UpstreamLimits | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        reduced = super().__reduce__()
+        return reduced if self.limits is None else (*reduced, {"limits": self.limits})
 
 
 class UpstreamError(ForgeError):

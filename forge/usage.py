@@ -35,6 +35,7 @@ class UsageEvent(BaseModel):
     error_code: str | None = None
     route: str | None = None  # how it was routed: the x-forge-route header's text
     arm: str | None = None  # "<experiment>/<arm>" for a request in an A/B experiment
+    validation: str | None = None  # forge.quality.validation's check of the answer
 
 
 def cost_usd(

@@ -44,6 +44,8 @@ COLUMNS = (
     "route",
     "arm",
     "feedback_score",
+    "validation",
+    "quality_score",
 )
 MEDIA_TYPES: dict[ExportFormat, str] = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 

@@ -114,7 +114,16 @@ def _replica_gauges(r: CollectorRegistry, replicas: dict[str, dict[str, Any]]) -
         ["replica"],
         registry=r,
     )
+    queued = Gauge(
+        "forge_provider_queue_depth",
+        "Requests a gateway replica holds back for a provider account's rate limits.",
+        ["provider", "replica"],
+        registry=r,
+    )
     for replica, stats in replicas.items():
+        if stats.get("gateway"):
+            for provider, depth in (stats.get("provider_queues") or {}).items():
+                queued.labels(str(provider), replica).set(depth)
         if "provider" in stats and "running" in stats:
             labels = (str(stats["provider"]), replica)
             running.labels(*labels).set(stats.get("running", 0))

@@ -7,6 +7,7 @@ that reached a provider, whether it succeeded, failed, or lost its client mid-st
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -15,33 +16,59 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
+import orjson
 
 from forge.budgets.gate import BudgetAdmitted, BudgetGate
 from forge.budgets.model import Costs, worst_case
 from forge.config import RoutingConfig
 from forge.credentials.opener import CredentialOpener
-from forge.errors import AuthenticationFailed, ForgeError, ServiceUnavailable, unwrap_remote
+from forge.errors import (
+    AuthenticationFailed,
+    ForgeError,
+    ServiceUnavailable,
+    UpstreamRateLimited,
+    unwrap_remote,
+)
 from forge.key_scope import check_model
 from forge.keys import KeyInfo
-from forge.limits.admission import Admission, Admitted, requested_output
-from forge.protocol.exchange import Endpoint, StreamEnd, StreamHead, Usage
+from forge.limits.admission import Admission, Admitted, estimated_tokens, requested_output
+from forge.protocol.exchange import Endpoint, ProviderReply, StreamEnd, StreamHead, Usage
 from forge.protocol.sse import DONE, error_event
+from forge.quality.judge import Judge
+from forge.quality.validation import (
+    VALIDATION_HEADER,
+    Finding,
+    Mode,
+    answer_text,
+    check_chat_answer,
+    correction,
+    requested_mode,
+)
 from forge.routing.auto import AutoRouter
 from forge.routing.breakers import Breakers
 from forge.routing.experiments import arm_label, assign
 from forge.routing.limits import NO_LIMITS, RouteLimits, route_limits
 from forge.routing.planner import COOLING_DOWN, Plan, Planner
 from forge.routing.prompts import adapt
+from forge.routing.provider_limits import (
+    BATCH,
+    QUEUE_REFUSAL_CODE,
+    Priority,
+    ProviderQueues,
+    Ticket,
+    UpstreamLimits,
+)
 from forge.routing.retries import RetryPolicy, Verdict
 from forge.routing.router import Route, Router, Target
 from forge.routing.stats import RouteStats
-from forge.tenancy.plans import plan_has, require_feature
+from forge.tenancy.plans import plan_has, queue_rank, require_feature
 from forge.tenancy.policy import ModelNotAllowed
 from forge.usage import UsageEvent, UsageStatus, cost_usd
 from gateway.drain import SHUTTING_DOWN, Drain
 from gateway.usage_shipper import UsageShipper
 from gateway.usage_spool import PROGRESS_EVERY
 
+log = logging.getLogger(__name__)
 ROUTE_HEADER = "x-forge-route"
 ROUTE_MAX = 300  # of the route's text kept in the usage record
 T = TypeVar("T")
@@ -65,6 +92,8 @@ class CallContext:
     limits: RouteLimits = NO_LIMITS  # the request's own, from its x-forge-* headers
     plan: Plan | None = None  # how it is routed (for its usage record)
     arm: str | None = None  # its A/B arm, "<experiment>/<arm>"
+    validate: Mode | None = None  # the caller's x-forge-validate (else the model's)
+    ticket: Ticket | None = None  # its place in the provider's rate limits, settled with it
 
     @classmethod
     def of(
@@ -171,6 +200,7 @@ class Relay:
         retries: RetryPolicy | None = None,
         max_wait_s: float = 0.0,
         auto: AutoRouter | None = None,
+        queues: ProviderQueues | None = None,
     ) -> None:
         self.router = router
         self.credentials = credentials
@@ -182,12 +212,16 @@ class Relay:
         self.retries = retries or RetryPolicy(RoutingConfig().retry)
         self.max_wait_s = max_wait_s
         self.auto = auto
+        self.queues = queues or ProviderQueues({})  # provider accounts' rate limits
+        self.judge: Judge | None = None  # scores a sample of answers (forge.quality.judge)
 
     def context(self, request: Any, key: KeyInfo, endpoint: Endpoint) -> CallContext:
         """The call's context from its HTTP request: what the middleware stamped on its
         state, and its own routing limits (``x-forge-*`` headers; 400 if malformed)."""
         limits = route_limits(request.headers, self.router.providers)
-        return CallContext.of(request.state, key, endpoint, limits)
+        ctx = CallContext.of(request.state, key, endpoint, limits)
+        ctx.validate = requested_mode(request.headers)
+        return ctx
 
     @property
     def breakers(self) -> Breakers:
@@ -208,6 +242,7 @@ class Relay:
         http_status: int,
         error_code: str | None = None,
         ttft_ms: float | None = None,
+        validation: str | None = None,
     ) -> UsageEvent:
         model = target.model
         return UsageEvent(
@@ -238,6 +273,7 @@ class Relay:
             error_code=error_code,
             route=_route_text(ctx, target)[:ROUTE_MAX] or None,
             arm=ctx.arm,
+            validation=validation,
         )
 
     def _started(self, ctx: CallContext, target: Target, stream: bool) -> None:
@@ -255,6 +291,9 @@ class Relay:
         event = self._event(ctx, target, **fields)
         self.shipper.add(event)  # before the settling: a hold goes back after its records
         tokens = event.prompt_tokens + event.completion_tokens
+        if ctx.ticket is not None:
+            ctx.ticket.settle(tokens)
+            ctx.ticket = None
         if ctx.admitted is not None:
             ctx.admitted.settle(tokens)
         if ctx.budgeted is not None:
@@ -398,6 +437,35 @@ class Relay:
             headers.update(ctx.admitted.headers)
         return headers
 
+    async def _queued(
+        self, ctx: CallContext, target: Target, sent: dict[str, Any], keyed: dict[str, str]
+    ) -> Ticket | None:
+        """Wait for the target's provider account to have room (forge.routing.
+        provider_limits; a 429 ``provider_rate_limited`` past its bound). A request with the
+        project's own key is its own account's business: not queued."""
+        if keyed:
+            return None
+        queue = self.queues.get(target.model.provider)
+        plan = ctx.key.plan if ctx.key is not None else None
+        priority = Priority(rank=queue_rank(plan), live=True)
+        return await queue.acquire(estimated_tokens(sent, ctx.body_bytes), priority)
+
+    def _provider_limits(self, target: Target, limits: UpstreamLimits | None) -> None:
+        """What the provider said of its account's rate limits, from an answer's headers."""
+        if limits is not None:
+            self.queues.get(target.model.provider).observe(limits)
+
+    def _provider_refused(self, target: Target, error: ForgeError, keyed: dict[str, str]) -> None:
+        """The provider's own 429 holds its account's queue until its Retry-After."""
+        if keyed or not isinstance(error, UpstreamRateLimited):
+            return
+        if error.code == QUEUE_REFUSAL_CODE:
+            return
+        queue = self.queues.get(target.model.provider)
+        if error.limits is not None:
+            queue.observe(error.limits)
+        queue.refused(error.retry_after)
+
     async def _first_answer(
         self,
         ctx: CallContext,
@@ -419,13 +487,18 @@ class Relay:
                 self._started(ctx, target, stream=stream)
                 self.breakers.attempt(name)
                 self.stats.started(name)
-                t_call = time.perf_counter()
                 try:
+                    ctx.ticket = await self._queued(ctx, target, sent, keyed)
+                    t_call = time.perf_counter()
                     return target, await call(target, sent, keyed), t_call
                 except Exception as exc:
                     self.stats.ended(name)
                     error = _own_key_refused(as_forge_error(exc), keyed)
+                    self._provider_refused(target, error, keyed)
                     verdict = self._failed(target, error, attempt)
+                    if ctx.ticket is not None:
+                        ctx.ticket.settle(0)  # sent and failed: a try, no tokens
+                        ctx.ticket = None
                     # a retry only while the target's breaker lets it (it may just have
                     # opened), but for a lone target, which nothing else can stand in for
                     open_now = last > 0 and self.breakers.blocked_until(name) is not None
@@ -440,6 +513,9 @@ class Relay:
                 except BaseException:  # cancelled (the client left): nothing learnt
                     self.stats.ended(name)
                     self.breakers.release(name)
+                    if ctx.ticket is not None:
+                        ctx.ticket.release()
+                        ctx.ticket = None
                     raise
         raise AssertionError("a plan has at least one target")
 
@@ -453,22 +529,123 @@ class Relay:
             return target.client.complete(ctx.endpoint, sent, target.model.name, **keyed)
 
         target, reply, t_call = await self._first_answer(ctx, plan, body, False, call)
+        self._provider_limits(target, reply.limits)
         name = target.model.name
         self.stats.ended(name)
         self.breakers.success(name)
         self.stats.observe(name, _ms_since(t_call), reply.usage.completion_tokens, None)
+        answer, usage, upstream_ms, finding = reply.body, reply.usage, reply.upstream_ms, None
+        mode = ctx.validate or target.model.validation
+        if ctx.endpoint == "chat/completions" and mode != "off":
+            answer, usage, upstream_ms, finding = await self._validated(
+                ctx, target, body, reply, retry=mode == "retry"
+            )
         settle = partial(
             self._record,
             ctx,
             target,
             stream=False,
-            usage=reply.usage,
+            usage=usage,
             status="ok",
             http_status=200,
+            validation=None if finding is None else finding.check,
         )
         self._after_response(ctx, settle)
-        overhead = _ms_since(ctx.t0) - reply.upstream_ms
-        return reply.body, self._headers(ctx, overhead, target)
+        judge = self.judge
+        judged = ctx.endpoint == "chat/completions" and (finding is None or finding.ok)
+        if judge is not None and judged and judge.picks():
+            text = answer_text(orjson.loads(answer))
+            judge.start(ctx.request_id, body, text, partial(self._ask_judge, ctx))
+        overhead = _ms_since(ctx.t0) - upstream_ms
+        headers = self._headers(ctx, overhead, target)
+        if finding is not None:
+            headers[VALIDATION_HEADER] = finding.header()
+        return answer, headers
+
+    async def _ask_judge(
+        self, judged: CallContext, request: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The judge model's answer to ``request`` (None if its call failed), recorded
+        as a usage record of the judged request's organisation and project."""
+        if self.judge is None or self.judge.config.model is None:
+            return None
+        ctx = replace(
+            judged,
+            request_id=f"{judged.request_id}.judge",
+            client_request_id=None,
+            t0=time.perf_counter(),
+            after_response=None,
+            admitted=None,
+            budgeted=None,
+            plan=None,
+            arm=None,
+        )
+        target = (await self.router.resolve(self.judge.config.model)).targets[0]
+        sent = {**request, "model": target.model.provider_model}
+        queue = self.queues.get(target.model.provider)
+        try:  # background work: behind every live request for the provider's capacity
+            ctx.ticket = await queue.acquire(estimated_tokens(sent, 0), BATCH)
+        except ForgeError as exc:
+            log.info("judge skipped, %s is at its rate limit: %s", target.model.provider, exc)
+            return None
+        try:
+            reply = await target.client.complete(ctx.endpoint, sent, target.model.name)
+        except Exception as exc:
+            error = as_forge_error(exc)
+            self._provider_refused(target, error, {})
+            self._fail(ctx, target, error, stream=False)
+            return None
+        self._provider_limits(target, reply.limits)
+        self._record(ctx, target, stream=False, usage=reply.usage, status="ok", http_status=200)
+        answer: dict[str, Any] = orjson.loads(reply.body)
+        return answer
+
+    async def _validated(
+        self,
+        ctx: CallContext,
+        target: Target,
+        body: dict[str, Any],
+        reply: ProviderReply,
+        retry: bool,
+    ) -> tuple[bytes, Usage, float, Finding]:
+        """The answer checked (forge.quality.validation); with ``retry``, an answer that
+        is not the JSON asked for goes back to the same target once with what was wrong:
+        the second answer is sent if it passes, else the first. Both calls' tokens count."""
+        try:
+            first = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            return reply.body, reply.usage, reply.upstream_ms, Finding("empty", "not JSON")
+        finding = check_chat_answer(first, body.get("response_format"))
+        if not (retry and finding.correctable):
+            return reply.body, reply.usage, reply.upstream_ms, finding
+        fixed = correction(body, answer_text(first), finding)
+        sent = {**adapt(target.model, fixed), "model": target.model.provider_model}
+        if ctx.ticket is not None:  # the first call's place in the provider's limits
+            ctx.ticket.settle(reply.usage.prompt_tokens + reply.usage.completion_tokens)
+            ctx.ticket = None
+        keyed = self._keyed(ctx, target)
+        ticket = None
+        try:
+            ticket = await self._queued(ctx, target, sent, keyed)
+            again = await target.client.complete(ctx.endpoint, sent, target.model.name, **keyed)
+            second = check_chat_answer(orjson.loads(again.body), body.get("response_format"))
+        except Exception as exc:  # the first answer stands, as it was
+            if ticket is not None:
+                ticket.settle(0)
+            log.warning("validation retry to %s failed: %s", target.model.name, exc)
+            return reply.body, reply.usage, reply.upstream_ms, finding
+        self._provider_limits(target, again.limits)
+        if ticket is not None:
+            ticket.settle(again.usage.prompt_tokens + again.usage.completion_tokens)
+        both = Usage(
+            prompt_tokens=reply.usage.prompt_tokens + again.usage.prompt_tokens,
+            completion_tokens=reply.usage.completion_tokens + again.usage.completion_tokens,
+            estimated=reply.usage.estimated or again.usage.estimated,
+        )
+        upstream_ms = reply.upstream_ms + again.upstream_ms
+        if second.ok:
+            return again.body, both, upstream_ms, Finding("corrected", finding.message)
+        return reply.body, both, upstream_ms, finding
 
     async def open_stream(
         self, ctx: CallContext, body: dict[str, Any], include_usage: bool
@@ -490,6 +667,7 @@ class Relay:
             return source, head
 
         target, (source, head), t_call = await self._first_answer(ctx, plan, body, True, call)
+        self._provider_limits(target, head.limits)
         self.breakers.success(target.model.name)
         ttft_ms = _ms_since(ctx.t0)
         overhead = ttft_ms - head.upstream_ms

@@ -22,9 +22,11 @@ from forge.db.schema import DEFAULT_ORG_ID
 from forge.directory import Directory
 from forge.limits.admission import Admission
 from forge.people.store import PeopleStore
+from forge.quality.judge import Judge, QualityScores
 from forge.routing.auto import AutoRouter
 from forge.routing.breakers import Breakers, Opening
 from forge.routing.planner import Planner
+from forge.routing.provider_limits import ProviderQueues
 from forge.routing.retries import RetryPolicy
 from forge.routing.router import Router
 from forge.routing.stats import RouteStats
@@ -148,7 +150,11 @@ class GatewayRuntime:
             retries=RetryPolicy(routing.retry),
             max_wait_s=routing.max_wait_s,
             auto=AutoRouter(routing.auto, self.router, stats),
+            queues=ProviderQueues({p.name: p.rate_limits for p in self.config.providers}),
         )
+        judging = self.config.quality.judge
+        if judging.model is not None and judging.sample_rate > 0 and self.tenancy is not None:
+            self.relay.judge = Judge(judging, QualityScores(self.tenancy.sessions))
         self.auth_failures = AuthFailures()
         self._tasks: list[asyncio.Task[Any]] = []
         self._emitting: set[asyncio.Task[None]] = set()
@@ -242,6 +248,8 @@ class GatewayRuntime:
             task.cancel()
         if self.webhook_sender is not None:
             await self.webhook_sender.close()
+        if self.relay.judge is not None:
+            await self.relay.judge.close()
         await self.shipper.close()
         if self.responses is not None:
             await self.responses.close()

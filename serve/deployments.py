@@ -338,13 +338,19 @@ class GatewayDeployment:
         runtime.drain_watcher = DrainWatcher(
             runtime.drain,
             lambda: directory.drain_deadline.remote(),
-            lambda stats: self._report({**stats, "usage": runtime.shipper.state()}),
+            lambda stats: self._report({**stats, **self._gateway_state()}),
         )
+
+    def _gateway_state(self) -> dict[str, Any]:
+        """What this replica reports of itself beside its drain state (for `forge
+        status` and /metrics): its usage shipping and its provider queues' depths."""
+        runtime = self.runtime
+        return {"usage": runtime.shipper.state(), "provider_queues": runtime.relay.queues.depths()}
 
     def check_health(self) -> None:
         """Serve's periodic check (10 s): reports this replica's usage shipping for
         `forge status` (readiness, `/health/ready`, says the same per replica)."""
-        self._report({"usage": self.runtime.shipper.state()})
+        self._report(self._gateway_state())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_app(self.runtime, behind_serve=True)

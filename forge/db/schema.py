@@ -401,6 +401,10 @@ class UsageRecord(Base):
     route: Mapped[str | None] = mapped_column(String(300), nullable=True)
     arm: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
     feedback_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # whether the answer was what was asked for (forge.quality.validation), and a judge
+    # model's score of it, 0 to 1 (forge.quality.judge; a sample of answers)
+    validation: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    quality_score: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (
         Index("ix_usage_records_key_created", "key_id", "created_at"),

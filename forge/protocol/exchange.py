@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from forge.routing.provider_limits import UpstreamLimits
 
 Endpoint = Literal["chat/completions", "completions", "embeddings"]
 
@@ -22,20 +25,24 @@ class Usage:
 
 @dataclass(slots=True)
 class ProviderReply:
-    """A whole (non-streamed) answer: the JSON body to send and what it cost."""
+    """A whole (non-streamed) answer: the JSON body to send and what it cost; ``limits``:
+    the provider's rate-limit headers with it, parsed, if it sent some."""
 
     body: bytes
     usage: Usage
     upstream_ms: float
+    limits: UpstreamLimits | None = None
 
 
 @dataclass(slots=True)
 class StreamHead:
     """The first piece of a stream: headers go out with it, so it carries the upstream's
-    time to this point (for the overhead header)."""
+    time to this point (for the overhead header), and the provider's rate-limit headers,
+    parsed, if it sent some."""
 
     data: bytes
     upstream_ms: float
+    limits: UpstreamLimits | None = None
 
 
 @dataclass(slots=True)

@@ -5,10 +5,10 @@ Assignment hashes the experiment's name with the caller (its key, or the request
 the same arm, callers spread by the percents, and two experiments split independently.
 
 The report reads per-arm sums from the usage records (count, errors, and the sums and
-sums of squares of latency, cost and feedback), so an experiment of any size is one
-grouped query; scipy turns them into means with 95% confidence intervals and tests
-each arm against the first (the control): Welch's t-test for latency, cost and
-feedback, Fisher's exact test for the error rate.
+sums of squares of latency, cost, feedback and judge scores), so an experiment of any
+size is one grouped query; scipy turns them into means with 95% confidence intervals
+and tests each arm against the first (the control): Welch's t-test for latency, cost,
+feedback and judge scores, Fisher's exact test for the error rate.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ class ArmReport(BaseModel):
     latency_ms: Estimate
     cost_usd: Estimate
     feedback: Estimate
+    quality: Estimate  # the judge model's scores (forge.quality.judge)
     versus_control: dict[str, Comparison]
 
 
@@ -151,16 +152,17 @@ class _ArmFigures:
     latency: _Moments
     cost: _Moments
     feedback: _Moments
+    quality: _Moments
 
     @classmethod
     def of(cls, row: Sequence[Any] | None) -> _ArmFigures:
         """From a row of the report's query (None: an arm with no requests yet)."""
-        n, errors, *sums = row if row is not None else (0,) * 11
-        latency, cost, feedback = (
+        n, errors, *sums = row if row is not None else (0,) * 14
+        latency, cost, feedback, quality = (
             _Moments(int(sums[i] or 0), float(sums[i + 1] or 0), float(sums[i + 2] or 0))
-            for i in (0, 3, 6)
+            for i in (0, 3, 6, 9)
         )
-        return cls(int(n or 0), int(errors or 0), latency, cost, feedback)
+        return cls(int(n or 0), int(errors or 0), latency, cost, feedback, quality)
 
 
 def _sums(column: Any) -> list[Any]:
@@ -180,6 +182,7 @@ async def report(
             *_sums(UsageRecord.latency_ms),
             *_sums(UsageRecord.cost_usd),
             *_sums(UsageRecord.feedback_score),
+            *_sums(UsageRecord.quality_score),
         )
         .where(UsageRecord.arm.in_(list(labels)))
         .group_by(UsageRecord.arm)
@@ -201,6 +204,7 @@ async def report(
                 "latency_ms": _welch(control.latency, f.latency),
                 "cost_usd": _welch(control.cost, f.cost),
                 "feedback": _welch(control.feedback, f.feedback),
+                "quality": _welch(control.quality, f.quality),
             }
         )
         arms.append(
@@ -213,6 +217,7 @@ async def report(
                 latency_ms=f.latency.estimate(),
                 cost_usd=f.cost.estimate(),
                 feedback=f.feedback.estimate(),
+                quality=f.quality.estimate(),
                 versus_control=versus,
             )
         )

@@ -54,6 +54,14 @@ PLANS: dict[PlanName, Plan] = {
 ORDER: tuple[PlanName, ...] = ("community", "professional", "enterprise", "platform")
 
 
+def queue_rank(plan: str | None) -> int:
+    """Where a plan's requests wait for a provider's capacity: the higher the plan, the
+    sooner (0 first); the platform's own keys (no plan) before everyone."""
+    if plan is None or plan not in ORDER:
+        return 0
+    return len(ORDER) - ORDER.index(plan)
+
+
 def plan_has(plan: str, feature: Feature) -> bool:
     current = PLANS.get(plan)  # type: ignore[call-overload]
     return current is not None and feature in current.features

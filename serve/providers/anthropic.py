@@ -30,6 +30,10 @@ def build_client(cfg: ProviderConfig) -> anthropic.AsyncAnthropic:
 
 class AnthropicProvider(SdkProvider):
     sdk = anthropic
+    limit_headers = (
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-tokens-remaining",
+    )
 
     def __init__(self, cfg: ProviderConfig, client: anthropic.AsyncAnthropic | None = None) -> None:
         super().__init__(cfg, client or build_client(cfg))

@@ -48,6 +48,7 @@ def build_client(cfg: ProviderConfig) -> openai.AsyncOpenAI:
 
 class OpenAICompatProvider(SdkProvider):
     sdk = openai
+    limit_headers = ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens")
 
     def __init__(self, cfg: ProviderConfig, client: openai.AsyncOpenAI | None = None) -> None:
         super().__init__(cfg, client or build_client(cfg))

@@ -19,7 +19,7 @@ import httpx2
 import orjson
 
 from forge.config import ProviderConfig
-from forge.errors import ForgeError, UpstreamError, UpstreamTimeout
+from forge.errors import ForgeError, UpstreamError, UpstreamRateLimited, UpstreamTimeout
 from forge.protocol.exchange import (
     Endpoint,
     ProviderReply,
@@ -29,6 +29,7 @@ from forge.protocol.exchange import (
     Usage,
 )
 from forge.protocol.sse import DONE, error_event, event
+from forge.routing.provider_limits import UpstreamLimits, parse_rate_limit_headers
 from serve.providers.errors import status_error
 
 
@@ -105,6 +106,7 @@ async def openai_stream(
     t0: float,
     map_error: Callable[[BaseException], ForgeError],
     on_complete: Callable[[], Awaitable[None]] | None = None,
+    limits: UpstreamLimits | None = None,
 ) -> AsyncIterator[StreamItem]:
     """The one stream protocol every provider follows, over its OpenAI-shaped chunks.
 
@@ -113,7 +115,8 @@ async def openai_stream(
     (``include_usage``) but always the ``StreamEnd``. A failure before the head raises the
     mapped ``ForgeError`` (so the client gets a real HTTP status); after it, an error event
     and ``[DONE]`` end the stream. ``on_complete`` runs after a clean end (e.g. draining the
-    body so that the connection is reused). The caller closes its upstream response.
+    body so that the connection is reused). ``limits``: the upstream's rate-limit headers,
+    parsed, for the head. The caller closes its upstream response.
     """
     usage: Usage | None = None
     content_chunks = 0
@@ -136,7 +139,7 @@ async def openai_stream(
                 yield event(chunk)
             else:
                 head_sent = True
-                yield StreamHead(data=event(chunk), upstream_ms=ms_since(t0))
+                yield StreamHead(data=event(chunk), upstream_ms=ms_since(t0), limits=limits)
         if not head_sent:
             raise MalformedUpstream("an empty stream")
         yield DONE
@@ -169,6 +172,9 @@ class SdkProvider(ABC):
     """The plain class behind a provider proxy; subclasses hold one pooled SDK client."""
 
     sdk: ModuleType  # the SDK module, for its error classes
+    # Response headers that come with the provider's rate-limit headers: looked for
+    # before parsing those, so that an upstream without them costs a lookup or two.
+    limit_headers: tuple[str, ...] = ()
 
     def __init__(self, cfg: ProviderConfig, client: Any) -> None:
         self.name = cfg.name
@@ -212,7 +218,10 @@ class SdkProvider(ABC):
                 body = exc.response.json()
             except ValueError:
                 body = getattr(exc, "body", None)
-            return status_error(self.name, exc.status_code, body, exc.response.headers)
+            error = status_error(self.name, exc.status_code, body, exc.response.headers)
+            if isinstance(error, UpstreamRateLimited):
+                error.limits = parse_rate_limit_headers(exc.response.headers, time.monotonic())
+            return error
         if isinstance(exc, self.sdk.APITimeoutError | httpx2.TimeoutException):
             return UpstreamTimeout(f"Provider {self.name!r} timed out.", provider=self.name)
         if isinstance(exc, self.sdk.APIConnectionError | httpx2.TransportError):
@@ -224,6 +233,13 @@ class SdkProvider(ABC):
         return UpstreamError(
             f"Provider {self.name!r} failed: {exc.__class__.__name__}: {exc}", provider=self.name
         )
+
+    def upstream_limits(self, headers: httpx2.Headers) -> UpstreamLimits | None:
+        """The provider's rate-limit state from a response's headers, if they carry it."""
+        for name in self.limit_headers:
+            if name in headers:
+                return parse_rate_limit_headers(headers, time.monotonic())
+        return None
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         """The headers that carry ``api_key`` (a project's own key) instead of the
@@ -263,7 +279,12 @@ class SdkProvider(ABC):
         usage = usage_of(payload) or Usage(
             prompt_tokens=estimate_prompt_tokens(body), estimated=True
         )
-        return ProviderReply(body=orjson.dumps(payload), usage=usage, upstream_ms=upstream_ms)
+        return ProviderReply(
+            body=orjson.dumps(payload),
+            usage=usage,
+            upstream_ms=upstream_ms,
+            limits=self.upstream_limits(response.headers),
+        )
 
     async def stream(
         self,
@@ -286,6 +307,7 @@ class SdkProvider(ABC):
                 t0=t0,
                 map_error=self.map_error,
                 on_complete=lambda: drain(lines),
+                limits=self.upstream_limits(response.headers),
             ):
                 yield item
         finally:

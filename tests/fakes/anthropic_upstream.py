@@ -26,6 +26,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
+from tests.fakes.rate_limits import RateLimitHeaders
 from tests.fakes.server import FakeUpstream
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel".split()  # noqa: SIM905
@@ -340,13 +341,21 @@ def _conversation_refusal(messages: list[Message]) -> str | None:
 
 
 class FakeAnthropic(FakeUpstream):
-    def __init__(self, api_key: str = "sk-ant-test") -> None:
+    def __init__(
+        self, api_key: str = "sk-ant-test", rate_limits: tuple[int, int] | None = None
+    ) -> None:
+        # (rpm, tpm): send anthropic-ratelimit-* headers with every answer (none unless)
+        self.rate_limits = (
+            None if rate_limits is None else RateLimitHeaders(*rate_limits, "anthropic")
+        )
         super().__init__()
         self.api_key = api_key
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/messages", self.messages)
+        if self.rate_limits is not None:
+            app.on_response_prepare.append(self.rate_limits.on_prepare)
         return app
 
     async def messages(self, request: web.Request) -> web.StreamResponse:

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.rate_limits import RateLimitHeaders
 from tests.fakes.server import FakeUpstream
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()  # noqa: SIM905
@@ -71,6 +72,45 @@ def _calls_a_tool(body: dict[str, Any]) -> bool:
     return last.get("role") != "tool"
 
 
+def _content(body: dict[str, Any], words: list[str]) -> str:
+    """The answer's text: JSON when the request's ``response_format`` asks for it, as
+    OpenAI answers: with ``json_schema``, an instance of the schema (Structured
+    Outputs); with ``json_object``, an object. Model ``sloppy-json`` stands for a server
+    that ignores schemas: always ``{"answer": ...}``, and with words before the JSON
+    until the conversation holds an earlier answer of its own (a corrected request)."""
+    text = " ".join(words)
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") not in ("json_object", "json_schema"):
+        return text
+    if body.get("model") == "sloppy-json":
+        answer = orjson.dumps({"answer": text}).decode()
+        corrected = any(m.get("role") == "assistant" for m in body.get("messages", []))
+        return answer if corrected else f"Sure! {answer}"
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    value = _instance(schema, text) if isinstance(schema, dict) else {"answer": text}
+    return orjson.dumps(value).decode()
+
+
+def _instance(schema: dict[str, Any], text: str) -> Any:
+    """A value the (simple) schema accepts, from the reply's words."""
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {name: _instance(sub, text) for name, sub in props.items()}
+    if kind == "array":
+        return [_instance(schema["items"], text)] if isinstance(schema.get("items"), dict) else []
+    if kind in ("number", "integer"):
+        low = schema.get("minimum", 0)
+        high = schema.get("maximum", 10 if kind == "integer" else 1)
+        middle = (low + high) / 2
+        return int(middle) if kind == "integer" else middle
+    if kind == "boolean":
+        return True
+    if "enum" in schema:
+        return schema["enum"][0]
+    return text
+
+
 def _count_prompt(body: dict[str, Any]) -> int:
     text = orjson.dumps(body.get("messages") or body.get("prompt") or body.get("input") or "")
     return max(1, len(text.split()))
@@ -82,7 +122,10 @@ class FakeOpenAI(FakeUpstream):
         api_key: str | None = "sk-upstream-test",
         reply_tokens: int = 8,
         latency_ms: float = 0.0,
+        rate_limits: tuple[int, int] | None = None,
     ) -> None:
+        # (rpm, tpm): send OpenAI's x-ratelimit-* headers with every answer (none unless)
+        self.rate_limits = None if rate_limits is None else RateLimitHeaders(*rate_limits, "openai")
         super().__init__()
         self.api_key = api_key
         self.reply_tokens = reply_tokens
@@ -101,6 +144,8 @@ class FakeOpenAI(FakeUpstream):
             app.router.add_post(prefix + "/completions", self.completions)
             app.router.add_post(prefix + "/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
+        if self.rate_limits is not None:
+            app.on_response_prepare.append(self.rate_limits.on_prepare)
         return app
 
     # ------------------------------------------------------------------ helpers
@@ -267,7 +312,8 @@ class FakeOpenAI(FakeUpstream):
                 }
                 reason = "tool_calls"
             else:
-                message = {"role": "assistant", "content": " ".join(words), "refusal": None}
+                content = _content(body, words)
+                message = {"role": "assistant", "content": content, "refusal": None}
                 reason = finish
             choices.append(
                 {"index": i, "message": message, "logprobs": None, "finish_reason": reason}

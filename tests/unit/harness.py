@@ -106,6 +106,7 @@ def platform_config(
         "midstream-error",
         "truncated",
         "slow-stream",
+        "sloppy-json",
     ):
         models.append({"name": scenario, "provider": "fake", "model": scenario})
     providers = [

@@ -131,6 +131,8 @@ async def _rows(engine, label: str, latencies: list[float], errors: int, feedbac
                 "http_status": 502 if i < errors else 200,
                 "arm": f"ab/{label}",
                 "feedback_score": feedback[i] if i < len(feedback) else None,
+                # the judge scored every other answer, the worse the slower
+                "quality_score": None if i % 2 else max(0.0, 1 - latency / 200),
             }
         )
     async with engine.begin() as conn:
@@ -166,6 +168,12 @@ async def test_the_report_matches_scipy_on_the_raw_samples(sqlite_engine):
     assert arms["a"].feedback.n == 50
     raw = stats.ttest_ind(feedback["a"], feedback["b"], equal_var=False).pvalue
     assert arms["b"].versus_control["feedback"].p_value == pytest.approx(raw, rel=1e-6)
+    quality = {k: [max(0.0, 1 - x / 200) for x in v[::2]] for k, v in lat.items()}
+    assert arms["b"].quality.n == 150
+    assert arms["b"].quality.mean == pytest.approx(stats.tmean(quality["b"]))
+    raw = stats.ttest_ind(quality["a"], quality["b"], equal_var=False).pvalue
+    assert arms["b"].versus_control["quality"].p_value == pytest.approx(raw, rel=1e-6)
+    assert arms["b"].versus_control["quality"].significant
 
 
 def _config(base_url: str) -> PlatformConfig:
