@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,11 @@ from forge.errors import ForgeError, InvalidRequest, NotFound, status_of_body, u
 log = logging.getLogger(__name__)
 
 _STATUS_TYPES = {404: NotFound, 405: InvalidRequest}
+
+# Every error answer of this process, by (status, code): the platform's own refusals
+# (401, 403, 429, 400…) leave no usage record, so the recorder's counts cannot see them;
+# replicas report these with their state, and /metrics sums them (gateway/metrics.py).
+ANSWERED_ERRORS: Counter[tuple[int, str]] = Counter()
 
 
 ANTHROPIC_PREFIX = "/v1/messages"
@@ -49,12 +55,18 @@ def error_response(error: ForgeError, path: str = "") -> Response:
     """The error in the shape of the API that was called: Anthropic's under /v1/messages,
     OpenAI's everywhere else."""
     body = anthropic_error_body(error) if path.startswith(ANTHROPIC_PREFIX) else error.to_body()
+    ANSWERED_ERRORS[error.status_code, error.code or error.error_type] += 1
     return Response(
         orjson.dumps(body),
         status_code=error.status_code,
         media_type="application/json",
         headers=error.headers(),
     )
+
+
+def answered_errors() -> dict[str, int]:
+    """``ANSWERED_ERRORS`` as a replica reports it: ``"<status> <code>"`` -> count."""
+    return {f"{status} {code}": n for (status, code), n in ANSWERED_ERRORS.items()}
 
 
 def param_path(loc: tuple[Any, ...] | list[Any]) -> str | None:

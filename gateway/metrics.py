@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from forge.routing.breakers import BreakerNews
 
@@ -120,10 +122,19 @@ def _replica_gauges(r: CollectorRegistry, replicas: dict[str, dict[str, Any]]) -
         ["provider", "replica"],
         registry=r,
     )
+    answered = CounterMetricFamily(
+        "forge_gateway_errors",
+        "Error answers of a gateway replica by HTTP status and code: the platform's own "
+        "refusals (no usage record) and providers' failures alike.",
+        labels=["status", "code", "replica"],
+    )
     for replica, stats in replicas.items():
         if stats.get("gateway"):
             for provider, depth in (stats.get("provider_queues") or {}).items():
                 queued.labels(str(provider), replica).set(depth)
+            for what, count in (stats.get("errors") or {}).items():
+                status, _, code = str(what).partition(" ")
+                answered.add_metric([status, code, replica], count)
         if "provider" in stats and "running" in stats:
             labels = (str(stats["provider"]), replica)
             running.labels(*labels).set(stats.get("running", 0))
@@ -132,3 +143,14 @@ def _replica_gauges(r: CollectorRegistry, replicas: dict[str, dict[str, Any]]) -
         usage = stats.get("usage")
         if stats.get("gateway") and isinstance(usage, dict):
             pending.labels(replica).set(usage.get("pending", 0))
+    r.register(_Families([answered]))
+
+
+class _Families(Collector):
+    """Metric families built at scrape time (counters reported by the replicas)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families

@@ -47,6 +47,7 @@ from gateway.app import build_app
 from gateway.auth import KeyVerifier
 from gateway.breaker_watch import BreakerSharing
 from gateway.drain import DrainWatcher
+from gateway.errors import answered_errors
 from gateway.key_changes import KeyChangeWatcher
 from gateway.metrics import MetricsSources
 from gateway.runtime import GatewayRuntime
@@ -345,7 +346,11 @@ class GatewayDeployment:
         """What this replica reports of itself beside its drain state (for `forge
         status` and /metrics): its usage shipping and its provider queues' depths."""
         runtime = self.runtime
-        return {"usage": runtime.shipper.state(), "provider_queues": runtime.relay.queues.depths()}
+        return {
+            "usage": runtime.shipper.state(),
+            "provider_queues": runtime.relay.queues.depths(),
+            "errors": answered_errors(),
+        }
 
     def check_health(self) -> None:
         """Serve's periodic check (10 s): reports this replica's usage shipping for

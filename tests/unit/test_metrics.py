@@ -141,3 +141,35 @@ def test_the_grafana_dashboard_queries_only_metrics_the_platform_exports(tmp_pat
     suffixed = {f"{n}{s}" for n in exported for s in ("", "_total", "_bucket", "_count", "_sum")}
     assert named and named <= suffixed, named - suffixed
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+async def test_the_platforms_own_refusals_are_counted_by_status_and_code(gw):
+    """A 401 of the gateway's own leaves no usage record: the replica counts it, reports
+    it with its state, and /metrics renders the replicas' counts."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from gateway.errors import answered_errors
+    from gateway.metrics import _replica_gauges
+
+    before = answered_errors().get("401 invalid_api_key", 0)
+    refused = await gw.http.post(
+        "/v1/chat/completions",
+        headers={"Authorization": "Bearer sk-not-a-key"},
+        json={"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert refused.status_code == 401
+    counts = answered_errors()
+    assert counts["401 invalid_api_key"] == before + 1
+    registry = CollectorRegistry()
+    _replica_gauges(registry, {"gw-1": {"gateway": True, "errors": counts}})
+    parsed = samples(generate_latest(registry).decode())
+    assert (
+        value(
+            parsed,
+            "forge_gateway_errors_total",
+            status="401",
+            code="invalid_api_key",
+            replica="gw-1",
+        )
+        == before + 1
+    )
