@@ -53,6 +53,16 @@ class WebhookCreate(BaseModel):
     description: str = Field("", max_length=300)
 
 
+class WebhookUpdate(BaseModel):
+    """What may change on an endpoint (its kind and signing secret stay: re-create it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, max_length=2000, description="A new URL (http or https).")
+    events: list[EventType] | None = Field(None, min_length=1, description="The event types.")
+    description: str | None = Field(None, max_length=300)
+
+
 class WebhookObject(BaseModel):
     object: Literal["webhook_endpoint"] = "webhook_endpoint"
     id: str
@@ -147,6 +157,18 @@ def _pending(endpoint_id: str, org_id: str, event: Event) -> WebhookDelivery:
     )
 
 
+def _check_events(org_id: str, events: list[EventType]) -> None:
+    """Platform events (breakers) are the operator's organisation's to hear."""
+    platform = sorted(set(events) & PLATFORM_EVENTS)
+    if platform and org_id != DEFAULT_ORG_ID:
+        raise InvalidRequest(
+            f"Events {', '.join(platform)} are about the platform itself; only its "
+            "operator's organization may subscribe to them.",
+            param="events",
+            code="invalid_value",
+        )
+
+
 class WebhookStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: Keyring) -> None:
         self.sessions = sessions
@@ -160,14 +182,7 @@ class WebhookStore:
     async def create(self, org_id: str, body: WebhookCreate) -> WebhookCreated:
         """The endpoint, with its signing secret (standard) shown this once. Platform
         events (breakers) are the operator's organisation's to hear."""
-        platform = sorted(set(body.events) & PLATFORM_EVENTS)
-        if platform and org_id != DEFAULT_ORG_ID:
-            raise InvalidRequest(
-                f"Events {', '.join(platform)} are about the platform itself; only its "
-                "operator's organization may subscribe to them.",
-                param="events",
-                code="invalid_value",
-            )
+        _check_events(org_id, body.events)
         endpoint_id = "whep_" + uuid.uuid4().hex[:24]
         secret = new_secret() if body.kind == "standard" else None
         row = WebhookEndpoint(
@@ -220,6 +235,22 @@ class WebhookStore:
     async def get(self, org_id: str, endpoint_id: str) -> WebhookObject:
         async with self.sessions() as s:
             return _endpoint(await self._row(s, org_id, endpoint_id))
+
+    async def update(self, org_id: str, endpoint_id: str, body: WebhookUpdate) -> WebhookObject:
+        """Change the URL, events or description; deliveries already queued keep going
+        to the endpoint (to its new URL, if changed: the URL is read at sending)."""
+        if body.events is not None:
+            _check_events(org_id, body.events)
+        async with self.sessions.begin() as s:
+            row = await self._row(s, org_id, endpoint_id)
+            if body.url is not None:
+                row.url_sealed = self._keyring.seal(body.url, self._context(endpoint_id, "url"))
+                row.url_hint = _hint(body.url)
+            if body.events is not None:
+                row.events = json.dumps(sorted(set(body.events)))
+            if body.description is not None:
+                row.description = body.description
+            return _endpoint(row)
 
     async def delete(self, org_id: str, endpoint_id: str) -> Deleted:
         """The endpoint and its pending deliveries (delivered ones stay, as a record)."""

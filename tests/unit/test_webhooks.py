@@ -316,3 +316,58 @@ async def test_a_receiver_that_never_finishes_is_cut_off_within_the_timeout(gw):
         assert "no answer within 0.5 s" in resp.json()["data"][0]["last_error"]
     finally:
         server.stop()
+
+
+async def test_an_endpoints_url_events_and_description_can_change(gw, receivers):
+    made = await create(gw, receivers.url + "/standard/before", ["webhook.test"])
+    receivers.secrets["before"] = receivers.secrets["after"] = made["secret"]
+    path = f"/v1/organization/webhooks/{made['id']}"
+    changed = await gw.http.post(
+        path,
+        json={
+            "url": receivers.url + "/standard/after",
+            "events": ["webhook.test", "api_key.deleted"],
+            "description": "on-call",
+        },
+        headers=admin(gw),
+    )
+    assert changed.status_code == 200, changed.text
+    body = changed.json()
+    assert body["events"] == ["api_key.deleted", "webhook.test"]
+    assert body["description"] == "on-call" and "secret" not in body
+    assert (await gw.http.get(path, headers=admin(gw))).json() == body
+    await gw.http.post(f"{path}/test", headers=admin(gw))
+
+    async def arrived() -> list:
+        return receivers.received.get("standard/after", [])
+
+    assert [r["body"]["type"] for r in await eventually(arrived)] == ["webhook.test"]
+    assert not receivers.received.get("standard/before")
+    only_events = await gw.http.post(path, json={"events": ["webhook.test"]}, headers=admin(gw))
+    assert only_events.json()["description"] == "on-call"  # what is not sent stays
+
+
+@pytest.mark.parametrize(
+    ("change", "param", "status"),
+    [
+        ({"events": []}, "events", 400),
+        ({"events": ["no.such_event"]}, "events[0]", 400),
+        ({"url": "ftp://example.com/hook"}, "url", 400),
+        ({"url": "http://127.0.0.1:8000/v1/chat/completions"}, "url", 400),
+        ({"kind": "slack"}, "kind", 400),
+    ],
+)
+async def test_bad_changes_are_400s_naming_the_field(gw, receivers, change, param, status):
+    made = await create(gw, receivers.url + "/standard/z", ["webhook.test"])
+    resp = await gw.http.post(
+        f"/v1/organization/webhooks/{made['id']}", json=change, headers=admin(gw)
+    )
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"]["param"] == param
+
+
+async def test_changing_an_unknown_endpoint_is_a_404(gw):
+    resp = await gw.http.post(
+        "/v1/organization/webhooks/whep_nope", json={"description": "x"}, headers=admin(gw)
+    )
+    assert resp.status_code == 404 and resp.json()["error"]["param"] == "webhook_id"

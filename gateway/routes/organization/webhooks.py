@@ -15,6 +15,7 @@ from forge.webhooks.store import (
     WebhookCreated,
     WebhookObject,
     WebhookStore,
+    WebhookUpdate,
 )
 from forge.webhooks.targets import check_url
 from gateway.audit import AuditedRoute, audited
@@ -47,6 +48,18 @@ async def list_webhooks(
 @router.get("/{webhook_id}", response_model=WebhookObject)
 async def get_webhook(webhook_id: str, call: OrgCall = Depends(org_call)) -> WebhookObject:
     return await _store(call).get(call.org_id, webhook_id)
+
+
+@router.post(
+    "/{webhook_id}", response_model=WebhookObject, openapi_extra=audited("organization.updated")
+)
+async def update_webhook(
+    webhook_id: str, body: WebhookUpdate, call: OrgCall = Depends(org_call)
+) -> WebhookObject:
+    if body.url is not None:
+        server = call.runtime.config.server
+        await check_url(body.url, server.host, server.port)
+    return await _store(call).update(call.org_id, webhook_id, body)
 
 
 @router.delete(
