@@ -30,7 +30,7 @@ from forge.budgets.alerts import fire_statement
 from forge.db.engine import make_engine
 from forge.db.schema import Spend, UsageRecord, UsageReject
 from forge.settings import Settings
-from forge.spend import SpendDelta, spend_deltas
+from forge.spend import spend_deltas
 from forge.usage import UsageEvent
 from forge.usage_metrics import UsageMetrics
 
@@ -75,6 +75,20 @@ class UsageStore:
         self._observe = observe
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._records = (
+            self._insert(UsageRecord)
+            .on_conflict_do_nothing(index_elements=[UsageRecord.request_id])
+            .returning(UsageRecord.request_id)
+        )
+        spend = self._insert(Spend)
+        self._spend = spend.on_conflict_do_update(
+            index_elements=[Spend.scope, Spend.subject_id, Spend.period, Spend.period_start],
+            set_={
+                "cost_usd": Spend.cost_usd + spend.excluded.cost_usd,
+                "requests": Spend.requests + spend.excluded.requests,
+                "tokens": Spend.tokens + spend.excluded.tokens,
+            },
+        )
         self.rejected_total = 0
 
     async def write(self, events: list[UsageEvent]) -> int:
@@ -104,35 +118,22 @@ class UsageStore:
         """Insert the records not yet stored, count them into the spend counters and fire
         the spend alerts they cross, in one transaction: the counters equal the records,
         whatever is delivered twice.
-        One multi-row INSERT (not executemany), which says which rows were new."""
-        stmt = (
-            self._insert(UsageRecord)
-            .values([e.model_dump() for e in events])
-            .on_conflict_do_nothing(index_elements=[UsageRecord.request_id])
-            .returning(UsageRecord.request_id)
-        )
+        The statements are built once and run with a list of rows: SQLAlchemy's
+        "insertmanyvalues" sends them as multi-row INSERTs whose RETURNING says which rows
+        were new, from a compiled form it caches. (Rendering ``.values([...])`` per batch
+        compiled a new statement each time: ~a quarter of the recorder's CPU under load.)"""
         async with self._engine.begin() as conn:
-            inserted = set((await conn.execute(stmt)).scalars())
+            rows = [e.model_dump() for e in events]
+            inserted = set((await conn.execute(self._records, rows)).scalars())
             deltas = spend_deltas(e for e in events if e.request_id in inserted)
             if deltas:
-                await conn.execute(self._count(deltas))
+                await conn.execute(self._spend, [asdict(d) for d in deltas])
                 fire = fire_statement(self._insert, deltas)
                 if fire is not None:  # spend alerts this batch made cross
                     await conn.execute(fire)
         if self._observe is not None and inserted:
             self._observe([e for e in events if e.request_id in inserted])
         return len(inserted)
-
-    def _count(self, deltas: list[SpendDelta]) -> Any:
-        stmt = self._insert(Spend).values([asdict(d) for d in deltas])
-        return stmt.on_conflict_do_update(
-            index_elements=[Spend.scope, Spend.subject_id, Spend.period, Spend.period_start],
-            set_={
-                "cost_usd": Spend.cost_usd + stmt.excluded.cost_usd,
-                "requests": Spend.requests + stmt.excluded.requests,
-                "tokens": Spend.tokens + stmt.excluded.tokens,
-            },
-        )
 
     async def _reject(self, event: UsageEvent, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"[:ERROR_TEXT_MAX]
