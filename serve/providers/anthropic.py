@@ -14,7 +14,7 @@ from forge.protocol.exchange import Endpoint
 from forge.translate import anthropic as tr
 from forge.translate.common import unsupported
 from serve.providers.openai_compat import api_key, http_client
-from serve.providers.sdk_base import MalformedUpstream, SdkProvider, parse_object, sse_data
+from serve.providers.sdk_base import MalformedUpstream, SdkProvider, parse_object
 
 
 def build_client(cfg: ProviderConfig) -> anthropic.AsyncAnthropic:
@@ -56,10 +56,10 @@ class AnthropicProvider(SdkProvider):
         return tr.from_anthropic_response(payload, public_model)
 
     async def chunks(
-        self, lines: AsyncIterator[str], public_model: str
+        self, events: AsyncIterator[bytes], public_model: str
     ) -> AsyncIterator[dict[str, Any]]:
         translator = tr.AnthropicStreamToOpenAI(public_model)
-        async for data in sse_data(lines):
+        async for data in events:
             event = parse_object(data, "a stream event")
             kind = event.get("type")
             if kind == "error":

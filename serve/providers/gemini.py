@@ -54,6 +54,7 @@ from serve.providers.sdk_base import (
     ms_since,
     openai_stream,
     parse_object,
+    sse_data,
     usage_of,
 )
 
@@ -90,31 +91,6 @@ def build_client(cfg: ProviderConfig) -> genai.Client:
         httpx_async_client=http,
     )
     return genai.Client(vertexai=False, api_key=key, http_options=options)
-
-
-async def sse_data(response: httpx2.Response) -> AsyncIterator[bytes]:
-    """The ``data:`` payloads of an SSE body. Lines end only at LF or CRLF: line iterators
-    built on ``str.splitlines`` also break at U+2028/U+2029, which Gemini may send raw
-    inside JSON strings."""
-    tail = b""
-    data: list[bytes] = []
-    async for piece in response.aiter_bytes():
-        lines = (tail + piece).split(b"\n")
-        tail = lines.pop()
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
-                if data:
-                    yield b"\n".join(data)
-                    data = []
-            elif line.startswith(b"data:"):
-                data.append(line[6:] if line[5:6] == b" " else line[5:])
-    tail = tail.rstrip(b"\r")
-    if tail.startswith(b"data:"):
-        data.append(tail[6:] if tail[5:6] == b" " else tail[5:])
-    if data:
-        yield b"\n".join(data)
 
 
 def _retry_delay(details: Any) -> float | None:
@@ -319,7 +295,7 @@ class GeminiProvider:
         path, upstream_body = self._request(endpoint, body, stream=True)
         t0 = time.perf_counter()
         response = await self._send(path, upstream_body, True, api_key)
-        chunks = self._chunks(sse_data(response), public_model)
+        chunks = self._chunks(sse_data(response.aiter_bytes()), public_model)
         try:
             async for item in openai_stream(
                 chunks,

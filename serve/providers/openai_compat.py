@@ -15,7 +15,7 @@ import openai
 
 from forge.config import ProviderConfig
 from forge.protocol.exchange import Endpoint
-from serve.providers.sdk_base import MalformedUpstream, SdkProvider, parse_object, sse_data
+from serve.providers.sdk_base import MalformedUpstream, SdkProvider, parse_object
 
 POOL = httpx2.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60)
 
@@ -74,11 +74,11 @@ class OpenAICompatProvider(SdkProvider):
         return payload
 
     async def chunks(
-        self, lines: AsyncIterator[str], public_model: str
+        self, events: AsyncIterator[bytes], public_model: str
     ) -> AsyncIterator[dict[str, Any]]:
         finished = False
-        async for data in sse_data(lines):
-            if data == "[DONE]":
+        async for data in events:
+            if data.strip() == b"[DONE]":
                 return
             chunk = parse_object(data, "a stream chunk")
             if chunk.get("error"):

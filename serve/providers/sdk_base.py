@@ -56,14 +56,37 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
 DRAIN_TIMEOUT_S = 0.5
 
 
-async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The ``data:`` payloads of a Server-Sent Events body, in order."""
-    async for line in lines:
-        if line.startswith("data:"):
-            yield line[5:].strip()
+async def sse_data(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The ``data:`` payloads of a Server-Sent Events body (its bytes as they arrive),
+    one per event, in order.
+
+    Bytes, split here: decoding every piece to text and splitting it again into lines
+    (httpx's ``aiter_text`` and ``aiter_lines``, two more generator layers) cost more per
+    streamed chunk than parsing its JSON. Lines end only at LF or CRLF: line iterators
+    built on ``str.splitlines`` also break at U+2028/U+2029, which providers may send raw
+    inside JSON strings."""
+    tail = b""
+    data: list[bytes] = []
+    async for piece in pieces:
+        lines = (tail + piece).split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if data:
+                    yield b"\n".join(data)
+                    data = []
+            elif line.startswith(b"data:"):
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
+    tail = tail.rstrip(b"\r")
+    if tail.startswith(b"data:"):
+        data.append(tail[6:] if tail[5:6] == b" " else tail[5:])
+    if data:
+        yield b"\n".join(data)
 
 
-async def drain(lines: AsyncIterator[str]) -> None:
+async def drain(lines: AsyncIterator[Any]) -> None:
     """Read what is left of a body after its last event (normally just its end), so that
     the connection returns to the pool instead of being closed: an unread remainder made
     every stream open a new upstream connection."""
@@ -196,11 +219,13 @@ class SdkProvider(ABC):
         """The OpenAI-shaped answer for the upstream's JSON answer."""
 
     @abstractmethod
-    def chunks(self, lines: AsyncIterator[str], public_model: str) -> AsyncIterator[dict[str, Any]]:
-        """OpenAI chunks (usage chunk last, if any) for the upstream's stream (its body's
-        lines; read them with ``sse_data``). Returns
-        only when the upstream finished properly; raises ``MalformedUpstream`` otherwise,
-        and the mapped error for an in-stream error event."""
+    def chunks(
+        self, events: AsyncIterator[bytes], public_model: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """OpenAI chunks (usage chunk last, if any) for the upstream's stream (its SSE
+        events' data, from ``sse_data``). Returns only when the upstream finished
+        properly; raises ``MalformedUpstream`` otherwise, and the mapped error for an
+        in-stream error event."""
 
     # ------------------------------------------------------------------ shared behaviour
 
@@ -298,15 +323,15 @@ class SdkProvider(ABC):
         path, upstream_body = self.request(endpoint, body, stream=True)
         t0 = time.perf_counter()
         response = await self._post(path, upstream_body, True, api_key)
-        lines = response.aiter_lines()
+        events = sse_data(response.aiter_bytes())
         try:
             async for item in openai_stream(
-                self.chunks(lines, public_model),
+                self.chunks(events, public_model),
                 body=body,
                 include_usage=include_usage,
                 t0=t0,
                 map_error=self.map_error,
-                on_complete=lambda: drain(lines),
+                on_complete=lambda: drain(events),
                 limits=self.upstream_limits(response.headers),
             ):
                 yield item

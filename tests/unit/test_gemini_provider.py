@@ -25,7 +25,8 @@ from forge.errors import (
     UpstreamUnavailable,
 )
 from forge.protocol.exchange import ProviderReply, StreamEnd, StreamHead
-from serve.providers.gemini import GeminiProvider, sse_data
+from serve.providers.gemini import GeminiProvider
+from serve.providers.sdk_base import sse_data
 from tests.fakes.gemini_upstream import SIGNATURE, FakeGemini
 from tests.fakes.server import free_port
 
@@ -527,13 +528,9 @@ async def test_ping_and_the_key_never_in_the_config(gem):
 # ----------------------------------------------------------------------------- SSE framing
 
 
-class Bytes:
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        for piece in self.pieces:
-            yield piece
+async def pieces_of(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
 
 
 async def test_sse_lines_end_only_at_lf_or_crlf():
@@ -545,5 +542,5 @@ async def test_sse_lines_end_only_at_lf_or_crlf():
     )
     for size in (1, 3, 7, len(raw)):
         pieces = [raw[i : i + size] for i in range(0, len(raw), size)]
-        out = [d async for d in sse_data(Bytes(pieces))]
+        out = [d async for d in sse_data(pieces_of(pieces))]
         assert out == [separator, b"{}", b"[1]\n[2]", b"9"], size
