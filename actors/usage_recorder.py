@@ -27,6 +27,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from forge.budgets.alerts import fire_statement
+from forge.budgets.thresholds import threshold_statement
 from forge.db.engine import make_engine
 from forge.db.schema import Spend, UsageRecord, UsageReject
 from forge.settings import Settings
@@ -131,6 +132,9 @@ class UsageStore:
                 fire = fire_statement(self._insert, deltas)
                 if fire is not None:  # spend alerts this batch made cross
                     await conn.execute(fire)
+                reached = threshold_statement(self._insert, deltas)
+                if reached is not None:  # budget thresholds it made cross
+                    await conn.execute(reached)
         if self._observe is not None and inserted:
             self._observe([e for e in events if e.request_id in inserted])
         return len(inserted)

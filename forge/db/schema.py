@@ -356,6 +356,27 @@ class SpendAlertEvent(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class BudgetThresholdEvent(Base):
+    """A budget whose period's use reached ``percent`` (80 or 100) of its limit: once per
+    budget, period and percent, written by the usage recorder in the transaction that
+    counted the use; an outbox the webhook senders deliver (``delivered_at``)."""
+
+    __tablename__ = "budget_threshold_events"
+
+    budget_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    period_start: Mapped[str] = mapped_column(String(10), primary_key=True)
+    percent: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(40))
+    period: Mapped[str] = mapped_column(String(8))
+    unit: Mapped[str] = mapped_column(String(12))
+    limit: Mapped[float] = mapped_column(Float)
+    used: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class BudgetHold(Base):
     """Part of a budget granted to a gateway replica and not yet given back: counted as
     spent until it is (so a restarted ledger knows what is out)."""

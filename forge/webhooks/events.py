@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 EventType = Literal[
     "spend_alert.fired",  # an organisation's or project's month's spend crossed an alert
+    "budget.threshold_reached",  # a budget's period reached 80% or 100% of its limit
     "api_key.created",
     "api_key.deleted",
     "breaker.opened",  # the platform's: a model's breaker opened (no traffic until probed)

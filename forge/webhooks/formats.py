@@ -12,10 +12,11 @@ from forge.webhooks.events import Event
 Kind = Literal["standard", "slack", "discord", "teams"]
 KINDS: tuple[Kind, ...] = ("standard", "slack", "discord", "teams")
 
-WARNINGS = frozenset({"breaker.opened", "spend_alert.fired"})
+WARNINGS = frozenset({"breaker.opened", "spend_alert.fired", "budget.threshold_reached"})
 WARNING, GOOD = 0xD93F0B, 0x2DA44E  # Discord embed colours (RGB as an integer)
 TITLES = {
     "spend_alert.fired": "Spend alert",
+    "budget.threshold_reached": "Budget threshold reached",
     "api_key.created": "API key created",
     "api_key.deleted": "API key deleted",
     "breaker.opened": "Model cut off after failures",
@@ -32,6 +33,18 @@ def summary(event: Event) -> str:
             f"{d.get('scope', 'organization')} {d.get('subject_id')} spent "
             f"${d.get('spent_usd', 0):,.2f} this month, past its alert at "
             f"${d.get('threshold_cents', 0) / 100:,.2f}."
+        )
+    if event.type == "budget.threshold_reached":
+        used, limit = d.get("used", 0), d.get("limit", 0)
+        money = d.get("unit") == "usd"
+        amount = (
+            f"${used:,.2f} of ${limit:,.2f}"
+            if money
+            else f"{used:,.0f} of {limit:,.0f} {d.get('unit')}"
+        )
+        return (
+            f"{d.get('scope')} {d.get('subject_id')} used {amount} this {d.get('period')}: "
+            f"{d.get('percent')}% of its budget."
         )
     if event.type.startswith("api_key."):
         return f"Key {d.get('id', '?')} {event.type.split('.', 1)[1]} by {d.get('actor', '?')}."
@@ -65,9 +78,7 @@ def render(kind: Kind, event: Event) -> dict[str, Any]:
             "title": title[:256],
             "description": text[:4096],
             "timestamp": event.timestamp.isoformat(),
-            "color": 0xD93F0B
-            if event.type in ("breaker.opened", "spend_alert.fired")
-            else 0x2DA44E,
+            "color": WARNING if event.type in WARNINGS else GOOD,
             "fields": [
                 {"name": k[:256], "value": v[:1024], "inline": True} for k, v in _facts(event)[:25]
             ],

@@ -53,6 +53,7 @@ class WebhookSender:
         while True:
             try:
                 await self.store.collect_spend_alerts()
+                await self.store.collect_budget_thresholds()
                 while await self.tick() == self.batch:
                     pass  # a full batch: more may be due
             except asyncio.CancelledError:

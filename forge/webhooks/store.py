@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from forge.credentials.sealing import Keyring
 from forge.db.schema import (
     DEFAULT_ORG_ID,
+    BudgetThresholdEvent,
     SpendAlertEvent,
     WebhookDelivery,
     WebhookEndpoint,
@@ -169,6 +171,42 @@ def _check_events(org_id: str, events: list[EventType]) -> None:
         )
 
 
+Outbox = SpendAlertEvent | BudgetThresholdEvent
+
+
+def _spend_alert_event(alert: SpendAlertEvent) -> Event:
+    return Event(
+        type="spend_alert.fired",
+        timestamp=aware(alert.created_at) or _now(),
+        data={
+            "alert_id": alert.alert_id,
+            "scope": alert.scope,
+            "subject_id": alert.subject_id,
+            "period_start": alert.period_start,
+            "threshold_cents": alert.threshold_cents,
+            "spent_usd": round(alert.spent_usd, 6),
+        },
+    )
+
+
+def _budget_threshold_event(row: BudgetThresholdEvent) -> Event:
+    return Event(
+        type="budget.threshold_reached",
+        timestamp=aware(row.created_at) or _now(),
+        data={
+            "budget_id": row.budget_id,
+            "scope": row.scope,
+            "subject_id": row.subject_id,
+            "period": row.period,
+            "period_start": row.period_start,
+            "unit": row.unit,
+            "limit": row.limit,
+            "used": round(row.used, 6),
+            "percent": row.percent,
+        },
+    )
+
+
 class WebhookStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: Keyring) -> None:
         self.sessions = sessions
@@ -295,41 +333,37 @@ class WebhookStore:
         return _delivery(row)
 
     async def collect_spend_alerts(self) -> int:
-        """Turn fired spend alerts (the usage recorder's outbox) into events, each once:
-        marking one delivered and emitting its event share a transaction."""
+        """Turn fired spend alerts (the usage recorder's outbox) into events, each once."""
+        t = SpendAlertEvent
+        return await self._collect(t, (t.alert_id, t.period_start), _spend_alert_event)
+
+    async def collect_budget_thresholds(self) -> int:
+        """Turn reached budget thresholds (the usage recorder's outbox) into events."""
+        t = BudgetThresholdEvent
+        keys = (t.budget_id, t.period_start, t.percent)
+        return await self._collect(t, keys, _budget_threshold_event)
+
+    async def _collect(
+        self, table: type[Outbox], keys: tuple[Any, ...], to_event: Callable[[Any], Event]
+    ) -> int:
+        """Emit an outbox's undelivered rows, each once: marking one delivered and
+        emitting its event share a transaction (another sender's claim loses)."""
         async with self.sessions() as s:
-            fired = (
-                await s.scalars(
-                    select(SpendAlertEvent).where(SpendAlertEvent.delivered_at.is_(None)).limit(100)
-                )
-            ).all()
+            pending: list[Any] = list(
+                await s.scalars(select(table).where(table.delivered_at.is_(None)).limit(100))
+            )
         n = 0
-        for alert in fired:
+        for row in pending:
             async with self.sessions.begin() as s:
+                same = [column == getattr(row, column.key) for column in keys]
                 taken = await s.execute(
-                    update(SpendAlertEvent)
-                    .where(
-                        SpendAlertEvent.alert_id == alert.alert_id,
-                        SpendAlertEvent.period_start == alert.period_start,
-                        SpendAlertEvent.delivered_at.is_(None),
-                    )
+                    update(table)
+                    .where(*same, table.delivered_at.is_(None))
                     .values(delivered_at=_now())
                 )
                 if taken.rowcount != 1:  # type: ignore[attr-defined]
                     continue  # another sender took it
-                event = Event(
-                    type="spend_alert.fired",
-                    timestamp=aware(alert.created_at) or _now(),
-                    data={
-                        "alert_id": alert.alert_id,
-                        "scope": alert.scope,
-                        "subject_id": alert.subject_id,
-                        "period_start": alert.period_start,
-                        "threshold_cents": alert.threshold_cents,
-                        "spent_usd": round(alert.spent_usd, 6),
-                    },
-                )
-                n += await self.emit(alert.org_id, event, s)
+                n += await self.emit(row.org_id, to_event(row), s)
         return n
 
     # ------------------------------------------------------------------ deliveries
