@@ -572,6 +572,22 @@ class QualityConfig(StrictModel):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
 
+class TracingConfig(StrictModel):
+    enabled: bool = Field(False, description="Export OpenTelemetry traces of every call.")
+    exporter: Literal["otlp", "console"] = Field(
+        "otlp",
+        description="otlp: OTLP over HTTP to `endpoint` (needs `pip install "
+        "promptforge[otel]`); console: spans printed to the replica's log.",
+    )
+    endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces", description="The OTLP/HTTP traces endpoint."
+    )
+    sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="Share of requests traced (a caller's sampled trace: always)."
+    )
+    service_name: str = Field("promptforge", min_length=1, max_length=100)
+
+
 class PlatformConfig(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
@@ -582,6 +598,7 @@ class PlatformConfig(StrictModel):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> PlatformConfig:

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import anyio
 import orjson
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, Tracer, set_span_in_context
 
 from forge.budgets.gate import BudgetAdmitted, BudgetGate
 from forge.budgets.model import Costs, worst_case
@@ -63,6 +65,7 @@ from forge.routing.router import Route, Router, Target
 from forge.routing.stats import RouteStats
 from forge.tenancy.plans import plan_has, queue_rank, require_feature
 from forge.tenancy.policy import ModelNotAllowed
+from forge.tracing_spans import caller_context, end_failed_span, end_request_span
 from forge.usage import UsageEvent, UsageStatus, cost_usd
 from gateway.drain import SHUTTING_DOWN, Drain
 from gateway.usage_shipper import UsageShipper
@@ -94,6 +97,8 @@ class CallContext:
     arm: str | None = None  # its A/B arm, "<experiment>/<arm>"
     validate: Mode | None = None  # the caller's x-forge-validate (else the model's)
     ticket: Ticket | None = None  # its place in the provider's rate limits, settled with it
+    span: Span | None = None  # its trace span (forge.tracing), ended with its record
+    trace_parent: Context | None = None  # the caller's trace (its traceparent header)
 
     @classmethod
     def of(
@@ -214,6 +219,7 @@ class Relay:
         self.auto = auto
         self.queues = queues or ProviderQueues({})  # provider accounts' rate limits
         self.judge: Judge | None = None  # scores a sample of answers (forge.quality.judge)
+        self.tracer: Tracer | None = None  # OpenTelemetry (forge.tracing; None: off)
 
     def context(self, request: Any, key: KeyInfo, endpoint: Endpoint) -> CallContext:
         """The call's context from its HTTP request: what the middleware stamped on its
@@ -221,6 +227,8 @@ class Relay:
         limits = route_limits(request.headers, self.router.providers)
         ctx = CallContext.of(request.state, key, endpoint, limits)
         ctx.validate = requested_mode(request.headers)
+        if self.tracer is not None:
+            ctx.trace_parent = caller_context(request.headers)
         return ctx
 
     @property
@@ -290,6 +298,9 @@ class Relay:
         real tokens against its rate limits' estimate."""
         event = self._event(ctx, target, **fields)
         self.shipper.add(event)  # before the settling: a hold goes back after its records
+        if ctx.span is not None:
+            end_request_span(ctx.span, event)
+            ctx.span = None
         tokens = event.prompt_tokens + event.completion_tokens
         if ctx.ticket is not None:
             ctx.ticket.settle(tokens)
@@ -318,6 +329,32 @@ class Relay:
             http_status=error.status_code,
             error_code=error.code,
         )
+
+    async def _traced_plan(self, ctx: CallContext, body: dict[str, Any]) -> Plan:
+        """``_plan``; a request refused before any provider ends its span here (it has
+        no usage record to end it)."""
+        if self.tracer is not None:
+            ctx.span = self.tracer.start_span(
+                "forge.request",
+                context=ctx.trace_parent,
+                attributes={
+                    "forge.request_id": ctx.request_id,
+                    "forge.endpoint": ctx.endpoint,
+                    "forge.org_id": ctx.org_id or "",
+                    "forge.project_id": ctx.project_id or "",
+                },
+            )
+        try:
+            return await self._plan(ctx, body)
+        except BaseException as exc:
+            if ctx.span is not None:
+                if isinstance(exc, Exception):
+                    error = as_forge_error(exc)
+                    end_failed_span(ctx.span, error.status_code, error.code)
+                else:
+                    end_failed_span(ctx.span, 499, "cancelled")
+                ctx.span = None
+            raise
 
     async def _plan(self, ctx: CallContext, body: dict[str, Any]) -> Plan:
         """The targets to try, in order; a 403 if the caller's project may not use the
@@ -466,6 +503,21 @@ class Relay:
             queue.observe(error.limits)
         queue.refused(error.retry_after)
 
+    def _call_span(self, ctx: CallContext, target: Target, attempt: int) -> Span | None:
+        """A try's span, under the request's (None: not traced)."""
+        if self.tracer is None or ctx.span is None:
+            return None
+        return self.tracer.start_span(
+            "forge.provider.call",
+            context=set_span_in_context(ctx.span),
+            attributes={
+                "forge.provider": target.model.provider,
+                "forge.model": target.model.name,
+                "forge.provider_model": target.model.provider_model,
+                "forge.attempt": attempt,
+            },
+        )
+
     async def _first_answer(
         self,
         ctx: CallContext,
@@ -487,13 +539,19 @@ class Relay:
                 self._started(ctx, target, stream=stream)
                 self.breakers.attempt(name)
                 self.stats.started(name)
+                span = self._call_span(ctx, target, attempt)
                 try:
                     ctx.ticket = await self._queued(ctx, target, sent, keyed)
                     t_call = time.perf_counter()
-                    return target, await call(target, sent, keyed), t_call
+                    answer = await call(target, sent, keyed)
+                    if span is not None:
+                        span.end()
+                    return target, answer, t_call
                 except Exception as exc:
                     self.stats.ended(name)
                     error = _own_key_refused(as_forge_error(exc), keyed)
+                    if span is not None:
+                        end_failed_span(span, error.status_code, error.code)
                     self._provider_refused(target, error, keyed)
                     verdict = self._failed(target, error, attempt)
                     if ctx.ticket is not None:
@@ -511,6 +569,8 @@ class Relay:
                     self._fail(ctx, target, error, stream=stream)
                     raise error from None
                 except BaseException:  # cancelled (the client left): nothing learnt
+                    if span is not None:
+                        end_failed_span(span, 499, "cancelled")
                     self.stats.ended(name)
                     self.breakers.release(name)
                     if ctx.ticket is not None:
@@ -523,7 +583,7 @@ class Relay:
         self, ctx: CallContext, body: dict[str, Any]
     ) -> tuple[bytes, dict[str, str]]:
         """The provider's JSON answer and the headers to send with it."""
-        plan = await self._plan(ctx, body)
+        plan = await self._traced_plan(ctx, body)
 
         def call(target: Target, sent: dict[str, Any], keyed: dict[str, str]) -> Any:
             return target.client.complete(ctx.endpoint, sent, target.model.name, **keyed)
@@ -579,6 +639,7 @@ class Relay:
             budgeted=None,
             plan=None,
             arm=None,
+            span=None,
         )
         target = (await self.router.resolve(self.judge.config.model)).targets[0]
         sent = {**request, "model": target.model.provider_model}
@@ -653,7 +714,7 @@ class Relay:
         """Start the stream and wait for its first chunk, so that failures before any
         output are still answered with a proper HTTP status (and may still fall back:
         once a token is out, the stream is the target's)."""
-        plan = await self._plan(ctx, body)
+        plan = await self._traced_plan(ctx, body)
 
         async def call(
             target: Target, sent: dict[str, Any], keyed: dict[str, str]

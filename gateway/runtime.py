@@ -8,7 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -76,6 +76,9 @@ class Responses(Protocol):
     async def close(self) -> None: ...
 
 
+if TYPE_CHECKING:
+    from forge.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 
@@ -115,6 +118,7 @@ class GatewayRuntime:
     breaker_sharing: BreakerSharing | None = None  # breakers shared (None: this replica's)
     metrics: MetricsSources | None = None  # what /metrics reads (None: no /metrics)
     webhooks: WebhookStore | None = None  # endpoints and the outbox (None: no webhooks)
+    tracing: Tracing | None = None  # OpenTelemetry (None: from config.tracing, if enabled)
 
     def __post_init__(self) -> None:
         opener = None
@@ -152,6 +156,12 @@ class GatewayRuntime:
             auto=AutoRouter(routing.auto, self.router, stats),
             queues=ProviderQueues({p.name: p.rate_limits for p in self.config.providers}),
         )
+        if self.tracing is None and self.config.tracing.enabled:
+            from forge.tracing import Tracing  # the SDK, only when tracing is on
+
+            self.tracing = Tracing(self.config.tracing)
+        if self.tracing is not None:
+            self.relay.tracer = self.tracing.tracer
         judging = self.config.quality.judge
         if judging.model is not None and judging.sample_rate > 0 and self.tenancy is not None:
             self.relay.judge = Judge(judging, QualityScores(self.tenancy.sessions))
@@ -250,6 +260,8 @@ class GatewayRuntime:
             await self.webhook_sender.close()
         if self.relay.judge is not None:
             await self.relay.judge.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()  # exports what it still holds
         await self.shipper.close()
         if self.responses is not None:
             await self.responses.close()

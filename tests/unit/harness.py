@@ -181,7 +181,11 @@ TEST_KEYRING = new_key_entry("test")  # the in-process gateway's, for sealed pro
 
 
 @asynccontextmanager
-async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> AsyncIterator[Harness]:
+async def in_process_gateway(
+    config: PlatformConfig, engine: AsyncEngine, tracing: Any = None
+) -> AsyncIterator[Harness]:
+    """The gateway app in this process over real stores (``tracing``: a forge.tracing
+    ``Tracing``, e.g. with an in-memory exporter)."""
     directory = Directory(make_sessionmaker(engine))
     keys = directory.keys
     limiter = RateLimiter()
@@ -232,6 +236,7 @@ async def in_process_gateway(config: PlatformConfig, engine: AsyncEngine) -> Asy
             usage=_now(traffic.exposition),
             breakers=lambda: board.breakers_since(None, 0, 0),
         ),
+        tracing=tracing,
     )
     app = build_app(runtime)
     runtime.start()
