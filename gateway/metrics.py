@@ -91,25 +91,26 @@ async def _none() -> None:
     return None
 
 
+# A model replica's engine stats (serve.models.engine.EngineStats) -> its gauges: the
+# stat, the metric, its help. A stat the engine leaves None gets no sample (not a 0).
+ENGINE_GAUGES = (
+    ("running", "forge_engine_running", "Requests generating (the batch)."),
+    ("waiting", "forge_engine_waiting", "Requests queued for a batch slot."),
+    ("adapters", "forge_engine_adapters_loaded", "LoRA adapters held."),
+    ("kv_tokens", "forge_engine_kv_tokens", "Tokens the running requests hold in the KV cache."),
+    (
+        "kv_capacity_tokens",
+        "forge_engine_kv_capacity_tokens",
+        "Tokens the KV cache allocated now can hold (the slot batch).",
+    ),
+)
+
+
 def _replica_gauges(r: CollectorRegistry, replicas: dict[str, dict[str, Any]]) -> None:
-    running = Gauge(
-        "forge_engine_running",
-        "Requests generating (the batch).",
-        ["provider", "replica"],
-        registry=r,
-    )
-    waiting = Gauge(
-        "forge_engine_waiting",
-        "Requests queued for a batch slot.",
-        ["provider", "replica"],
-        registry=r,
-    )
-    adapters = Gauge(
-        "forge_engine_adapters_loaded",
-        "LoRA adapters held.",
-        ["provider", "replica"],
-        registry=r,
-    )
+    engine = {
+        stat: Gauge(name, help_text, ["provider", "replica"], registry=r)
+        for stat, name, help_text in ENGINE_GAUGES
+    }
     pending = Gauge(
         "forge_usage_pending_records",
         "Usage records a gateway replica holds, not yet stored.",
@@ -137,9 +138,12 @@ def _replica_gauges(r: CollectorRegistry, replicas: dict[str, dict[str, Any]]) -
                 answered.add_metric([status, code, replica], count)
         if "provider" in stats and "running" in stats:
             labels = (str(stats["provider"]), replica)
-            running.labels(*labels).set(stats.get("running", 0))
-            waiting.labels(*labels).set(stats.get("waiting", 0))
-            adapters.labels(*labels).set(len(stats.get("adapters") or ()))
+            for stat, gauge in engine.items():
+                figure = stats.get(stat)
+                if isinstance(figure, list):
+                    figure = len(figure)
+                if figure is not None:
+                    gauge.labels(*labels).set(figure)
         usage = stats.get("usage")
         if stats.get("gateway") and isinstance(usage, dict):
             pending.labels(replica).set(usage.get("pending", 0))

@@ -177,6 +177,16 @@ class BatchLoop:
         return len(self._rows)
 
     @property
+    def kv_tokens(self) -> int:
+        """Tokens the running rows hold in the cache (read from any thread: a copy)."""
+        return sum(row.length for row in list(self._rows))
+
+    @property
+    def kv_capacity_tokens(self) -> int | None:
+        """Tokens the cache allocated now can hold (None: it grows with the batch)."""
+        return None
+
+    @property
     def waiting(self) -> int:
         return self._pending.qsize() + (self._held is not None)
 

@@ -62,6 +62,12 @@ class EngineStats(BaseModel):
     waiting: int = Field(description="Requests queued for a batch slot (queue depth).")
     adapters: list[str] = Field(default_factory=list, description="LoRA adapters loaded.")
     healthy: bool = True
+    kv_tokens: int | None = Field(
+        None, description="Tokens the running requests hold in the KV cache (None: not known)."
+    )
+    kv_capacity_tokens: int | None = Field(
+        None, description="Tokens the KV cache allocated now can hold (None: it grows freely)."
+    )
 
 
 class Engine(Protocol):

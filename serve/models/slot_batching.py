@@ -35,6 +35,11 @@ MIN_CONTEXT = 256  # a budget that leaves less per request is a configuration er
 class SlotBatcher(BatchLoop):
     thread_name = "slot-batcher"
 
+    @property
+    def kv_capacity_tokens(self) -> int | None:
+        """Every slot's columns: what the cache holds room for now."""
+        return self.cache.slots * self.cache.columns
+
     def __init__(
         self,
         model: Any,

@@ -258,11 +258,16 @@ class TransformersEngine(TokenizerEncoding):
 
     def stats(self) -> EngineStats:
         running = waiting = 0
+        kv_tokens: int | None = 0
+        capacities: list[int | None] = []
         for manager in self._loops():
             if isinstance(manager, BatchLoop):
                 running += manager.running
                 waiting += manager.waiting
+                kv_tokens = None if kv_tokens is None else kv_tokens + manager.kv_tokens
+                capacities.append(manager.kv_capacity_tokens)
                 continue
+            kv_tokens = None  # transformers' continuous batching keeps its own paged cache
             scheduler = getattr(getattr(manager, "batch_processor", None), "scheduler", None)
             running += len(getattr(scheduler, "active_requests", ()))
             waiting += len(getattr(scheduler, "waiting_requests", ()))
@@ -273,6 +278,12 @@ class TransformersEngine(TokenizerEncoding):
             waiting=waiting,
             adapters=sorted(self._adapters),
             healthy=self.healthy(),
+            kv_tokens=kv_tokens,
+            kv_capacity_tokens=(
+                sum(c for c in capacities if c is not None)
+                if capacities and None not in capacities
+                else None
+            ),
         )
 
     async def generate(

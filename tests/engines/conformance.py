@@ -118,9 +118,15 @@ class EngineConformance:
         prompt = chat(engine, "while True:")
         stream = engine.generate(prompt, SamplingParams(max_tokens=1000, temperature=0))
         await anext(stream)
-        assert engine.stats().running >= 1
+        busy = engine.stats()
+        assert busy.running >= 1
+        if busy.kv_tokens is not None:  # the engines that say how much KV they hold
+            assert busy.kv_tokens >= len(prompt)
+            capacity = busy.kv_capacity_tokens
+            assert capacity is None or capacity >= busy.kv_tokens
         await stream.aclose()  # what a disconnecting client does
         assert await settled(engine)
+        assert engine.stats().kv_tokens in (None, 0)
         _, outs = await asyncio.wait_for(run(engine, prompt, max_tokens=4), 30)
         assert outs[-1].finish_reason in ("length", "stop")
 

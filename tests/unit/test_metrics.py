@@ -173,3 +173,23 @@ async def test_the_platforms_own_refusals_are_counted_by_status_and_code(gw):
         )
         == before + 1
     )
+
+
+def test_engines_kv_use_is_shown_when_they_say():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from gateway.metrics import _replica_gauges
+
+    registry = CollectorRegistry()
+    replicas = {
+        "m-1": {"provider": "tiny", "running": 2, "waiting": 0, "kv_tokens": 130},
+        "m-2": {"provider": "tiny", "running": 1, "waiting": 0, "kv_tokens": 40},
+        "v-1": {"provider": "vllm", "running": 1, "waiting": 0, "kv_tokens": None},
+    }
+    replicas["m-1"]["kv_capacity_tokens"] = 2048
+    _replica_gauges(registry, replicas)
+    parsed = samples(generate_latest(registry).decode())
+    assert value(parsed, "forge_engine_kv_tokens", provider="tiny") == 170
+    assert value(parsed, "forge_engine_kv_capacity_tokens", replica="m-1") == 2048
+    said = {dict(labels).get("provider") for name, labels in parsed if "kv_tokens" in name}
+    assert said == {"tiny"}  # vLLM does not say: no sample rather than a false 0
