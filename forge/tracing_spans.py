@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from forge.usage import UsageEvent
@@ -21,6 +21,17 @@ def caller_context(headers: Mapping[str, str]) -> Context | None:
     return _PROPAGATOR.extract(
         {k: headers[k] for k in ("traceparent", "tracestate") if k in headers}
     )
+
+
+def trace_headers() -> dict[str, str]:
+    """The current span as a W3C ``traceparent`` for an upstream call (the relay makes a
+    try's span current around it); empty when nothing is traced, at the cost of one
+    context lookup."""
+    if not get_current_span().is_recording():
+        return {}
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier
 
 
 def end_request_span(span: Span, event: UsageEvent) -> None:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import anyio
 import orjson
-from opentelemetry.context import Context
+from opentelemetry.context import Context, attach, detach
 from opentelemetry.trace import Span, Tracer, set_span_in_context
 
 from forge.budgets.gate import BudgetAdmitted, BudgetGate
@@ -543,8 +543,14 @@ class Relay:
                 try:
                     ctx.ticket = await self._queued(ctx, target, sent, keyed)
                     t_call = time.perf_counter()
-                    answer = await call(target, sent, keyed)
-                    if span is not None:
+                    if span is None:
+                        answer = await call(target, sent, keyed)
+                    else:  # current while the provider is called: its traceparent
+                        token = attach(set_span_in_context(span))
+                        try:
+                            answer = await call(target, sent, keyed)
+                        finally:
+                            detach(token)
                         span.end()
                     return target, answer, t_call
                 except Exception as exc:

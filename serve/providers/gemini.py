@@ -45,6 +45,7 @@ from forge.errors import (
     UpstreamTimeout,
 )
 from forge.protocol.exchange import Endpoint, ProviderReply, StreamItem, Usage
+from forge.tracing_spans import trace_headers
 from forge.translate import gemini as tr
 from forge.translate.common import unsupported
 from serve.providers.errors import status_error
@@ -142,6 +143,7 @@ class GeminiProvider:
         mapped ``ForgeError``."""
         try:
             request = self._api._build_request("post", path, {}, None)
+            request.headers.update(trace_headers())
             if api_key is not None:
                 request.headers["x-goog-api-key"] = api_key
             request.data = orjson.dumps(body)  # bytes go out as they are

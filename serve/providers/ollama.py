@@ -24,6 +24,7 @@ import orjson
 from forge.config import ProviderConfig
 from forge.errors import ForgeError, ModelNotFound, UpstreamError, UpstreamTimeout
 from forge.protocol.exchange import Endpoint, ProviderReply, StreamItem, Usage
+from forge.tracing_spans import trace_headers
 from forge.translate import ollama as tr
 from forge.translate.common import unsupported
 from serve.providers.errors import retry_after_seconds, status_error
@@ -211,8 +212,11 @@ class OllamaProvider:
         """POST and return a 2xx response (streamed or read); raises ``ForgeError``.
         ``api_key``: a project's own key (a bearer token), instead of the platform's."""
         headers = self._headers
-        if api_key is not None:
-            headers = {**headers, "Authorization": f"Bearer {api_key}"}
+        traced = trace_headers()
+        if api_key is not None or traced:
+            headers = {**headers, **traced}
+            if api_key is not None:
+                headers["Authorization"] = f"Bearer {api_key}"
         request = self.client.build_request(
             "POST", self.base_url + path, content=orjson.dumps(payload), headers=headers
         )

@@ -30,6 +30,7 @@ from forge.protocol.exchange import (
 )
 from forge.protocol.sse import DONE, error_event, event
 from forge.routing.provider_limits import UpstreamLimits, parse_rate_limit_headers
+from forge.tracing_spans import trace_headers
 from serve.providers.errors import status_error
 
 
@@ -274,7 +275,10 @@ class SdkProvider(ABC):
     async def _post(
         self, path: str, body: dict[str, Any], stream: bool, api_key: str | None
     ) -> httpx2.Response:
-        options = {} if api_key is None else {"headers": self.auth_headers(api_key)}
+        headers = trace_headers()
+        if api_key is not None:
+            headers.update(self.auth_headers(api_key))
+        options = {"headers": headers} if headers else {}
         try:
             return await self.client.post(
                 path, body=body, cast_to=httpx2.Response, stream=stream, options=options

@@ -36,7 +36,7 @@ def _spans(gw):
     return gw.exporter.get_finished_spans()
 
 
-async def test_a_request_and_its_try(traced):
+async def test_a_request_and_its_try(traced, fake_openai):
     raw = await traced.sdk().chat.completions.with_raw_response.create(
         model="gpt-test", messages=MSG, extra_headers={"traceparent": TRACEPARENT}
     )
@@ -51,6 +51,8 @@ async def test_a_request_and_its_try(traced):
     assert request.attributes["forge.completion_tokens"] > 0
     assert call.attributes["forge.provider_model"] == "gpt-fake"
     assert request.status.status_code != StatusCode.ERROR
+    sent = fake_openai.requests[-1]["headers"]  # the trace goes on to the provider
+    assert sent["traceparent"] == f"00-{TRACE_ID}-{call.context.span_id:016x}-01"
 
 
 async def test_a_fallback_is_two_tries_under_one_request(traced):
@@ -100,7 +102,10 @@ async def test_failures_are_errors_with_their_code(traced):
 async def test_off_by_default(fake_openai, sqlite_engine):
     async with in_process_gateway(platform_config(fake_openai.base_url), sqlite_engine) as gw:
         assert gw.runtime.tracing is None and gw.runtime.relay.tracer is None
-        await gw.sdk().chat.completions.create(model="gpt-test", messages=MSG)
+        await gw.sdk().chat.completions.create(
+            model="gpt-test", messages=MSG, extra_headers={"traceparent": TRACEPARENT}
+        )
+    assert "traceparent" not in fake_openai.requests[-1]["headers"]  # not passed on
 
 
 def test_the_otlp_exporter_is_an_optional_extra():
