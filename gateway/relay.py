@@ -43,6 +43,7 @@ from forge.quality.validation import (
     Mode,
     answer_text,
     check_chat_answer,
+    check_stream_end,
     correction,
     requested_mode,
 )
@@ -794,6 +795,13 @@ class Relay:
                     ttft_ms=ttft_ms,
                 )
             else:
+                checked = end.status == "ok" and ctx.endpoint == "chat/completions"
+                mode = ctx.validate or target.model.validation
+                finding = (
+                    check_stream_end(end.finish_reason, end.content_chunks)
+                    if checked and mode != "off"
+                    else None
+                )
                 self._record(
                     ctx,
                     target,
@@ -803,4 +811,5 @@ class Relay:
                     http_status=end.http_status,
                     error_code=end.error_code,
                     ttft_ms=ttft_ms,
+                    validation=None if finding is None else finding.check,
                 )

@@ -54,6 +54,8 @@ class StreamEnd:
     error_code: str | None = None
     http_status: int = 200
     upstream_ms: float = 0.0
+    finish_reason: str | None = None  # the first choice's, as the stream gave it
+    content_chunks: int = 0  # chunks that carried content or tool calls
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -86,6 +86,18 @@ def check_chat_answer(answer: dict[str, Any], response_format: Any) -> Finding:
     return _against_schema(value, schema)
 
 
+def check_stream_end(finish_reason: str | None, content_chunks: int) -> Finding:
+    """A streamed answer, from how it ended: empty, cut short or filtered (its text has
+    gone out chunk by chunk, so JSON is not checked and nothing can be retried)."""
+    if finish_reason == "content_filter":
+        return Finding("refused", "the answer was filtered")
+    if content_chunks == 0:
+        return Finding("empty", "the stream carried no content")
+    if finish_reason == "length":
+        return Finding("truncated", "the answer was cut short by max_tokens")
+    return OK
+
+
 def _against_schema(value: Any, schema: dict[str, Any]) -> Finding:
     try:
         validator = _validator(json.dumps(schema, sort_keys=True))

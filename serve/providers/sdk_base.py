@@ -144,6 +144,7 @@ async def openai_stream(
     """
     usage: Usage | None = None
     content_chunks = 0
+    finish_reason: str | None = None
     head_sent = False
     try:
         async for chunk in chunks:
@@ -155,6 +156,8 @@ async def openai_stream(
                 delta = choice.get("delta") or {}
                 if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
                     content_chunks += 1
+                if choice.get("finish_reason") and not choice.get("index"):
+                    finish_reason = choice["finish_reason"]
             if not include_usage:
                 if not choices and chunk_usage is not None:
                     continue  # the usage chunk asked for on the platform's own account
@@ -169,7 +172,11 @@ async def openai_stream(
         yield DONE
         if on_complete is not None:
             await on_complete()
-        ending = StreamEnd(usage=usage or estimated_usage(body, content_chunks))
+        ending = StreamEnd(
+            usage=usage or estimated_usage(body, content_chunks),
+            finish_reason=finish_reason,
+            content_chunks=content_chunks,
+        )
     except Exception as exc:
         error = map_error(exc)
         if not head_sent:

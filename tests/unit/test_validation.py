@@ -12,6 +12,7 @@ from forge.errors import InvalidRequest
 from forge.quality.validation import (
     Finding,
     check_chat_answer,
+    check_stream_end,
     correction,
     requested_mode,
 )
@@ -181,16 +182,43 @@ async def test_a_retry_that_fails_again_sends_the_first_answer(gw, fake_openai):
     assert row["completion_tokens"] == 2 * completion.usage.completion_tokens
 
 
-async def test_off_checks_nothing_and_streams_are_not_checked(gw):
+async def test_off_checks_nothing(gw):
     header, _ = await _chat(gw, "gpt-test", "off", max_completion_tokens=2)
     assert header is None
+    assert [r["validation"] for r in await usage_rows(gw)] == [None]
+
+
+async def _stream(gw, validate=None, **params):
+    headers = {} if validate is None else {"x-forge-validate": validate}
     raw = await gw.sdk().chat.completions.with_raw_response.create(
-        model="gpt-test", messages=MSG, stream=True
+        model="gpt-test", messages=MSG, stream=True, extra_headers=headers, **params
     )
-    assert "x-forge-validation" not in raw.headers
+    assert "x-forge-validation" not in raw.headers  # sent before the answer existed
     async for _ in raw.parse():
         pass
-    assert [r["validation"] for r in await usage_rows(gw)] == [None, None]
+
+
+async def test_streams_are_checked_by_how_they_end(gw):
+    await _stream(gw)
+    await _stream(gw, max_completion_tokens=2)
+    await _stream(gw, "off", max_completion_tokens=2)
+    rows = sorted(await usage_rows(gw), key=lambda r: r["created_at"])
+    assert [r["validation"] for r in rows] == ["ok", "truncated", None]
+
+
+@pytest.mark.parametrize(
+    ("finish", "chunks", "check"),
+    [
+        ("stop", 8, "ok"),
+        ("tool_calls", 1, "ok"),
+        ("length", 8, "truncated"),
+        ("stop", 0, "empty"),
+        (None, 0, "empty"),
+        ("content_filter", 3, "refused"),
+    ],
+)
+def test_stream_checks(finish, chunks, check):
+    assert check_stream_end(finish, chunks).check == check
 
 
 async def test_a_bad_validate_header_is_a_400(gw):
