@@ -31,7 +31,7 @@ from typing import Any
 import httpx2
 import yaml
 
-from bench.loadgen import median, process_tree, run_load, tree_rss_mb
+from bench.loadgen import median, process_tree, run_load, tree_cpu_seconds, tree_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 MOCK_PORT, FORGE_PORT, LITELLM_PORTS = 18001, 18000, {"litellm-1w": 14000, "litellm-2w": 14001}
@@ -213,6 +213,13 @@ async def measure(
             order = names if r % 2 == 0 else list(reversed(names))
             for name in order:
                 t = targets[name]
+                others = [
+                    pid
+                    for o in targets.values()
+                    if o.get("pid") not in (None, t.get("pid"))
+                    for pid in process_tree(o["pid"])
+                ]
+                others_cpu0, wall0 = tree_cpu_seconds(others), time.perf_counter()
                 res = await run_load(
                     name,
                     t["url"],
@@ -223,10 +230,13 @@ async def measure(
                     stream=stream,
                     watch_pid=t.get("pid"),
                 )
-                results[scenario][test][name].append(res.summary())
-                print(
-                    f"  {scenario:>5} {test:<10} round {r} {name:<14} {res.summary()}", flush=True
-                )
+                summary = res.summary()
+                # The other gateways idle meanwhile, on the same cores: what they spend
+                # (background work left by earlier load) shows up as noise in this one.
+                busy = (tree_cpu_seconds(others) - others_cpu0) / (time.perf_counter() - wall0)
+                summary["others_cpu_pct"] = round(100 * busy, 1)
+                results[scenario][test][name].append(summary)
+                print(f"  {scenario:>5} {test:<10} round {r} {name:<14} {summary}", flush=True)
 
 
 def reduce(runs: list[dict]) -> dict[str, float]:
@@ -288,8 +298,9 @@ def report(results: dict, rss: dict[str, float], startup: dict[str, float]) -> s
     for scenario, tests in results.items():
         lines += [
             f"\n### upstream latency {scenario}\n",
-            "| test | target | p50 ms | p99 ms | added p50 ms | req/s | TTFT p50 ms | CPU ms/req |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| test | target | p50 ms | p99 ms | added p50 ms | req/s | TTFT p50 ms | CPU ms/req "
+            "| others' CPU % |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for test, targets in tests.items():
             direct = reduce(targets["direct"])
@@ -299,7 +310,8 @@ def report(results: dict, rss: dict[str, float], startup: dict[str, float]) -> s
                 lines.append(
                     f"| {test} | {name} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
                     f"{added:.2f} | {m['rps']:.0f} | {m.get('ttft_p50_ms', float('nan')):.1f} | "
-                    f"{m.get('cpu_ms_per_req', float('nan')):.2f} |"
+                    f"{m.get('cpu_ms_per_req', float('nan')):.2f} | "
+                    f"{m.get('others_cpu_pct', float('nan')):.0f} |"
                 )
     lines += ["\n### ratios (same run)\n", "| figure | value | goal |", "| --- | --- | --- |"]
     for scenario, tests in results.items():

@@ -13,7 +13,7 @@ from forge.errors import ForgeError, UpstreamUnavailable
 from forge.protocol.exchange import Endpoint
 from forge.translate import anthropic as tr
 from forge.translate.common import unsupported
-from serve.providers.openai_compat import api_key, http_client
+from serve.providers.openai_compat import api_key, sdk_http_client
 from serve.providers.sdk_base import MalformedUpstream, SdkProvider, parse_object
 
 
@@ -24,7 +24,7 @@ def build_client(cfg: ProviderConfig) -> anthropic.AsyncAnthropic:
         timeout=httpx2.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
         max_retries=cfg.max_retries,
         default_headers=cfg.headers or None,
-        http_client=http_client(cfg),
+        http_client=sdk_http_client(cfg),
     )
 
 

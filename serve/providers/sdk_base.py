@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
+import aiohttp
 import httpx2
 import orjson
 
@@ -95,8 +96,21 @@ async def drain(lines: AsyncIterator[Any]) -> None:
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
             async for _ in lines:
                 pass
-    except (TimeoutError, httpx2.HTTPError):
+    except (TimeoutError, httpx2.HTTPError, aiohttp.ClientError):
         pass
+
+
+def aiohttp_cause(exc: BaseException) -> aiohttp.ClientError | None:
+    """The aiohttp error behind ``exc`` (the SDK's error wraps httpx2's, which wraps it),
+    if the aiohttp transport raised it."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if isinstance(seen, aiohttp.ClientError):
+            return seen
+        if seen is None:
+            return None
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class MalformedUpstream(Exception):
@@ -255,6 +269,9 @@ class SdkProvider(ABC):
             if isinstance(error, UpstreamRateLimited):
                 error.limits = parse_rate_limit_headers(exc.response.headers, time.monotonic())
             return error
+        cause = aiohttp_cause(exc)
+        if cause is not None:
+            return self.transport_error(cause)
         if isinstance(exc, self.sdk.APITimeoutError | httpx2.TimeoutException):
             return UpstreamTimeout(f"Provider {self.name!r} timed out.", provider=self.name)
         if isinstance(exc, self.sdk.APIConnectionError | httpx2.TransportError):
@@ -265,6 +282,18 @@ class SdkProvider(ABC):
             )
         return UpstreamError(
             f"Provider {self.name!r} failed: {exc.__class__.__name__}: {exc}", provider=self.name
+        )
+
+    def transport_error(self, cause: aiohttp.ClientError) -> ForgeError:
+        """A connection-level failure by what aiohttp saw: only its timeouts are timeouts
+        (504); a refused, reset or dropped connection is an unreachable provider (502),
+        which a stream that had started reports as broken off."""
+        if isinstance(cause, aiohttp.ServerTimeoutError):
+            return UpstreamTimeout(f"Provider {self.name!r} timed out.", provider=self.name)
+        return UpstreamError(
+            f"Provider {self.name!r} could not be reached: {cause.__class__.__name__}.",
+            code="upstream_unreachable",
+            provider=self.name,
         )
 
     def upstream_limits(self, headers: httpx2.Headers) -> UpstreamLimits | None:

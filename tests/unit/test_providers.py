@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import json
 import time
 
 import pytest
@@ -15,8 +17,10 @@ from forge.errors import (
     RateLimited,
     UpstreamError,
     UpstreamRateLimited,
+    UpstreamTimeout,
     UpstreamUnavailable,
 )
+from forge.protocol.exchange import StreamEnd, StreamHead
 from serve.providers.errors import retry_after_seconds, status_error
 from serve.providers.openai_compat import OpenAICompatProvider
 
@@ -118,3 +122,75 @@ def test_retry_after_forms():
         "retry-after": "3",  # rounded up: retrying sooner would be refused again
         "retry-after-ms": "2400",
     }
+
+
+class RawUpstream:
+    """A loopback server speaking just enough HTTP/1.1 to misbehave at a chosen point:
+    ``hang`` never answers; ``drop`` starts an SSE stream, sends one chunk, and closes the
+    connection without finishing it."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        if self.mode == "hang":
+            await asyncio.sleep(30)
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        chunk["choices"] = [{"index": 0, "delta": {"content": "hel"}, "finish_reason": None}]
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        event = b"data: " + json.dumps(chunk).encode() + b"\n\n"
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.transport.abort()  # a reset, mid-stream
+
+
+async def test_an_upstream_that_never_answers_is_a_504_timeout():
+    async with RawUpstream("hang") as url:
+        cfg = ProviderConfig(name="slow", type="openai_compatible", base_url=url, timeout_s=0.3)
+        provider = OpenAICompatProvider(cfg)
+        try:
+            with pytest.raises(UpstreamTimeout) as err:
+                await provider.complete("chat/completions", {**BODY, "model": "m"}, "pub")
+        finally:
+            await provider.close()
+    assert err.value.status_code == 504
+
+
+async def test_a_stream_cut_mid_way_reports_a_broken_stream_not_a_timeout():
+    async with RawUpstream("drop") as url:
+        cfg = ProviderConfig(name="cut", type="openai_compatible", base_url=url)
+        provider = OpenAICompatProvider(cfg)
+        items = []
+        try:
+            body = {**BODY, "model": "m"}
+            async for item in provider.stream("chat/completions", body, "p", True):
+                items.append(item)
+        finally:
+            await provider.close()
+    assert isinstance(items[0], StreamHead)
+    end = items[-1]
+    assert isinstance(end, StreamEnd) and end.status == "error"
+    assert end.error_code == "upstream_stream_interrupted" and end.http_status == 502
+    events = b"".join(i for i in items if isinstance(i, bytes))
+    assert b"broke off after 1 content chunks" in events
