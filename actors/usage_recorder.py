@@ -26,8 +26,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from forge.budgets.alerts import fire_statement
-from forge.budgets.thresholds import threshold_statement
+from forge.budgets.alerts import fire_params, fire_statement
+from forge.budgets.thresholds import threshold_params, threshold_statement
 from forge.db.engine import make_engine
 from forge.db.schema import Spend, UsageRecord, UsageReject
 from forge.settings import Settings
@@ -90,6 +90,8 @@ class UsageStore:
                 "tokens": Spend.tokens + spend.excluded.tokens,
             },
         )
+        self._fire_alerts = fire_statement(self._insert)
+        self._reach_thresholds = threshold_statement(self._insert)
         self.rejected_total = 0
 
     async def write(self, events: list[UsageEvent]) -> int:
@@ -129,12 +131,12 @@ class UsageStore:
             deltas = spend_deltas(e for e in events if e.request_id in inserted)
             if deltas:
                 await conn.execute(self._spend, [asdict(d) for d in deltas])
-                fire = fire_statement(self._insert, deltas)
+                fire = fire_params(deltas)
                 if fire is not None:  # spend alerts this batch made cross
-                    await conn.execute(fire)
-                reached = threshold_statement(self._insert, deltas)
+                    await conn.execute(self._fire_alerts, fire)
+                reached = threshold_params(deltas)
                 if reached is not None:  # budget thresholds it made cross
-                    await conn.execute(reached)
+                    await conn.execute(self._reach_thresholds, reached)
         if self._observe is not None and inserted:
             self._observe([e for e in events if e.request_id in inserted])
         return len(inserted)

@@ -49,10 +49,18 @@ def up(
     config: Annotated[Path | None, typer.Option(help="Platform YAML config.")] = None,
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port.")] = None,
+    replica_logs: Annotated[
+        bool,
+        typer.Option(
+            help="Stream the replicas' and actors' logs to this console (a local Ray "
+            "only; costs a log-monitor process). Otherwise they stay in Ray's log folder."
+        ),
+    ] = False,
 ) -> None:
     """Start (or join, with RAY_ADDRESS) Ray, migrate the database, deploy and serve
     in the foreground until Ctrl-C / SIGTERM."""
     from serve import launcher
+    from serve.local_ray import logs_folder
 
     signals = launcher.StopSignals()
     settings = Settings()
@@ -66,10 +74,12 @@ def up(
     own_ray = not os.environ.get("RAY_ADDRESS")
     typer.echo(f"Starting PromptForge ({'local Ray' if own_ray else os.environ['RAY_ADDRESS']}) …")
     try:
-        new_key, ray_address = launcher.start(settings, cfg, host, port, signals)
+        new_key, context = launcher.start(settings, cfg, host, port, signals, replica_logs)
         active = cfg.active()
         typer.echo(f"PromptForge is serving at http://{host}:{port}/v1")
-        typer.echo(f"Ray cluster: {ray_address} (`forge status` finds it)")
+        typer.echo(f"Ray cluster: {context.address_info['gcs_address']} (`forge status` finds it)")
+        if own_ray and not replica_logs:
+            typer.echo(f"Replica logs: {logs_folder(context)} (or `forge up --replica-logs`)")
         typer.echo(f"Models: {', '.join(m.name for m in active.models) or '(none configured)'}")
         if new_key:
             typer.echo(f"Admin key (shown once, store it now): {new_key}")

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import time
+from typing import Any
 
 import ray
 from ray import serve
@@ -19,6 +20,7 @@ from forge.settings import Settings
 from serve.app import APP_NAME, DRAIN_MARGIN_S, build_application
 from serve.env import FAST_SERVE_ENV, use_ray_token_if_present
 from serve.haproxy_shim import HOST_ENV
+from serve.local_ray import init_local_head
 from serve.processes import descendants, named, terminate
 
 log = logging.getLogger(__name__)
@@ -50,9 +52,11 @@ def start(
     host: str,
     port: int,
     signals: StopSignals | None = None,
-) -> tuple[str | None, str]:
+    replica_logs: bool = False,
+) -> tuple[str | None, Any]:
     """Migrate, start Ray and deploy. Returns a newly generated admin key (if any) and
-    the Ray cluster's address. ``ray.init`` installs Ray's own SIGTERM handler (a stack
+    the Ray context (``serve.local_ray``: a local head streams replicas' logs to the
+    console only with ``replica_logs``). ``ray.init`` installs Ray's own SIGTERM handler (a stack
     dump, then abort), so ``signals`` are installed again right after it."""
     url = settings.resolved_database_url()
     upgrade(url)
@@ -63,19 +67,11 @@ def start(
         use_ray_token_if_present()
         context = ray.init(address=address, namespace=APP_NAME)
     else:
-        # "local": always a cluster of our own, never one a stale
-        # /tmp/ray/ray_current_cluster points at (seen: every start failed after a
-        # test cluster had left that file behind).
-        context = ray.init(
-            address="local",
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            namespace=APP_NAME,
-        )
+        context = init_local_head(APP_NAME, replica_logs=replica_logs)
     if signals is not None:
         signals.install()
     deploy(config, host, port)
-    return new_key, context.address_info["gcs_address"]
+    return new_key, context
 
 
 def deploy(config: PlatformConfig, host: str, port: int, attempts: int = 2) -> None:

@@ -11,12 +11,12 @@ from typing import Protocol
 import httpx2
 import openai
 import pytest
-import ray
 
 from forge.db.engine import make_engine, make_sessionmaker
 from forge.keys import KeyStore
 from serve.app import APP_NAME
 from serve.env import FAST_SERVE_ENV
+from serve.local_ray import init_local_head
 from tests.fakes.server import free_port
 
 
@@ -29,14 +29,7 @@ def start_local_ray(data_dir: Path, num_cpus: int = 4) -> None:
     # on this machine (or a leftover) cannot collide with the tests' cluster.
     os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
     os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
-    ray.init(
-        address="local",  # our own, whatever /tmp/ray/ray_current_cluster says
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        namespace=APP_NAME,
-        log_to_driver=False,
-    )
+    init_local_head(APP_NAME, num_cpus=num_cpus)
 
 
 async def make_keys(db_url: str) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import and_, literal, select, tuple_
+from sqlalchemy import DateTime, and_, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forge.db.schema import Spend, SpendAlert, SpendAlertEvent, utcnow
@@ -88,17 +88,10 @@ def _alert(row: SpendAlert) -> SpendAlertObject:
     )
 
 
-def fire_statement(insert: Callable[[Any], Any], deltas: Sequence[SpendDelta]) -> Any | None:
-    """The statement that records the alerts ``deltas`` made cross (None: the batch
-    touched no month of an organisation or a project). Runs after the counters are
-    updated, in their transaction."""
-    touched = {
-        (d.scope, d.subject_id, d.period_start)
-        for d in deltas
-        if d.period == "month" and d.scope in ("organization", "project")
-    }
-    if not touched:
-        return None
+def fire_statement(insert: Callable[[Any], Any]) -> Any:
+    """The statement that records the alerts a batch made cross, built once per store
+    and run with ``fire_params`` after the counters are updated, in their transaction
+    (rebuilding it per batch cost the recorder more than running it)."""
     crossed = (
         select(
             SpendAlert.id,
@@ -108,7 +101,7 @@ def fire_statement(insert: Callable[[Any], Any], deltas: Sequence[SpendDelta]) -
             SpendAlert.subject_id,
             SpendAlert.threshold_cents,
             Spend.cost_usd,
-            literal(utcnow()),
+            bindparam("now", type_=DateTime(timezone=True)),
         )
         .join(
             Spend,
@@ -119,7 +112,9 @@ def fire_statement(insert: Callable[[Any], Any], deltas: Sequence[SpendDelta]) -
             ),
         )
         .where(
-            tuple_(Spend.scope, Spend.subject_id, Spend.period_start).in_(sorted(touched)),
+            tuple_(Spend.scope, Spend.subject_id, Spend.period_start).in_(
+                bindparam("touched", expanding=True)
+            ),
             Spend.cost_usd * 100 >= SpendAlert.threshold_cents,
         )
     )
@@ -137,6 +132,17 @@ def fire_statement(insert: Callable[[Any], Any], deltas: Sequence[SpendDelta]) -
     return stmt.on_conflict_do_nothing(
         index_elements=[SpendAlertEvent.alert_id, SpendAlertEvent.period_start]
     )
+
+
+def fire_params(deltas: Sequence[SpendDelta]) -> dict[str, Any] | None:
+    """``fire_statement``'s parameters for a batch (None: it touched no month of an
+    organisation or a project, so no alert can have been crossed)."""
+    touched = {
+        (d.scope, d.subject_id, d.period_start)
+        for d in deltas
+        if d.period == "month" and d.scope in ("organization", "project")
+    }
+    return {"touched": sorted(touched), "now": utcnow()} if touched else None
 
 
 class SpendAlertStore:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, case, literal, select, tuple_, union_all
+from sqlalchemy import DateTime, and_, bindparam, case, literal, select, tuple_, union_all
 
 from forge.db.schema import BudgetRow, BudgetThresholdEvent, Spend, utcnow
 from forge.spend import SpendDelta
@@ -33,19 +33,17 @@ COLUMNS = [
 ]
 
 
-def threshold_statement(insert: Callable[[Any], Any], deltas: Sequence[SpendDelta]) -> Any | None:
-    """The statement that records the thresholds ``deltas`` made budgets cross (None
-    when the batch touched nothing). Runs after the counters are updated, in their
-    transaction."""
-    touched = sorted({(d.scope, d.subject_id, d.period, d.period_start) for d in deltas})
-    if not touched:
-        return None
+def threshold_statement(insert: Callable[[Any], Any]) -> Any:
+    """The statement that records the thresholds a batch made budgets cross, built once
+    per store and run with ``threshold_params`` after the counters are updated, in
+    their transaction."""
     used = case(
         (BudgetRow.unit == "usd", Spend.cost_usd),
         (BudgetRow.unit == "requests", Spend.requests),
         else_=Spend.tokens,
     )
-    now = utcnow()
+    touched: Any = bindparam("touched", expanding=True)
+    now = bindparam("now", type_=DateTime(timezone=True))
 
     def crossed(percent: int) -> Any:
         return (
@@ -60,7 +58,7 @@ def threshold_statement(insert: Callable[[Any], Any], deltas: Sequence[SpendDelt
                 BudgetRow.unit,
                 BudgetRow.limit,
                 used,
-                literal(now),
+                now,
             )
             .join(
                 Spend,
@@ -88,3 +86,9 @@ def threshold_statement(insert: Callable[[Any], Any], deltas: Sequence[SpendDelt
             BudgetThresholdEvent.percent,
         ]
     )
+
+
+def threshold_params(deltas: Sequence[SpendDelta]) -> dict[str, Any] | None:
+    """``threshold_statement``'s parameters for a batch (None when it touched nothing)."""
+    touched = sorted({(d.scope, d.subject_id, d.period, d.period_start) for d in deltas})
+    return {"touched": touched, "now": utcnow()} if touched else None

@@ -122,6 +122,13 @@ def test_forge_up_serves_reports_status_and_stops_cleanly(tmp_path, fake_openai)
         others = {(command_line(pid), a) for pid, a in exposed - driver_grpc}
         assert not others, f"listening beyond the configured host: {others}"
 
+        # The local head is ray.init's less the autoscaler monitor and the log monitor
+        # (serve/local_ray.py); the replicas' logs are where the console says.
+        commands = [command_line(pid) for pid in descendants(proc.pid)]
+        assert not [c for c in commands if "monitor.py" in c], commands
+        logs = Path(wait_for(r"Replica logs: (\S+)", log, proc, 5)[1])
+        assert any(logs.glob("worker-*.out")), sorted(p.name for p in logs.iterdir())[:20]
+
         status = subprocess.run(
             [FORGE, "status", "--json"],
             capture_output=True,
