@@ -19,6 +19,7 @@ ENDPOINTS = (
     "/v1/responses",
     "/v1/messages",
     "/v1/models",
+    "/v1/files",
 )
 MAX_MODELS = 1000
 

@@ -16,6 +16,7 @@ from gateway.routes import (
     budgets,
     experiments,
     feedback,
+    files,
     health,
     inference,
     limits,
@@ -48,7 +49,7 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     routers = (inference, anthropic, responses, models, health, admin, limits, budgets)
-    routers = (*routers, organization)
+    routers = (*routers, organization, files)
     for module in (*routers, operator, audit, metrics, experiments, feedback):
         app.include_router(module.router)
     app.add_middleware(

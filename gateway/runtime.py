@@ -20,6 +20,7 @@ from forge.credentials.opener import CredentialOpener
 from forge.credentials.sealing import Keyring
 from forge.db.schema import DEFAULT_ORG_ID
 from forge.directory import Directory
+from forge.files.store import FileStore
 from forge.limits.admission import Admission
 from forge.people.store import PeopleStore
 from forge.quality.judge import Judge, QualityScores
@@ -107,6 +108,7 @@ class GatewayRuntime:
     drain_watcher: DrainWatcher | None = None
     warm_up: WarmUp | None = None
     responses: Responses | None = None
+    files: FileStore | None = None  # uploaded files (None: `/v1/files` answers 404s)
     tenancy: TenancyStore | None = None  # the Admin API's organisations and projects
     key_watcher: KeyChangeWatcher | None = None  # hears other replicas' key changes
     database: AsyncEngine | None = None  # the replica's own pool, disposed at close

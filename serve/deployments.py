@@ -31,6 +31,7 @@ from forge.config import PlatformConfig, ProviderConfig
 from forge.credentials.sealing import Keyring
 from forge.db.engine import make_sessionmaker, replica_engine
 from forge.directory import Directory
+from forge.files.store import FileStore
 from forge.limits.admission import Admission
 from forge.limits.concurrency import ConcurrencyLeases
 from forge.limits.lease import LeasedAdmission
@@ -302,6 +303,7 @@ class GatewayDeployment:
             # this replica's own small pool on the platform's database, no actor between
             # (docs/architecture.md, "Stored responses")
             responses=ResponseStore.on(database, config.responses),
+            files=FileStore.on(make_sessionmaker(database), config.files, Settings().data_dir),
             tenancy=TenancyStore(make_sessionmaker(database)),
             people=PeopleStore(make_sessionmaker(database)),
             keyring=keyring,

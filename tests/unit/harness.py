@@ -26,6 +26,7 @@ from forge.credentials.sealing import Keyring, new_key_entry
 from forge.db.engine import make_sessionmaker
 from forge.db.schema import UsageRecord
 from forge.directory import Directory
+from forge.files.store import FileStore
 from forge.keys import KeyStore
 from forge.limits.admission import Admission
 from forge.limits.concurrency import ConcurrencyLeases
@@ -221,6 +222,7 @@ async def in_process_gateway(
         adapters=adapters,
         visible_adapters=visible,
         responses=ResponseStore(engine),
+        files=FileStore.on(make_sessionmaker(engine), config.files, spool_dir),
         tenancy=TenancyStore(make_sessionmaker(engine)),
         people=PeopleStore(make_sessionmaker(engine)),
         keyring=Keyring.parse(TEST_KEYRING),

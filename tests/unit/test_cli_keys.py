@@ -51,7 +51,7 @@ def test_a_key_made_from_the_cli_may_be_limited_to_models_and_endpoints(tmp_path
 
     info = asyncio.run(stored())
     assert info.allowed_models == ["gpt-test"] and info.allowed_endpoints == ["/v1/models"]
-    refused = runner.invoke(app, ["keys", "create", "--name", "x", "--endpoint", "/v1/files"])
+    refused = runner.invoke(app, ["keys", "create", "--name", "x", "--endpoint", "/v1/assistants"])
     assert refused.exit_code == 1 and "allowed_endpoints" in refused.output
 
 

@@ -61,7 +61,7 @@ async def test_bad_key_scopes_are_refused_naming_the_field(gw):
         ({"allowed_models": []}, "allowed_models"),
         ({"allowed_models": [" "]}, "allowed_models"),
         ({"allowed_models": "gpt-test"}, "allowed_models"),
-        ({"allowed_endpoints": ["/v1/files"]}, "allowed_endpoints"),
+        ({"allowed_endpoints": ["/v1/assistants"]}, "allowed_endpoints"),
         ({"allowed_endpoints": []}, "allowed_endpoints"),
     ):
         made = await call(gw, "POST", "/admin/keys", gw.admin_key, json={"name": "x", **scope})
