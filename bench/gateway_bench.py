@@ -213,12 +213,8 @@ async def measure(
             order = names if r % 2 == 0 else list(reversed(names))
             for name in order:
                 t = targets[name]
-                others = [
-                    pid
-                    for o in targets.values()
-                    if o.get("pid") not in (None, t.get("pid"))
-                    for pid in process_tree(o["pid"])
-                ]
+                roots = {o["pid"] for o in targets.values() if o.get("pid")} - {t.get("pid")}
+                others = [pid for root in roots for pid in process_tree(root)]
                 others_cpu0, wall0 = tree_cpu_seconds(others), time.perf_counter()
                 res = await run_load(
                     name,
