@@ -16,6 +16,8 @@ Without the log monitor, worker logs stay in the session's log folder (printed b
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -50,12 +52,30 @@ def _lean_head(replica_logs: bool) -> Iterator[None]:
         Node.start_api_server = start_api_server  # type: ignore[method-assign]
 
 
+# Serve's fallback proxy: where HAProxy sends requests while no ingress replica is in its
+# table (before the first one is, after the last one left). Fixed ports by default (8500,
+# 9500), so a second Ray on the machine could not bind them, and its HAProxy fell back to
+# the first one's proxy: requests answered by another platform (a 401 for a valid key).
+FALLBACK_PORTS = ("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
+
+
+def unused_port() -> int:
+    """A loopback port no one listens on now (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def init_local_head(
     namespace: str, *, replica_logs: bool = False, num_cpus: int | None = None
 ) -> Any:
     """Start a Ray head of our own on this machine and connect to it (the context
     ``ray.init`` returns). "local", never "auto": a stale /tmp/ray/ray_current_cluster
-    (left by a test cluster) once made every start fail."""
+    (left by a test cluster) once made every start fail. The fallback proxy gets ports
+    of its own unless they are set (``FALLBACK_PORTS``)."""
+    for name in FALLBACK_PORTS:
+        os.environ.setdefault(name, str(unused_port()))
     with _lean_head(replica_logs):
         return ray.init(
             address="local",
