@@ -47,11 +47,13 @@ class FileWriter:
     async def abort(self) -> None:
         self._pending = []
         await asyncio.to_thread(self._handle.close)
-        await asyncio.to_thread(self._remove)
+        await asyncio.to_thread(_remove, self._fs, self._path)
 
-    def _remove(self) -> None:
-        if self._fs.exists(self._path):
-            self._fs.rm(self._path)
+
+def _remove(fs: Any, path: str) -> None:
+    """Remove ``path`` if it is there (an aborted upload may not have created it)."""
+    if fs.exists(path):
+        fs.rm(path)
 
 
 class FileStorage:
@@ -81,10 +83,4 @@ class FileStorage:
             await asyncio.to_thread(handle.close)
 
     async def delete(self, location: str) -> None:
-        path = self._path(location)
-
-        def remove() -> None:
-            if self._fs.exists(path):
-                self._fs.rm(path)
-
-        await asyncio.to_thread(remove)
+        await asyncio.to_thread(_remove, self._fs, self._path(location))

@@ -23,7 +23,7 @@ from forge.db.schema import StoredFile, utcnow
 from forge.errors import InvalidRequest, NotFound
 from forge.files.storage import FileStorage
 from forge.files.upload import ReceivedFile, UploadReader, purpose_of
-from forge.files.validation import FileCheck, Purpose
+from forge.files.validation import FileCheck, JsonlValidator, Purpose
 from forge.tenancy.objects import Page, unix
 from forge.tenancy.paging import MAX_PAGE, Order, as_page, page_rows
 
@@ -167,8 +167,6 @@ class FileStore:
         )
 
     async def _check_stored(self, purpose: Purpose, location: str) -> FileCheck:
-        from forge.files.validation import JsonlValidator
-
         validator = JsonlValidator(purpose)
         async for block in self.storage.read(location):
             validator.feed(block)

@@ -5,7 +5,7 @@ The logic is ``forge.files``; this module is the HTTP shell."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -75,16 +75,11 @@ async def file_content(
     file_id: str, key: KeyInfo = Depends(caller), rt: GatewayRuntime = Depends(runtime)
 ) -> Response:
     meta, blocks = await _db(_store(rt, file_id).content(file_id, key.project_id))
-
-    async def body() -> AsyncIterator[bytes]:
-        async for block in blocks:
-            yield block
-
     headers: dict[str, Any] = {
         "content-length": str(meta.bytes),
         "content-disposition": f'attachment; filename="{_quoted(meta.filename)}"',
     }
-    return StreamingResponse(body(), media_type="application/octet-stream", headers=headers)
+    return StreamingResponse(blocks, media_type="application/octet-stream", headers=headers)
 
 
 @router.delete("/v1/files/{file_id}", response_model=FileDeleted)
