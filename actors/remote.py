@@ -41,3 +41,26 @@ class _RemoteClient:
 def remote(handle: Any, interface: type[T]) -> T:
     """A client of the actor ``handle`` with ``interface``'s async methods."""
     return cast(T, _RemoteClient(handle, async_methods(interface)))
+
+
+class _LazyClient:
+    def __init__(self, make_handle: Callable[[], Any], interface: type) -> None:
+        self._make_handle = make_handle
+        self._interface = interface
+        self._client: Any = None
+        for name in async_methods(interface):
+            setattr(self, name, self._call(name))
+
+    def _call(self, name: str) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self._client is None:
+                self._client = remote(self._make_handle(), self._interface)
+            return await getattr(self._client, name)(*args, **kwargs)
+
+        return call
+
+
+def lazy_remote(make_handle: Callable[[], Any], interface: type[T]) -> T:
+    """``remote``, with the actor made (or found) on the first call: for an actor that
+    most installs never need, and so should not cost a process until one does."""
+    return cast(T, _LazyClient(make_handle, interface))

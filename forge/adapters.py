@@ -35,7 +35,11 @@ class AdapterSpec(BaseModel):
     registered, when (which tells a registration apart from an earlier one of the same
     name and source, whose files may since have changed)."""
 
-    name: str = Field(pattern=r"^[\w.-]+$", max_length=100, description="Alias clients use.")
+    name: str = Field(
+        pattern=r"^(ft:[\w.:-]+|[\w.-]+)$",
+        max_length=200,
+        description="Alias clients use (a fine-tuned model's: its ``ft:`` name).",
+    )
     base_model: str = Field(description="Public name of the self-hosted base model.")
     source: str = Field(
         min_length=1,

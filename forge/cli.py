@@ -15,6 +15,7 @@ from forge.cli_budgets import budgets_app
 from forge.cli_credentials import credentials_app
 from forge.cli_db import on_database
 from forge.cli_experiments import experiments_app
+from forge.cli_finetune import finetune_app
 from forge.cli_limits import limits_app
 from forge.cli_people import users_app
 from forge.cli_tenancy import orgs_app, projects_app
@@ -41,6 +42,7 @@ app.add_typer(limits_app, name="limits")
 app.add_typer(audit_app, name="audit")
 app.add_typer(budgets_app, name="budgets")
 app.add_typer(experiments_app, name="experiments")
+app.add_typer(finetune_app, name="finetune")
 app.add_typer(credentials_app, name="credentials")
 
 

@@ -172,6 +172,48 @@ class FilesConfig(StrictModel):
     )
 
 
+class FineTuningConfig(StrictModel):
+    """Fine-tuning jobs (`/v1/fine_tuning/jobs`): where their runs write, and the
+    defaults a job's "auto" and unset values take."""
+
+    storage: str | None = Field(
+        None,
+        description="Folder (or fsspec URL) for the jobs' checkpoints, adapters and Ray "
+        "Train's run state; default: FORGE_DATA_DIR/fine_tuning. On a cluster, a path "
+        "every node reaches.",
+    )
+    base_learning_rate: float = Field(
+        2e-4, gt=0, description="The learning rate a multiplier of 1 means (LoRA's usual)."
+    )
+    lora_rank: int = Field(8, ge=1, le=256)
+    lora_alpha: int = Field(16, ge=1, le=1024)
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1
+    )
+    max_len: int = Field(1024, ge=16, description="Tokens per packed training row.")
+    checkpoint_every: int = Field(
+        0, ge=0, description="Steps between checkpoints; 0: at the end of every epoch."
+    )
+    keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept per job.")
+    max_failures: int = Field(3, ge=0, description="Worker failures a run survives.")
+    max_running: int = Field(4, ge=1, description="Jobs that run at once, at most.")
+    stop_grace_s: float = Field(
+        20.0, gt=0, description="How long a cancelled run may take to stop by itself."
+    )
+
+
+class BatchesConfig(StrictModel):
+    """Batches (`/v1/batches`): every gateway replica runs their lines, behind live
+    traffic, as many at once as ``concurrency``."""
+
+    run: bool = Field(True, description="Run batches' lines in this platform's replicas.")
+    concurrency: int = Field(64, ge=1, le=4096, description="Lines in flight per replica.")
+    claim_s: float = Field(
+        60.0, gt=0, description="A claimed line's lease: a dead replica's lines return then."
+    )
+    poll_s: float = Field(1.0, gt=0, description="How often an idle runner looks for work.")
+
+
 class AutoscalingConfig(StrictModel):
     """Serve autoscaling of a self-hosted model's replicas."""
 
@@ -613,6 +655,8 @@ class PlatformConfig(StrictModel):
     usage: UsageConfig = Field(default_factory=UsageConfig)
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     files: FilesConfig = Field(default_factory=FilesConfig)
+    fine_tuning: FineTuningConfig = Field(default_factory=FineTuningConfig)
+    batches: BatchesConfig = Field(default_factory=BatchesConfig)
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)

@@ -20,6 +20,8 @@ ENDPOINTS = (
     "/v1/messages",
     "/v1/models",
     "/v1/files",
+    "/v1/fine_tuning",
+    "/v1/batches",
 )
 MAX_MODELS = 1000
 

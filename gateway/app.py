@@ -13,10 +13,12 @@ from gateway.routes import (
     admin,
     anthropic,
     audit,
+    batches,
     budgets,
     experiments,
     feedback,
     files,
+    fine_tuning,
     health,
     inference,
     limits,
@@ -49,7 +51,7 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     routers = (inference, anthropic, responses, models, health, admin, limits, budgets)
-    routers = (*routers, organization, files)
+    routers = (*routers, organization, files, fine_tuning, batches)
     for module in (*routers, operator, audit, metrics, experiments, feedback):
         app.include_router(module.router)
     app.add_middleware(

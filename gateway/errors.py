@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from forge.errors import ForgeError, InvalidRequest, NotFound, status_of_body, unwrap_remote
+from forge.errors import (
+    ForgeError,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    status_of_body,
+    unwrap_remote,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +125,19 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error")
         error = ForgeError("The platform hit an internal error; it has been logged.")
         return error_response(error, request.url.path)
+
+
+T = TypeVar("T")
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError)
+
+
+async def unavailable_on(
+    call: Awaitable[T], what: str, errors: tuple[type[BaseException], ...] = STORAGE_ERRORS
+) -> T:
+    """``call``'s answer; its database or storage (or whatever ``errors`` name) failing
+    is a 503 with ``Retry-After`` ("``what`` are unavailable right now"), not a 500."""
+    try:
+        return await call
+    except errors as exc:
+        log.warning("%s: %s: %s", what, type(exc).__name__, exc)
+        raise ServiceUnavailable(f"{what} are unavailable right now.", retry_after=1) from None

@@ -100,6 +100,7 @@ class CallContext:
     ticket: Ticket | None = None  # its place in the provider's rate limits, settled with it
     span: Span | None = None  # its trace span (forge.tracing), ended with its record
     trace_parent: Context | None = None  # the caller's trace (its traceparent header)
+    background: bool = False  # a batch's line: behind live requests in provider queues
 
     @classmethod
     def of(
@@ -485,7 +486,7 @@ class Relay:
             return None
         queue = self.queues.get(target.model.provider)
         plan = ctx.key.plan if ctx.key is not None else None
-        priority = Priority(rank=queue_rank(plan), live=True)
+        priority = Priority(rank=queue_rank(plan), live=not ctx.background)
         return await queue.acquire(estimated_tokens(sent, ctx.body_bytes), priority)
 
     def _provider_limits(self, target: Target, limits: UpstreamLimits | None) -> None:

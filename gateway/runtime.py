@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from forge.adapters import CachedAdapterLookup, VisibleAdapters
 from forge.audit.store import AuditStore
+from forge.batches.store import BatchStore
 from forge.budgets.gate import BudgetGate
 from forge.config import KEYED_TYPES, PlatformConfig
 from forge.credentials.opener import CredentialOpener
@@ -21,6 +22,8 @@ from forge.credentials.sealing import Keyring
 from forge.db.schema import DEFAULT_ORG_ID
 from forge.directory import Directory
 from forge.files.store import FileStore
+from forge.finetune.manager import JobManager
+from forge.finetune.store import JobStore
 from forge.limits.admission import Admission
 from forge.people.store import PeopleStore
 from forge.quality.judge import Judge, QualityScores
@@ -109,6 +112,9 @@ class GatewayRuntime:
     warm_up: WarmUp | None = None
     responses: Responses | None = None
     files: FileStore | None = None  # uploaded files (None: `/v1/files` answers 404s)
+    fine_tuning: JobManager | None = None  # the job manager (its actor's client, behind Serve)
+    fine_tuning_jobs: JobStore | None = None  # its jobs, read here (None: no fine-tuning)
+    batches: BatchStore | None = None  # batches (None: `/v1/batches` answers 404s)
     tenancy: TenancyStore | None = None  # the Admin API's organisations and projects
     key_watcher: KeyChangeWatcher | None = None  # hears other replicas' key changes
     database: AsyncEngine | None = None  # the replica's own pool, disposed at close
@@ -169,6 +175,8 @@ class GatewayRuntime:
             self.relay.judge = Judge(judging, QualityScores(self.tenancy.sessions))
         self.auth_failures = AuthFailures()
         self._tasks: list[asyncio.Task[Any]] = []
+        self.batch_runner: Any = None  # forge.batches.runner.BatchRunner, once started
+        self._batch_task: asyncio.Task[None] | None = None
         self._emitting: set[asyncio.Task[None]] = set()
         self._started = False
 
@@ -198,6 +206,23 @@ class GatewayRuntime:
             self._tasks.append(loop.create_task(self.budgets.run_giver()))
         if self.responses is not None:
             self._tasks.append(loop.create_task(self._prune_responses(self.responses)))
+        if self.batches is not None and self.config.batches.run:
+            self._batch_task = loop.create_task(self._run_batches(self.batches))
+
+    async def _run_batches(self, store: BatchStore) -> None:
+        """This replica's batch runner (gateway.batch_dispatch runs each line)."""
+        from forge.batches.runner import BatchRunner
+        from gateway.batch_dispatch import BatchDispatch
+
+        cfg = self.config.batches
+        self.batch_runner = BatchRunner(
+            store,
+            BatchDispatch(self),
+            f"runner-{random.getrandbits(48):012x}",
+            concurrency=cfg.concurrency,
+            poll_s=cfg.poll_s,
+        )
+        await self.batch_runner.run()
 
     async def keys_changed(self, key_ids: list[str] | None) -> None:
         """Forget ``key_ids`` (None: every key) here at once, and tell every other
@@ -258,6 +283,9 @@ class GatewayRuntime:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._batch_task is not None:  # its lines' results written, the rest handed back
+            self._batch_task.cancel()
+            await asyncio.wait([self._batch_task], timeout=10)
         if self.webhook_sender is not None:
             await self.webhook_sender.close()
         if self.relay.judge is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,8 +15,9 @@ from ray.serve.handle import DeploymentHandle
 
 from actors.budget_ledger import BudgetLedgerActor
 from actors.directory import DirectoryActor
+from actors.fine_tuning import FineTuningActor
 from actors.rate_limiter import RateLimiterActor
-from actors.remote import remote
+from actors.remote import lazy_remote, remote
 from actors.usage_recorder import UsageRecorderActor
 from forge.adapters import (
     AdapterSpec,
@@ -25,6 +27,7 @@ from forge.adapters import (
     parse_adapter_ref,
 )
 from forge.audit.store import AuditStore
+from forge.batches.store import BatchStore
 from forge.budgets.gate import BudgetGate
 from forge.budgets.ledger import BudgetLedger
 from forge.config import PlatformConfig, ProviderConfig
@@ -32,6 +35,8 @@ from forge.credentials.sealing import Keyring
 from forge.db.engine import make_sessionmaker, replica_engine
 from forge.directory import Directory
 from forge.files.store import FileStore
+from forge.finetune.manager import JobManager
+from forge.finetune.store import JobStore
 from forge.limits.admission import Admission
 from forge.limits.concurrency import ConcurrencyLeases
 from forge.limits.lease import LeasedAdmission
@@ -59,6 +64,7 @@ from serve.handles import HandleProviderClient
 from serve.models.adapters import AdapterCache
 from serve.models.engine import EngineStats
 from serve.providers.registry import make_provider
+from train.ray_trainer import RayTrainLauncher
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,7 @@ DIRECTORY_ACTOR = "forge-directory"
 USAGE_ACTOR = "forge-usage-recorder"
 RATE_LIMITER_ACTOR = "forge-rate-limiter"
 BUDGET_LEDGER_ACTOR = "forge-budget-ledger"
+FINE_TUNING_ACTOR = "forge-fine-tuning"
 READY_TIMEOUT_S = 3.0
 PRUNE_TIMEOUT_S = 30.0  # a slow directory must not pile up prunes
 
@@ -78,12 +85,28 @@ def open_spool() -> UsageSpool:
     return spool
 
 
-def named_actor(actor: Any, name: str) -> Any:
+def named_actor(actor: Any, name: str, *args: Any) -> Any:
     """The platform's actor ``name``, created on first use and shared by every replica.
     Detached, so that a gateway replica's restart does not take it along."""
     return actor.options(
         name=name, namespace=ACTOR_NAMESPACE, lifetime="detached", get_if_exists=True
-    ).remote()
+    ).remote(*args)
+
+
+def fine_tuning_manager(config: PlatformConfig) -> JobManager:
+    """The job manager actor's client; the actor is made on the first call."""
+    root = config.fine_tuning.storage or str(Settings().data_dir / "fine_tuning")
+    launcher = RayTrainLauncher(str((Path(root) / "ray").resolve()))
+    return lazy_remote(
+        lambda: named_actor(FineTuningActor, FINE_TUNING_ACTOR, config, launcher), JobManager
+    )
+
+
+async def wake_fine_tuning(jobs: JobStore, manager: JobManager) -> None:
+    """At a replica's start: when jobs are unfinished (the manager died, or the whole
+    platform restarted), make sure the manager is up, which resumes them."""
+    if await jobs.with_status("validating_files", "queued", "running"):
+        await manager.schedule()
 
 
 def platform_actors() -> tuple[Any, Any]:
@@ -252,6 +275,7 @@ class GatewayDeployment:
         board = remote(named_actor(RateLimiterActor, RATE_LIMITER_ACTOR), BreakerBoard)
         keyring = Keyring.of(Settings())
         database = replica_engine(Settings().resolved_database_url(), config.responses.pool_size)
+        fine_tuning, jobs = fine_tuning_manager(config), JobStore(make_sessionmaker(database))
         clients: dict[str, ProviderClient] = {
             name: HandleProviderClient(h) for name, h in providers.items()
         }
@@ -304,6 +328,14 @@ class GatewayDeployment:
             # (docs/architecture.md, "Stored responses")
             responses=ResponseStore.on(database, config.responses),
             files=FileStore.on(make_sessionmaker(database), config.files, Settings().data_dir),
+            fine_tuning=fine_tuning,
+            fine_tuning_jobs=jobs,
+            batches=BatchStore(
+                make_sessionmaker(database),
+                FileStore.on(make_sessionmaker(database), config.files, Settings().data_dir),
+                claim_s=config.batches.claim_s,
+                emit=WebhookStore(make_sessionmaker(database), keyring).emit,
+            ),
             tenancy=TenancyStore(make_sessionmaker(database)),
             people=PeopleStore(make_sessionmaker(database)),
             keyring=keyring,
@@ -335,6 +367,7 @@ class GatewayDeployment:
         warm_calls["actor:directory"] = lambda: directory.verify.remote(NO_KEY_DIGEST)
         warm_calls["actor:rate-limiter"] = lambda: limiter.give_back("warm-up", 1, 0)
         warm_calls["actor:budget-ledger"] = lambda: ledger.outstanding()
+        warm_calls["actor:fine-tuning"] = lambda: wake_fine_tuning(jobs, fine_tuning)
         self.runtime.warm_up = WarmUp(warm_calls)
         runtime = self.runtime
         runtime.key_watcher = KeyChangeWatcher(runtime.directory.key_changes, runtime.verifier)

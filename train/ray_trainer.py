@@ -1,108 +1,210 @@
-"""A fine-tune as a Ray Train ``TorchTrainer``: the worker function steps ``SftRun``
-(train/loop.py), reports its metrics every step and a checkpoint every
-``checkpoint_every`` steps, and starts from the latest checkpoint when Ray Train restarts
-it after a failure (``FailureConfig``): a killed worker costs the steps since the last
-checkpoint, not the run, and the resumed run ends where an uninterrupted one would.
+"""A fine-tuning job's run as a Ray Train ``TorchTrainer``.
+
+The job manager actor starts a ``TrainingRun`` actor per run, which calls ``fit``: the
+worker function (``train_worker``) executes the run (train/job_run.py), reporting every
+step's metrics to Ray Train and to the manager, and a checkpoint every N steps; after a
+worker failure Ray Train restarts it (``FailureConfig``) and it starts from the latest
+checkpoint it reported. The manager's answer to a report may ask the run to stop: the
+worker returns, and Ray Train shuts its workers down and releases their placement group
+(killing the run from outside would leave that group behind: measured, see
+docs/architecture.md).
 
 One worker for now: ``SftRun`` does not shard its rows across workers yet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import tempfile
-from dataclasses import asdict, dataclass, field
+import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from train.loop import LoraSettings, SftRun, TrainSettings
+import ray
 
-ADAPTER_DIR = "adapter"
-METRICS_FILE = "metrics.jsonl"
+from forge.finetune.objects import Resources
+from forge.finetune.runs import Directive, RunOrder, RunReports
+from forge.finetune.settings import LoraSettings, TrainSettings
+
+log = logging.getLogger(__name__)
+OUTCOME_FILE = "outcome-{attempt}.json"
 
 
-@dataclass
-class FineTuneSpec:
-    """Everything a run needs, as plain data (it travels to the workers)."""
+class ActorReporter:
+    """Reports to the job manager actor without waiting: each report's answer is read
+    when the next report goes (``ray.wait`` with no timeout), so a step never waits on a
+    round trip and a stop is seen one step late at most."""
 
-    base_model: str
-    train_path: str
-    output_dir: str  # the adapter, and the metrics as JSON lines, end up here
-    validation_path: str | None = None
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    settings: TrainSettings = field(default_factory=TrainSettings)
-    checkpoint_every: int = 10  # steps between checkpoints
-    device: str | None = None  # None: cuda when there is one
+    def __init__(self, manager: Any, job_id: str, attempt: int) -> None:
+        self._manager = manager
+        self._job_id = job_id
+        self._attempt = attempt
+        self._pending: Any = None
+        self._directive: Directive = None
+
+    def report(self, event: dict[str, Any]) -> Directive:
+        if self._pending is not None:
+            ready, _ = ray.wait([self._pending], timeout=0)
+            if ready:
+                self._directive = ray.get(ready[0]) or self._directive
+        self._pending = self._manager.progress.remote(self._job_id, self._attempt, event)
+        return self._directive
+
+    def flush(self) -> None:
+        if self._pending is not None:
+            self._directive = ray.get(self._pending) or self._directive
+            self._pending = None
+
+
+class SilentReporter:
+    """For a run nobody manages (the benchmark): reports go to its metrics file only."""
+
+    def report(self, event: dict[str, Any]) -> Directive:
+        return None
+
+    def flush(self) -> None:
+        return None
 
 
 def train_worker(config: dict[str, Any]) -> None:
     """Ray Train's per-worker function (runs in the training worker's process)."""
     import ray.train
 
-    spec = _spec(config)
-    out = Path(spec.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_log = (out / METRICS_FILE).open("a")
+    from train.job_run import execute  # torch: the training worker's, not the manager's
 
-    def record(metrics: dict[str, Any]) -> None:  # readable while the run goes on
-        metrics_log.write(json.dumps(metrics) + "\n")
-        metrics_log.flush()
+    order = order_from(config["order"])
+    reporter = config.get("reporter") or SilentReporter()
 
-    run = SftRun(
-        spec.base_model,
-        spec.train_path,
-        spec.validation_path,
-        spec.lora,
-        spec.settings,
-        on_metrics=record,
-        device=spec.device,
-    )
+    def persist(metrics: dict[str, Any], checkpoint: str | None) -> None:
+        saved = ray.train.Checkpoint.from_directory(checkpoint) if checkpoint else None
+        ray.train.report(metrics, checkpoint=saved)
+
+    group = ray.util.get_current_placement_group()
+    if group is not None:  # released by the manager should this run die unseen
+        reporter.report({"type": "started", "handle": group.id.hex()})
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is None:
+        outcome = execute(order, reporter, persist=persist)
+    else:
         with checkpoint.as_directory() as directory:
-            run.load_checkpoint(directory)
-        record({"event": "resumed", "step": run.step_count})
-    while not run.finished:
-        metrics = run.step()
-        if run.finished or run.step_count % spec.checkpoint_every == 0:
-            with tempfile.TemporaryDirectory() as directory:
-                run.save_checkpoint(directory)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
-        else:
-            ray.train.report(metrics)
-    run.save_adapter(out / ADAPTER_DIR)
-    metrics_log.close()
+            outcome = execute(order, reporter, restored=directory, persist=persist)
+    path = Path(order.output_dir) / OUTCOME_FILE.format(attempt=order.attempt)
+    path.write_text(json.dumps(outcome))
 
 
-def fit(
-    spec: FineTuneSpec,
-    storage_path: str,
-    name: str,
-    *,
-    max_failures: int = 3,
-    use_gpu: bool = False,
-) -> Any:
-    """Run ``spec`` on the connected Ray cluster; returns Ray Train's ``Result``."""
+def fit(order: RunOrder, storage_path: str, reporter: Any = None) -> dict[str, Any]:
+    """Run ``order`` on the connected Ray cluster; returns the run's outcome."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    resources = order.resources
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if resources.gpus_per_worker:
+        per_worker["GPU"] = resources.gpus_per_worker
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"spec": asdict(spec)},
-        scaling_config=ScalingConfig(num_workers=1, use_gpu=use_gpu),
+        train_loop_config={"order": asdict(order), "reporter": reporter},
+        scaling_config=ScalingConfig(
+            num_workers=resources.workers,
+            use_gpu=resources.gpus_per_worker > 0,
+            resources_per_worker=per_worker,
+        ),
         run_config=RunConfig(
-            name=name,
+            name=f"{order.job_id}-{order.attempt}",
             storage_path=storage_path,
-            failure_config=FailureConfig(max_failures=max_failures),
+            failure_config=FailureConfig(max_failures=order.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
-    return trainer.fit()
+    result = trainer.fit()
+    if result.error is not None:
+        return failed(result.error)
+    path = Path(order.output_dir) / OUTCOME_FILE.format(attempt=order.attempt)
+    return dict(json.loads(path.read_text()))
 
 
-def _spec(config: dict[str, Any]) -> FineTuneSpec:
-    raw = dict(config["spec"])
+def failed(error: BaseException) -> dict[str, Any]:
+    """The outcome of a failed run: the innermost error's message."""
+    cause: BaseException = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = str(cause).strip().splitlines()
+    return {
+        "result": "failed",
+        "code": "training_failed",
+        "message": text[-1] if text else repr(cause),
+    }
+
+
+def order_from(raw: dict[str, Any]) -> RunOrder:
+    """A ``RunOrder`` again from its ``asdict`` form."""
+    raw = dict(raw)
     lora = dict(raw.pop("lora"))
     lora["target_modules"] = tuple(lora["target_modules"])
     settings = TrainSettings(**raw.pop("settings"))
-    return FineTuneSpec(**raw, lora=LoraSettings(**lora), settings=settings)
+    resources = raw.pop("resources")
+    if not isinstance(resources, Resources):
+        resources = Resources(**resources)
+    return RunOrder(**raw, lora=LoraSettings(**lora), settings=settings, resources=resources)
+
+
+@ray.remote(num_cpus=0)
+class TrainingRun:
+    """Calls ``fit`` for one run (its controller and workers are this actor's)."""
+
+    def run(self, order: dict[str, Any], storage_path: str, reporter: Any) -> dict[str, Any]:
+        try:
+            return fit(order_from(order), storage_path, reporter)
+        except Exception as exc:  # Ray Train could not even start the run
+            return failed(exc)
+
+
+class RayTrainLauncher:
+    """Starts runs as ``TrainingRun`` actors, from inside the job manager actor."""
+
+    def __init__(self, storage_path: str) -> None:
+        self.storage_path = storage_path
+        self._runs: dict[str, Any] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    def fits(self, resources: Resources) -> bool:
+        free = ray.available_resources()  # type: ignore[no-untyped-call]
+        cpus = resources.cpus_per_worker * resources.workers
+        gpus = resources.gpus_per_worker * resources.workers
+        return bool(free.get("CPU", 0.0) >= cpus and free.get("GPU", 0.0) >= gpus)
+
+    async def start(self, order: RunOrder, reports: RunReports) -> None:
+        manager = ray.get_runtime_context().current_actor
+        run = TrainingRun.remote()  # type: ignore[attr-defined]
+        reporter = ActorReporter(manager, order.job_id, order.attempt)
+        ref = run.run.remote(asdict(order), self.storage_path, reporter)
+        self._runs[order.job_id] = run
+        watcher = asyncio.create_task(self._watch(order, run, ref, reports))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, order: RunOrder, run: Any, ref: Any, reports: RunReports) -> None:
+        try:
+            outcome = await ref
+        except Exception as exc:  # the TrainingRun actor died (stopped, or its node)
+            outcome = {"result": "failed", "code": "run_lost", "message": str(exc)[:500]}
+        if self._runs.get(order.job_id) is run:
+            del self._runs[order.job_id]
+        await reports.ended(order.job_id, order.attempt, outcome)
+
+    async def stop(self, job_id: str) -> None:
+        run = self._runs.pop(job_id, None)
+        if run is not None:
+            ray.kill(run)
+
+    async def release(self, handle: str) -> None:
+        """Remove the run's placement group. Ray Train removes it when a run ends, and its
+        own cleaner asks the dashboard's state API, which the platform's lean head does
+        not run (serve/local_ray.py): a run killed or orphaned would hold it for ever."""
+        from ray._raylet import PlacementGroupID
+        from ray.util.placement_group import PlacementGroup, placement_group_table
+
+        group = PlacementGroup(PlacementGroupID(bytes.fromhex(handle)))
+        if placement_group_table(group).get("state") not in (None, "REMOVED"):
+            ray.util.remove_placement_group(group)

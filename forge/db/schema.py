@@ -456,8 +456,8 @@ class LoraAdapter(Base):
 
     __tablename__ = "lora_adapters"
 
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    alias: Mapped[str] = mapped_column(String(100), index=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(200), index=True)
     org_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     project_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     base_model: Mapped[str] = mapped_column(String(200))
@@ -553,3 +553,152 @@ class StoredFile(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_files_project_created", "project_id", "created_at"),)
+
+
+class FineTuneJob(Base):
+    """A fine-tuning job (OpenAI's ``fine_tuning.job``). ``settings``: JSON of everything
+    the run needs once "auto" is resolved (hyperparameters, LoRA, resources), so that a
+    restarted job manager resumes the job exactly as it was submitted. ``error``: JSON
+    ``{code, message, param}`` of a failed job."""
+
+    __tablename__ = "fine_tuning_jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    project_id: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(200))
+    training_file: Mapped[str] = mapped_column(String(40))
+    validation_file: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    settings: Mapped[str] = mapped_column(Text)
+    job_metadata: Mapped[str | None] = mapped_column("metadata", Text, nullable=True)
+    deploy: Mapped[bool] = mapped_column(Boolean, default=False)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # what the launcher needs to release the run's resources if the run dies unseen (Ray
+    # Train's placement group): a restarted manager releases it before resuming
+    run_handle: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    estimated_finish: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+
+    __table_args__ = (Index("ix_fine_tuning_jobs_project_created", "project_id", "created_at"),)
+
+
+class FineTuneEvent(Base):
+    """A job's event: a message, or a step's metrics (``data``: JSON). ``seq`` orders a
+    job's events (the job manager writes them one at a time)."""
+
+    __tablename__ = "fine_tuning_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(40))
+    seq: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    level: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_fine_tuning_events_job_seq"),)
+
+
+class FineTuneCheckpoint(Base):
+    """A checkpoint a job's run kept: where (``location``: a folder holding a PEFT adapter
+    and the state a resumed run needs), at which step, with the step's metrics (JSON)."""
+
+    __tablename__ = "fine_tuning_checkpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[str] = mapped_column(Text)
+    location: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelVersion(Base):
+    """A fine-tuned model: what a succeeded job made (its ``name`` is the ``ft:`` name),
+    with what it was made from and how it scored. ``deployed``: registered with the
+    adapter registry under its name, for its project."""
+
+    __tablename__ = "model_versions"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    project_id: Mapped[str] = mapped_column(String(40))
+    base_model: Mapped[str] = mapped_column(String(200))
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
+    adapter_location: Mapped[str] = mapped_column(String(1000))
+    training_file: Mapped[str] = mapped_column(String(40))
+    hyperparameters: Mapped[str] = mapped_column(Text)
+    metrics: Mapped[str] = mapped_column(Text)
+    deployed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_model_versions_project_suffix", "project_id", "suffix"),)
+
+
+class BatchRow(Base):
+    """A batch (OpenAI's ``batch``) over an uploaded file. It runs as the key that made it
+    (``key_id``: its limits, budgets and models). ``paused_until``: a budget stopped it;
+    it goes on then (or when the budget allows). ``errors``: JSON list of the input's."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    project_id: Mapped[str] = mapped_column(String(40))
+    key_id: Mapped[str] = mapped_column(String(40))
+    endpoint: Mapped[str] = mapped_column(String(40))
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    completion_window: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    batch_metadata: Mapped[str | None] = mapped_column("metadata", Text, nullable=True)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    output_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    errors: Mapped[str | None] = mapped_column(Text, nullable=True)
+    paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    pause_reason: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finalizing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cancelling_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_batches_project_created", "project_id", "created_at"),)
+
+
+class BatchLine(Base):
+    """One request of a batch: where it is in the input file (``offset``, ``length``), and
+    its fate. ``pending`` → ``claimed`` (by a runner, until ``claimed_until``; a claim
+    that runs out goes back to whoever claims next) → ``done`` or ``failed`` with its
+    output line (``result``). A result is written only over an unfinished line, so a
+    line never reaches the output twice."""
+
+    __tablename__ = "batch_lines"
+
+    batch_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(8))
+    claimed_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_batch_lines_batch_status", "batch_id", "status"),)

@@ -66,6 +66,11 @@ class FileStorage:
     def _path(self, location: str) -> str:
         return f"{self._root.rstrip('/')}/{location}"
 
+    def url(self, location: str) -> str:
+        """The object's full fsspec URL (``file:///…`` for a folder), for readers elsewhere
+        in the cluster: a training run opens its data through it."""
+        return str(self._fs.unstrip_protocol(self._path(location)))
+
     async def open_writer(self, location: str) -> FileWriter:
         path = self._path(location)
         parent = path.rsplit("/", 1)[0]
@@ -81,6 +86,10 @@ class FileStorage:
                 yield data
         finally:
             await asyncio.to_thread(handle.close)
+
+    async def read_range(self, location: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` of the object (a batch's run of lines)."""
+        return bytes(await asyncio.to_thread(self._fs.cat_file, self._path(location), start, end))
 
     async def delete(self, location: str) -> None:
         await asyncio.to_thread(_remove, self._fs, self._path(location))

@@ -8,6 +8,7 @@ removed before them, so a listed file always has its content.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -15,12 +16,12 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, delete, or_, select
+from sqlalchemy import ColumnElement, Select, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forge.config import FilesConfig
-from forge.db.schema import StoredFile, utcnow
-from forge.errors import InvalidRequest, NotFound
+from forge.db.schema import BatchRow, FineTuneJob, StoredFile, utcnow
+from forge.errors import Conflict, InvalidRequest, NotFound
 from forge.files.storage import FileStorage
 from forge.files.upload import ReceivedFile, UploadReader, purpose_of
 from forge.files.validation import FileCheck, JsonlValidator, Purpose
@@ -141,6 +142,47 @@ class FileStore:
             raise
         return file_object(row)
 
+    async def save_generated(
+        self,
+        org_id: str,
+        project_id: str,
+        file_id: str,
+        filename: str,
+        purpose: str,
+        blocks: AsyncIterator[bytes],
+    ) -> FileObject:
+        """A file the platform writes (a batch's output): its bytes, then its row. The
+        same ``file_id`` again (a finalizer that died half way, retried) writes it anew."""
+        location = f"{project_id}/{file_id}"
+        writer = await self.storage.open_writer(location)
+        digest, size = hashlib.sha256(), 0
+        try:
+            async for block in blocks:
+                digest.update(block)
+                size += len(block)
+                await writer.write(block)
+            await writer.commit()
+        except BaseException:
+            await writer.abort()
+            raise
+        row = StoredFile(
+            id=file_id,
+            org_id=org_id,
+            project_id=project_id,
+            filename=filename,
+            purpose=purpose,
+            bytes=size,
+            sha256=digest.hexdigest(),
+            format="jsonl",
+            lines=None,
+            location=location,
+            created_at=utcnow(),
+        )
+        async with self._sessions.begin() as s:
+            await s.execute(delete(StoredFile).where(StoredFile.id == file_id))
+            s.add(row)
+        return file_object(row)
+
     @staticmethod
     def _row(
         file_id: str,
@@ -187,6 +229,11 @@ class FileStore:
             raise NotFound(f"No such File object: {file_id}", param="file_id")
         return row
 
+    async def stored(self, file_id: str, project_id: str) -> StoredFile:
+        """The file's row (where its bytes are, what validation found)."""
+        async with self._sessions() as s:
+            return await self._row_of(s, file_id, project_id)
+
     async def get(self, file_id: str, project_id: str) -> FileObject:
         async with self._sessions() as s:
             return file_object(await self._row_of(s, file_id, project_id))
@@ -218,8 +265,36 @@ class FileStore:
         return as_page([file_object(r) for r in rows], more)
 
     async def delete(self, file_id: str, project_id: str) -> FileDeleted:
+        """Remove the file, unless an unfinished fine-tuning job or batch reads it (409)."""
         async with self._sessions.begin() as s:
             row = await self._row_of(s, file_id, project_id)
+            user = await s.scalar(_unfinished_job_reading(file_id))
+            user = user or await s.scalar(_unfinished_batch_reading(file_id))
+            if user is not None:
+                what = "fine-tuning job" if user.startswith("ftjob") else "batch"
+                raise Conflict(
+                    f"File {file_id} is in use by {what} {user}; cancel it or wait for it "
+                    "to finish.",
+                    param="file_id",
+                    code="file_in_use",
+                )
             await s.execute(delete(StoredFile).where(StoredFile.id == row.id))
         await self.storage.delete(row.location)
         return FileDeleted(id=file_id)
+
+
+UNFINISHED_JOB = ("validating_files", "queued", "running", "paused")
+FINISHED_BATCH = ("failed", "completed", "expired", "cancelled")
+
+
+def _unfinished_job_reading(file_id: str) -> Select[str]:
+    reads = or_(FineTuneJob.training_file == file_id, FineTuneJob.validation_file == file_id)
+    return select(FineTuneJob.id).where(reads, FineTuneJob.status.in_(UNFINISHED_JOB)).limit(1)
+
+
+def _unfinished_batch_reading(file_id: str) -> Select[str]:
+    return (
+        select(BatchRow.id)
+        .where(BatchRow.input_file_id == file_id, BatchRow.status.not_in(FINISHED_BATCH))
+        .limit(1)
+    )

@@ -172,8 +172,8 @@ class Router:
         if route is not None:
             return route
         base_name, sep, adapter = name.rpartition(":")  # adapter names hold no ':'
-        if not sep:
-            base_name, adapter = "", name
+        if not sep or name.startswith("ft:"):  # a fine-tuned model's name: all of it
+            base_name, sep, adapter = "", "", name
         elif base_name not in self._models:
             self.model(base_name)  # 404 for the unknown base
         spec = None

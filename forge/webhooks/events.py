@@ -15,6 +15,13 @@ EventType = Literal[
     "api_key.deleted",
     "breaker.opened",  # the platform's: a model's breaker opened (no traffic until probed)
     "breaker.closed",
+    "fine_tuning.job.succeeded",  # OpenAI's names for a job's end
+    "fine_tuning.job.failed",
+    "fine_tuning.job.cancelled",
+    "batch.completed",  # OpenAI's names for a batch's end
+    "batch.failed",
+    "batch.expired",
+    "batch.cancelled",
     "webhook.test",  # sent by POST /v1/organization/webhooks/{id}/test
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)

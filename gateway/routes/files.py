@@ -4,22 +4,20 @@ The logic is ``forge.files``; this module is the HTTP shell."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response, StreamingResponse
 
-from forge.errors import NotFound, ServiceUnavailable
+from forge.errors import NotFound
 from forge.files.store import FileDeleted, FileObject, FileStore
 from forge.keys import KeyInfo
 from forge.tenancy.objects import Page
 from gateway.deps import caller, runtime
+from gateway.errors import unavailable_on
 from gateway.runtime import GatewayRuntime
 
-log = logging.getLogger(__name__)
 router = APIRouter()
 T = TypeVar("T")
 
@@ -30,13 +28,8 @@ def _store(rt: GatewayRuntime, file_id: str | None = None) -> FileStore:
     return rt.files
 
 
-async def _db(call: Awaitable[T]) -> T:
-    """A files call; the database or the storage failing is a 503, not a 500."""
-    try:
-        return await call
-    except (SQLAlchemyError, OSError) as exc:
-        log.warning("files: %s: %s", type(exc).__name__, exc)
-        raise ServiceUnavailable("Files are unavailable right now.", retry_after=1) from None
+def _db(call: Awaitable[T]) -> Awaitable[T]:
+    return unavailable_on(call, "Files")
 
 
 @router.post("/v1/files", response_model=FileObject)

@@ -91,8 +91,14 @@ def _content(body: dict[str, Any], words: list[str]) -> str:
     return orjson.dumps(value).decode()
 
 
+class InvalidSchema(ValueError):
+    """A JSON schema OpenAI refuses (a 400 naming response_format, as OpenAI answers)."""
+
+
 def _instance(schema: dict[str, Any], text: str) -> Any:
     """A value the (simple) schema accepts, from the reply's words."""
+    if not isinstance(schema, dict):
+        raise InvalidSchema(f"schema must be an object, got {type(schema).__name__}")
     kind = schema.get("type")
     if kind == "object" or "properties" in schema:
         props = schema.get("properties") or {}
@@ -312,7 +318,16 @@ class FakeOpenAI(FakeUpstream):
                 }
                 reason = "tool_calls"
             else:
-                content = _content(body, words)
+                try:
+                    content = _content(body, words)
+                except InvalidSchema as exc:
+                    return _error(
+                        400,
+                        f"Invalid schema for response_format: {exc}.",
+                        "invalid_request_error",
+                        "invalid_json_schema",
+                        "response_format",
+                    )
                 message = {"role": "assistant", "content": content, "refusal": None}
                 reason = finish
             choices.append(

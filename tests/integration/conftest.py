@@ -108,6 +108,8 @@ def platform(request: pytest.FixtureRequest, ray_cluster: Path, fake_openai) -> 
                 {"name": "tiny-llama", "provider": "local", "context_window": 2048},
                 {"name": "all-minilm-l6-v2", "provider": "local-embed"},
             ],
+            # short rows for the tiny model; a checkpoint every 5 steps to resume from
+            "fine_tuning": {"max_len": 96, "checkpoint_every": 5, "stop_grace_s": 10},
         }
     )
     launcher.deploy(config, "127.0.0.1", port)

@@ -15,9 +15,26 @@ from tests.specs.extract_openai_subset import SUBSET, load
 SPEC_URI = "urn:openai-openapi-subset"
 
 
+def _openapi_30_bounds(node: Any) -> Any:
+    """The spec keeps a few OpenAPI 3.0 bounds (``exclusiveMinimum: true`` beside
+    ``minimum``), which JSON Schema 2020-12 reads as the number 1 (so a
+    ``learning_rate_multiplier`` of 1.0 would fail "> 1"): rewritten to what they mean."""
+    if isinstance(node, dict):
+        node = {k: _openapi_30_bounds(v) for k, v in node.items()}
+        for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if isinstance(node.get(bound), bool):
+                exclusive = node.pop(bound)
+                if exclusive and limit in node:
+                    node[bound] = node.pop(limit)
+        return node
+    if isinstance(node, list):
+        return [_openapi_30_bounds(v) for v in node]
+    return node
+
+
 @cache
 def validator(schema: str) -> Draft202012Validator:
-    spec = load(SUBSET)
+    spec = _openapi_30_bounds(load(SUBSET))
     if schema not in spec["components"]["schemas"]:
         raise KeyError(f"{schema} is not in the vendored subset")
     resource = Resource.from_contents(spec, default_specification=DRAFT202012)

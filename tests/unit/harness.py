@@ -17,8 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.usage_recorder import UsageStore
-from forge.adapters import CachedAdapterLookup, VisibleAdapters
+from forge.adapters import AdapterRegistry, CachedAdapterLookup, VisibleAdapters
 from forge.audit.store import AuditStore
+from forge.batches.store import BatchStore
 from forge.budgets.gate import BudgetGate
 from forge.budgets.ledger import BudgetLedger
 from forge.config import PlatformConfig
@@ -27,6 +28,8 @@ from forge.db.engine import make_sessionmaker
 from forge.db.schema import UsageRecord
 from forge.directory import Directory
 from forge.files.store import FileStore
+from forge.finetune.manager import JobManager
+from forge.finetune.store import JobStore
 from forge.keys import KeyStore
 from forge.limits.admission import Admission
 from forge.limits.concurrency import ConcurrencyLeases
@@ -183,10 +186,14 @@ TEST_KEYRING = new_key_entry("test")  # the in-process gateway's, for sealed pro
 
 @asynccontextmanager
 async def in_process_gateway(
-    config: PlatformConfig, engine: AsyncEngine, tracing: Any = None
+    config: PlatformConfig,
+    engine: AsyncEngine,
+    tracing: Any = None,
+    fine_tuning_launcher: Any = None,
 ) -> AsyncIterator[Harness]:
     """The gateway app in this process over real stores (``tracing``: a forge.tracing
-    ``Tracing``, e.g. with an in-memory exporter)."""
+    ``Tracing``, e.g. with an in-memory exporter; ``fine_tuning_launcher``: fine-tuning
+    jobs run through it, e.g. train.local_launcher's)."""
     directory = Directory(make_sessionmaker(engine))
     keys = directory.keys
     limiter = RateLimiter()
@@ -206,6 +213,18 @@ async def in_process_gateway(
         unready_after_s=config.usage.unready_after_s,
     )
     ledger = BudgetLedger(make_sessionmaker(engine))
+    files = FileStore.on(make_sessionmaker(engine), config.files, spool_dir)
+    webhooks = WebhookStore(make_sessionmaker(engine), Keyring.parse(TEST_KEYRING))
+    fine_tuning = None
+    if fine_tuning_launcher is not None:
+        fine_tuning = JobManager(
+            JobStore(make_sessionmaker(engine), webhooks.emit),
+            files,
+            AdapterRegistry(make_sessionmaker(engine)),
+            config,
+            fine_tuning_launcher,
+            spool_dir / "fine_tuning",
+        )
     runtime = GatewayRuntime(
         config=config,
         router=Router(
@@ -222,11 +241,16 @@ async def in_process_gateway(
         adapters=adapters,
         visible_adapters=visible,
         responses=ResponseStore(engine),
-        files=FileStore.on(make_sessionmaker(engine), config.files, spool_dir),
+        files=files,
+        fine_tuning=fine_tuning,
+        fine_tuning_jobs=fine_tuning.store if fine_tuning is not None else None,
+        batches=BatchStore(
+            make_sessionmaker(engine), files, claim_s=config.batches.claim_s, emit=webhooks.emit
+        ),
         tenancy=TenancyStore(make_sessionmaker(engine)),
         people=PeopleStore(make_sessionmaker(engine)),
         keyring=Keyring.parse(TEST_KEYRING),
-        webhooks=WebhookStore(make_sessionmaker(engine), Keyring.parse(TEST_KEYRING)),
+        webhooks=webhooks,
         admission=Admission(
             LeasedAdmission(limiter.grant, limiter.give_back),
             ConcurrencyLeases(limiter.acquire, limiter.release, limiter.report, "in-process"),
@@ -248,6 +272,8 @@ async def in_process_gateway(
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://gateway") as http:
         yield Harness(runtime, keys, user.key, admin.key, http, engine, app, operator.key)
+    if fine_tuning_launcher is not None:
+        await fine_tuning_launcher.close()
     await runtime.close()
     for p in providers.values():
         await p.close()
