@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from forge.finetune.settings import LoraSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 OUTCOME_FILE = "outcome-{attempt}.json"
+RUN_DEATH_WAIT_S = 15.0  # a run's actor, killed or orphaned, is gone well within this
+CONTROLLER_GRACE_S = 2.0  # and its Ray Train controller, which it owns, this much later
 
 
 class ActorReporter:
@@ -82,7 +85,8 @@ def train_worker(config: dict[str, Any]) -> None:
 
     group = ray.util.get_current_placement_group()
     if group is not None:  # released by the manager should this run die unseen
-        reporter.report({"type": "started", "handle": group.id.hex()})
+        handle = f"{group.id.hex()}@{run_actor_name(order.job_id, order.attempt)}"
+        reporter.report({"type": "started", "handle": handle})
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         outcome = execute(order, reporter, persist=persist)
@@ -176,7 +180,8 @@ class RayTrainLauncher:
 
     async def start(self, order: RunOrder, reports: RunReports) -> None:
         manager = ray.get_runtime_context().current_actor
-        run = TrainingRun.remote()  # type: ignore[attr-defined]
+        name = run_actor_name(order.job_id, order.attempt)
+        run = TrainingRun.options(name=name).remote()  # type: ignore[attr-defined]
         reporter = ActorReporter(manager, order.job_id, order.attempt)
         ref = run.run.remote(asdict(order), self.storage_path, reporter)
         self._runs[order.job_id] = run
@@ -189,6 +194,7 @@ class RayTrainLauncher:
             outcome = await ref
         except Exception as exc:  # the TrainingRun actor died (stopped, or its node)
             outcome = {"result": "failed", "code": "run_lost", "message": str(exc)[:500]}
+        ray.kill(run)  # its fit has returned: nothing of the run is left to keep
         if self._runs.get(order.job_id) is run:
             del self._runs[order.job_id]
         await reports.ended(order.job_id, order.attempt, outcome)
@@ -199,12 +205,33 @@ class RayTrainLauncher:
             ray.kill(run)
 
     async def release(self, handle: str) -> None:
-        """Remove the run's placement group. Ray Train removes it when a run ends, and its
-        own cleaner asks the dashboard's state API, which the platform's lean head does
-        not run (serve/local_ray.py): a run killed or orphaned would hold it for ever."""
+        """Remove a run's placement group once the run is gone. Ray Train removes it when
+        a run ends, and its own cleaner asks the dashboard's state API, which the
+        platform's lean head does not run (serve/local_ray.py): a run killed or orphaned
+        would hold it for ever. First the run's actor must be dead (and a moment more, for
+        its controller to follow it): removing the group under a live controller makes it
+        restart its workers in a new group, which nobody would release."""
         from ray._raylet import PlacementGroupID
         from ray.util.placement_group import PlacementGroup, placement_group_table
 
-        group = PlacementGroup(PlacementGroupID(bytes.fromhex(handle)))
+        group_hex, _, run_name = handle.partition("@")
+        group = PlacementGroup(PlacementGroupID(bytes.fromhex(group_hex)))
+        if placement_group_table(group).get("state") in (None, "REMOVED"):
+            return  # the run ended well: Ray Train removed it
+        deadline = time.monotonic() + RUN_DEATH_WAIT_S
+        while run_name and time.monotonic() < deadline:
+            try:
+                ray.get_actor(run_name)
+            except ValueError:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            if run_name:
+                log.warning("fine-tuning: %s still alive; releasing its group anyway", run_name)
+        await asyncio.sleep(CONTROLLER_GRACE_S if run_name else 0)
         if placement_group_table(group).get("state") not in (None, "REMOVED"):
             ray.util.remove_placement_group(group)
+
+
+def run_actor_name(job_id: str, attempt: int) -> str:
+    return f"forge-ft-run-{job_id}-{attempt}"

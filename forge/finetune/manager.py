@@ -19,6 +19,7 @@ import json
 import logging
 import secrets
 import shutil
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -313,7 +314,10 @@ class JobManager:
         if running is None:
             return
         running.directive = directive
-        task = asyncio.create_task(self._stop_after_grace(job_id, running.attempt))
+        self._background(self._stop_after_grace(job_id, running.attempt))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -333,6 +337,8 @@ class JobManager:
         the run should do: go on (None), or stop ("cancel", "pause")."""
         running = self._running.get(job_id)
         if running is None or running.attempt != attempt:
+            if report.get("type") == "started":  # an older attempt's restarted workers
+                self._background(self.launcher.release(str(report["handle"])))
             return "cancel"  # a run the manager has let go of (an older attempt)
         async with self._lock(job_id):
             kind = report.get("type")

@@ -18,6 +18,7 @@ import openai
 import psutil
 import pytest
 import ray
+from ray.util.placement_group import placement_group_table
 from typer.testing import CliRunner
 
 from forge.cli import app
@@ -70,7 +71,9 @@ def wait_until(check, timeout_s: float = 240, what: str = "") -> object:
         if found := check():
             return found
         time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
+    groups = {k[:8]: (v["state"], v["bundles"]) for k, v in placement_group_table().items()}
+    free = ray.available_resources().get("CPU")
+    pytest.fail(f"timed out waiting for {what} (free CPUs {free}, placement groups {groups})")
 
 
 def status(client, job_id: str, *wanted: str) -> object:
