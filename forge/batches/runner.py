@@ -75,18 +75,19 @@ class BatchRunner:
         try:
             while True:
                 room = self.concurrency - len(self._in_flight)
-                claimed = await self._claim(room) if room > 0 else []
+                worth = room >= max(1, self.concurrency // 4) or not self._in_flight
+                claimed = await self._claim(room) if worth else []
                 for line in claimed:
                     self._in_flight[(line.batch_id, line.line)] = line
                 for group in _contiguous(claimed):
                     task = asyncio.create_task(self._run_group(group))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                if not claimed:
+                if not worth:
+                    await self._rest(self.flush_s)  # woken when lines finish
+                elif not claimed:
                     await self._settle()
                     await self._rest(self.poll_s)
-                elif len(self._in_flight) >= self.concurrency:
-                    await self._rest(self.flush_s)
         finally:
             flusher.cancel()
             for task in tasks:
@@ -142,9 +143,12 @@ class BatchRunner:
             await self._hand_back([claimed])
             return
         self.stats.ran += 1
-        self._results.append(outcome)
+        self._results.append(outcome)  # written at the next flush, with the others
+        self._in_flight.pop((claimed.batch_id, claimed.line), None)  # its slot is free now
         if len(self._results) >= 200:
             await self._flush()
+        elif len(self._in_flight) <= self.concurrency * 3 // 4:
+            self._wake.set()  # room for a claim worth its transaction
 
     async def _hand_back(self, lines: list[Claimed]) -> None:
         for c in lines:
@@ -165,9 +169,8 @@ class BatchRunner:
             self._results = results + self._results
             return
         self.stats.flushes += 1
-        for r in results:
-            self._in_flight.pop((r.batch_id, r.line), None)
-        self._wake.set()  # room again
+        if not self._in_flight:
+            self._wake.set()  # perhaps the batch's last lines: settle it now
 
     async def _flush_forever(self) -> None:
         while True:
@@ -175,10 +178,11 @@ class BatchRunner:
             await self._flush()
 
     async def _give_back(self) -> None:
-        """Stopping: what ran is written, what did not goes back for another runner."""
+        """Stopping: what ran is written, what did not goes back for another runner (a
+        result that could not be written either: its line's claim runs out, and it runs
+        again elsewhere)."""
         await self._flush()
-        finished = {(r.batch_id, r.line) for r in self._results}
-        left = [c for k, c in self._in_flight.items() if k not in finished]
+        left = list(self._in_flight.values())
         if left:
             await self._hand_back(left)
 

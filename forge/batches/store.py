@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forge.batches.objects import (
@@ -25,7 +25,7 @@ from forge.batches.objects import (
     CreateBatch,
     RequestCounts,
 )
-from forge.db.schema import ApiKey, BatchLine, BatchRow, aware, utcnow
+from forge.db.schema import ApiKey, BatchLine, BatchRow, StoredFile, aware, utcnow
 from forge.errors import Conflict, InvalidRequest, NotFound
 from forge.files.store import FileStore
 from forge.tenancy.objects import Page, unix
@@ -246,98 +246,110 @@ class BatchStore:
     # -- the runners' side ----------------------------------------------------------------
 
     async def claim(self, runner: str, limit: int) -> builtins.list[Claimed]:
-        """Up to ``limit`` lines for ``runner``: unclaimed ones, or ones whose claim ran
+        """Up to ``limit`` lines for ``runner``: unclaimed ones, then ones whose claim ran
         out (their runner died), of running batches that no budget holds back; the
-        oldest batch first."""
+        oldest batch first. Each query walks the (batch, status, line) index: a claim
+        costs the lines it takes, not the batch's size."""
         now = utcnow()
-        free = or_(
-            BatchLine.status == "pending",
-            and_(BatchLine.status == "claimed", BatchLine.claimed_until < now),
-        )
+        until = now + timedelta(seconds=self.claim_s)
         live = or_(BatchRow.paused_until.is_(None), BatchRow.paused_until < now)
+        out: builtins.list[Claimed] = []
         async with self._sessions.begin() as s:
-            candidates = (
+            batches = (
                 await s.execute(
-                    select(BatchLine.batch_id, BatchLine.line)
-                    .join(BatchRow, BatchRow.id == BatchLine.batch_id)
-                    .where(BatchRow.status == "in_progress", live, free)
-                    .order_by(BatchRow.created_at, BatchLine.batch_id, BatchLine.line)
-                    .limit(limit)
+                    select(BatchRow.id, BatchRow.endpoint, ApiKey.key_hash, StoredFile.location)
+                    .join(ApiKey, ApiKey.id == BatchRow.key_id)
+                    .join(StoredFile, StoredFile.id == BatchRow.input_file_id)
+                    .where(BatchRow.status == "in_progress", live)
+                    .order_by(BatchRow.created_at, BatchRow.id)
                 )
             ).all()
-            if not candidates:
-                return []
-            until = now + timedelta(seconds=self.claim_s)
-            by_batch: dict[str, builtins.list[int]] = {}
-            for batch_id, line in candidates:
-                by_batch.setdefault(batch_id, []).append(line)
-            for batch_id, lines in by_batch.items():
+            for batch_id, endpoint, key_hash, location in batches:
+                need = limit - len(out)
+                if need <= 0:
+                    break
+                lines = await self._free_lines(s, batch_id, need, now)
+                if not lines:
+                    continue
+                free = or_(
+                    BatchLine.status == "pending",
+                    and_(BatchLine.status == "claimed", BatchLine.claimed_until < now),
+                )
                 await s.execute(
                     update(BatchLine)
                     .where(BatchLine.batch_id == batch_id, BatchLine.line.in_(lines), free)
                     .values(status="claimed", claimed_by=runner, claimed_until=until)
                 )
-            won = await s.execute(
-                select(BatchLine, BatchRow.endpoint, ApiKey.key_hash, BatchRow.input_file_id)
-                .join(BatchRow, BatchRow.id == BatchLine.batch_id)
-                .join(ApiKey, ApiKey.id == BatchRow.key_id)
-                .where(
-                    BatchLine.batch_id.in_(by_batch),
-                    BatchLine.claimed_by == runner,
-                    BatchLine.claimed_until == until,
-                    BatchLine.status == "claimed",
-                )
-                .order_by(BatchLine.batch_id, BatchLine.line)
-            )
-            rows = won.all()
-        locations = {}
-        for _, _, _, file_id in rows:
-            if file_id not in locations:
-                locations[file_id] = await self._location(file_id)
-        return [
-            Claimed(
-                line.batch_id,
-                line.line,
-                line.offset,
-                line.length,
-                endpoint,
-                key_hash,
-                locations[file_id],
-            )
-            for line, endpoint, key_hash, file_id in rows
-        ]
-
-    async def _location(self, file_id: str) -> str:
-        from forge.db.schema import StoredFile
-
-        async with self._sessions() as s:
-            location = await s.scalar(select(StoredFile.location).where(StoredFile.id == file_id))
-        return location or ""
-
-    async def finish(self, results: builtins.list[LineResult]) -> int:
-        """Record results, one transaction for all; a line already finished (its claim
-        ran out and another runner finished it first) keeps its first result."""
-        if not results:
-            return 0
-        written = 0
-        async with self._sessions.begin() as s:
-            for r in results:
-                outcome: Any = await s.execute(
-                    update(BatchLine)
+                won = await s.execute(
+                    select(BatchLine.line, BatchLine.offset, BatchLine.length)
                     .where(
-                        BatchLine.batch_id == r.batch_id,
-                        BatchLine.line == r.line,
-                        BatchLine.status.in_(("pending", "claimed")),
+                        BatchLine.batch_id == batch_id,
+                        BatchLine.line.in_(lines),
+                        BatchLine.claimed_by == runner,
+                        BatchLine.claimed_until == until,
                     )
-                    .values(
-                        status="done" if r.ok else "failed",
-                        result=json.dumps(r.output, separators=(",", ":")),
-                        claimed_by=None,
-                        claimed_until=None,
-                    )
+                    .order_by(BatchLine.line)
                 )
-                written += outcome.rowcount
-        return written
+                out.extend(
+                    Claimed(batch_id, line, offset, length, endpoint, key_hash, location)
+                    for line, offset, length in won.all()
+                )
+        return out
+
+    @staticmethod
+    async def _free_lines(
+        s: AsyncSession, batch_id: str, need: int, now: datetime
+    ) -> builtins.list[int]:
+        """Unclaimed lines first, in order; then lines whose claim ran out."""
+        pending = await s.scalars(
+            select(BatchLine.line)
+            .where(BatchLine.batch_id == batch_id, BatchLine.status == "pending")
+            .order_by(BatchLine.line)
+            .limit(need)
+        )
+        lines = list(pending)
+        if len(lines) < need:
+            lapsed = await s.scalars(
+                select(BatchLine.line)
+                .where(
+                    BatchLine.batch_id == batch_id,
+                    BatchLine.status == "claimed",
+                    BatchLine.claimed_until < now,
+                )
+                .order_by(BatchLine.line)
+                .limit(need - len(lines))
+            )
+            lines.extend(lapsed)
+        return lines
+
+    async def finish(self, results: builtins.list[LineResult]) -> None:
+        """Record results, one statement for all; a line already finished (its claim ran
+        out and another runner finished it first) keeps its first result."""
+        if not results:
+            return
+        statement = (
+            update(BatchLine)
+            .where(
+                BatchLine.batch_id == bindparam("b"),
+                BatchLine.line == bindparam("l"),
+                # not IN: an executemany takes no expanding parameter
+                or_(BatchLine.status == "pending", BatchLine.status == "claimed"),
+            )
+            .values(
+                status=bindparam("s"), result=bindparam("r"), claimed_by=None, claimed_until=None
+            )
+        )
+        params = [
+            {
+                "b": r.batch_id,
+                "l": r.line,
+                "s": "done" if r.ok else "failed",
+                "r": json.dumps(r.output, separators=(",", ":")),
+            }
+            for r in results
+        ]
+        async with self._sessions.begin() as s:
+            await (await s.connection()).execute(statement, params)
 
     async def release(self, claimed: builtins.list[Claimed]) -> None:
         """Lines handed back unrun (a budget stop, a rate limit, a runner stopping)."""

@@ -701,4 +701,4 @@ class BatchLine(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
 
-    __table_args__ = (Index("ix_batch_lines_batch_status", "batch_id", "status"),)
+    __table_args__ = (Index("ix_batch_lines_batch_status_line", "batch_id", "status", "line"),)

@@ -58,7 +58,9 @@ def upgrade() -> None:
         sa.Column("result", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("batch_id", "line", name=op.f("pk_batch_lines")),
     )
-    op.create_index("ix_batch_lines_batch_status", "batch_lines", ["batch_id", "status"])
+    op.create_index(
+        "ix_batch_lines_batch_status_line", "batch_lines", ["batch_id", "status", "line"]
+    )
 
 
 def downgrade() -> None:
