@@ -219,9 +219,11 @@ class SftRun:
             logits = self.model(
                 input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
             ).logits
-        targets = batch["labels"][:, 1:]
+        # the labels shifted left (padded with IGNORE), not the logits shifted right: no
+        # copy of the whole logits tensor (8 x 1024 x vocab floats a step), as HF's loss
+        targets = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE)
         loss_sum = torch.nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(),
+            logits.flatten(0, 1).float(),
             targets.flatten(),
             ignore_index=IGNORE,
             reduction="sum",
