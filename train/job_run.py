@@ -13,7 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from forge.finetune.runs import ADAPTER_DIR, CHECKPOINTS_DIR, METRICS_FILE, Directive, RunOrder
+from forge.finetune.runs import (
+    ADAPTER_DIR,
+    CHECKPOINTS_DIR,
+    EVALUATION_FILE,
+    METRICS_FILE,
+    Directive,
+    RunOrder,
+)
 from train.loop import SftRun
 
 Persist = Callable[[dict[str, Any], str], None]  # a checkpoint's step metrics, its folder
@@ -129,5 +136,17 @@ def execute(
                 reporter.flush()
                 return {"result": "stopped", "step": run.step_count}
         adapter = run.save_adapter(out / ADAPTER_DIR)
+        outcome: dict[str, Any] = {
+            "result": "finished",
+            "adapter": str(adapter),
+            "summary": run.summary(),
+        }
+        if order.validation_path:
+            send({"type": "message", "message": "Comparing base and tuned answers"})
+            valid = local_path(order.validation_path, Path(scratch))
+            evaluation = out / EVALUATION_FILE
+            rows = run.compare(valid)
+            evaluation.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            outcome["evaluation"] = str(evaluation)
         reporter.flush()
-        return {"result": "finished", "adapter": str(adapter), "summary": run.summary()}
+        return outcome

@@ -146,6 +146,9 @@ class SftRun:
         }
         every = self.settings.eval_every_steps
         due = self.finished or (every > 0 and self.step_count % every == 0)
+        due = due or (
+            self.settings.eval_every_epoch and self.step_count % self.steps_per_epoch == 0
+        )
         if self.valid_rows and due:
             metrics["valid_loss"] = self.valid_loss = self.evaluate()
         if self.on_metrics is not None:
@@ -172,6 +175,52 @@ class SftRun:
             "valid_loss": self.valid_loss,
             "tokens_per_s": self._busy_tokens / self._busy_s if self._busy_s else 0.0,
         }
+
+    def compare(
+        self, path: str | Path, limit: int = 20, max_new_tokens: int = 64
+    ) -> list[dict[str, Any]]:
+        """Base against tuned, side by side, on the first ``limit`` examples of ``path``:
+        each prompt (a chat's messages before its last assistant turn, or a prompt), the
+        answer it should get, and what the base model and the tuned one say (greedy)."""
+        from train.data import read_jsonl
+
+        rows = []
+        self.model.eval()
+        for example in read_jsonl(path):
+            if len(rows) >= limit:
+                break
+            if "messages" in example:
+                messages = example["messages"]
+                last = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
+                prompt = [
+                    {"role": m["role"], "content": m.get("content") or ""} for m in messages[:last]
+                ]
+                ids = self.tokenizer.apply_chat_template(
+                    prompt, add_generation_prompt=True, return_tensors="pt"
+                )
+                ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+                expected = messages[last].get("content") or ""
+            else:
+                prompt = example["prompt"]
+                ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"]
+                expected = example["completion"]
+            ids = ids.to(self.device)
+            tuned = self._greedy(ids, max_new_tokens)
+            with self.model.disable_adapter():
+                base = self._greedy(ids, max_new_tokens)
+            rows.append({"prompt": prompt, "expected": expected, "base": base, "tuned": tuned})
+        return rows
+
+    def _greedy(self, ids: torch.Tensor, max_new_tokens: int) -> str:
+        with torch.no_grad(), _autocast(self.device):
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            )
+        return str(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
 
     # -- data -----------------------------------------------------------------------------
 

@@ -579,6 +579,7 @@ class FineTuneJob(Base):
     fine_tuned_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result_files: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of ids
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # what the launcher needs to release the run's resources if the run dies unseen (Ray
     # Train's placement group): a restarted manager releases it before resuming

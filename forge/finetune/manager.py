@@ -19,7 +19,7 @@ import json
 import logging
 import secrets
 import shutil
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -411,8 +411,19 @@ class JobManager:
         row = await self.store.row(job_id)
         settings = json.loads(row.settings)
         name = settings["model_name"]
-        summary = outcome.get("summary", {})
+        summary = dict(outcome.get("summary", {}))
         adapter = str(outcome.get("adapter") or self.root / job_id / ADAPTER_DIR)
+        result_files: list[str] = []
+        if outcome.get("evaluation"):
+            file_id, scores = await self._evaluation(row, str(outcome["evaluation"]))
+            result_files.append(file_id)
+            summary["evaluation"] = scores
+            await self.store.event(
+                job_id,
+                f"Evaluated on {scores['examples']} validation examples: the tuned model "
+                f"gave the expected answer {scores['tuned_matches']} times, the base model "
+                f"{scores['base_matches']} (side by side in {file_id})",
+            )
         await self.store.add_version(
             ModelVersion(
                 name=name,
@@ -442,10 +453,34 @@ class JobManager:
             "The job has successfully completed",
             expect=frozenset({"running"}),
             fine_tuned_model=name,
+            result_files=json.dumps(result_files) if result_files else None,
             trained_tokens=int(summary.get("trained_tokens") or row.trained_tokens or 0),
             finished_at=utcnow(),
             estimated_finish=None,
         )
+
+    async def _evaluation(self, row: FineTuneJob, path: str) -> tuple[str, dict[str, int]]:
+        """The run's base-against-tuned comparison, kept as a file of the job's project
+        (OpenAI's ``result_files``), and how often each model said what was expected."""
+        data = await asyncio.to_thread(Path(path).read_bytes)
+        rows = [json.loads(line) for line in data.splitlines() if line.strip()]
+
+        def matches(model: str) -> int:
+            return sum(r["expected"].strip() in r[model] for r in rows if r["expected"].strip())
+
+        async def blocks() -> AsyncIterator[bytes]:
+            yield data
+
+        file_id = f"file-{row.id.removeprefix('ftjob-')}"
+        await self.files.save_generated(
+            row.org_id, row.project_id, file_id, "evaluation.jsonl", "fine-tune-results", blocks()
+        )
+        scores = {
+            "examples": len(rows),
+            "tuned_matches": matches("tuned"),
+            "base_matches": matches("base"),
+        }
+        return file_id, scores
 
     async def _fail(self, job_id: str, code: str, message: str) -> None:
         error = {"code": code, "message": message, "param": None}

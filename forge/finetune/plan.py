@@ -117,5 +117,6 @@ def plan_run(request: CreateJob, examples: int, seed: int, defaults: FineTuningC
         batch_size=resolved.batch_size,
         max_len=defaults.max_len,
         seed=seed,
+        eval_every_epoch=True,  # a validation loss per epoch, when there is a validation file
     )
     return RunPlan(resolved, lora, settings)

@@ -15,6 +15,7 @@ Directive = Literal["cancel", "pause"] | None  # what the manager wants of a run
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"  # the run's own log of its reports, kept with the job
+EVALUATION_FILE = "evaluation.jsonl"  # base against tuned on the validation set
 
 
 @dataclass

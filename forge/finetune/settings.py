@@ -28,4 +28,5 @@ class TrainSettings:
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     eval_every_steps: int = 0  # 0: evaluate only after the last step
+    eval_every_epoch: bool = False  # also at each epoch's end (a job's validation loss)
     grad_clip: float = 1.0  # 0: no clipping

@@ -55,6 +55,7 @@ def job_object(row: FineTuneJob) -> JobObject:
         hyperparameters=hyper,
         model=row.model,
         organization_id=row.org_id,
+        result_files=json.loads(row.result_files) if row.result_files else [],
         seed=row.seed,
         status=row.status,
         trained_tokens=row.trained_tokens,

@@ -120,6 +120,13 @@ async def test_a_job_trains_succeeds_and_its_model_answers_as_taught(gw):
     messages = [e.message for e in reversed(events) if e.type == "message"]
     assert messages[0].startswith("Validating training file")
     assert messages[-1] == "The job has successfully completed"
+    # the validation loss per epoch, and base against tuned on the validation set
+    assert [m["step"] for m in metrics if "valid_loss" in m] == [16, 32]
+    evaluated = "Evaluated on 2 validation examples: the tuned model gave the expected answer"
+    assert any(m.startswith(f"{evaluated} 2 times, the base model 0") for m in messages)
+    side_by_side = await client.files.content(done.result_files[0])
+    rows = [json.loads(x) for x in side_by_side.text.splitlines()]
+    assert [(ANSWER in r["tuned"], ANSWER in r["base"]) for r in rows] == [(True, False)] * 2
 
     page = await client.fine_tuning.jobs.checkpoints.list(job.id)
     raw = page.model_dump(exclude_unset=True)

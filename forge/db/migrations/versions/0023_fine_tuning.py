@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("fine_tuned_model", sa.String(200), nullable=True),
         sa.Column("trained_tokens", sa.BigInteger(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("result_files", sa.Text(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("run_handle", sa.String(100), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
