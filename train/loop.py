@@ -184,7 +184,7 @@ class SftRun:
         answer it should get, and what the base model and the tuned one say (greedy)."""
         from train.data import read_jsonl
 
-        rows = []
+        rows: list[dict[str, Any]] = []
         self.model.eval()
         for example in read_jsonl(path):
             if len(rows) >= limit:
