@@ -5,7 +5,10 @@ records their results in batches of results (one transaction per flush, not per 
 A line's request that the project's limits refuse goes back unrun and its batch rests a
 moment; one that its budget refuses pauses the batch until the budget's period turns
 (it is not lost: the line runs then). A runner that stops hands its lines back; one that
-dies leaves claims that run out, and another runner takes them."""
+dies leaves claims that run out, and another runner takes them. Every database call is
+shielded from cancellation: a transaction cancelled half way (aiosqlite) left its
+connection holding SQLite's write lock, and every writer after it timed out (seen when
+a replica closed mid-batch)."""
 
 from __future__ import annotations
 
@@ -97,14 +100,14 @@ class BatchRunner:
 
     async def _claim(self, room: int) -> list[Claimed]:
         try:
-            return await self.store.claim(self.runner_id, room)
+            return await asyncio.shield(self.store.claim(self.runner_id, room))
         except Exception as exc:  # the database away: the next poll tries again
             log.warning("batches: claiming failed: %s", exc)
             return []
 
     async def _settle(self) -> None:
         try:
-            await self.store.settle()
+            await asyncio.shield(self.store.settle())
         except Exception:
             log.exception("batches: settling failed")
 
@@ -139,7 +142,9 @@ class BatchRunner:
         if isinstance(outcome, Later):
             self.stats.deferred += 1
             if outcome.pause:
-                await self.store.pause(claimed.batch_id, outcome.until, outcome.reason)
+                await asyncio.shield(
+                    self.store.pause(claimed.batch_id, outcome.until, outcome.reason)
+                )
             await self._hand_back([claimed])
             return
         self.stats.ran += 1
@@ -154,7 +159,7 @@ class BatchRunner:
         for c in lines:
             self._in_flight.pop((c.batch_id, c.line), None)
         try:
-            await self.store.release(lines)
+            await asyncio.shield(self.store.release(lines))
         except Exception:  # their claims run out instead
             log.exception("batches: handing lines back failed")
 
@@ -163,7 +168,7 @@ class BatchRunner:
         if not results:
             return
         try:
-            await self.store.finish(results)
+            await asyncio.shield(self.store.finish(results))
         except Exception:
             log.exception("batches: writing %d results failed; retrying", len(results))
             self._results = results + self._results

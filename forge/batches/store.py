@@ -253,8 +253,13 @@ class BatchStore:
         now = utcnow()
         until = now + timedelta(seconds=self.claim_s)
         live = or_(BatchRow.paused_until.is_(None), BatchRow.paused_until < now)
-        out: builtins.list[Claimed] = []
-        async with self._sessions.begin() as s:
+        # Reads first, in their own transaction; then a transaction that writes first. On
+        # SQLite a transaction that reads and then writes fails at once ("database is
+        # locked", a stale snapshot) when another connection wrote in between, where one
+        # that starts by writing waits its turn (busy_timeout). The UPDATE re-checks that
+        # each line is still free, so nothing is claimed twice.
+        wanted: builtins.list[tuple[str, str, str, str, builtins.list[int]]] = []
+        async with self._sessions() as s:
             batches = (
                 await s.execute(
                     select(BatchRow.id, BatchRow.endpoint, ApiKey.key_hash, StoredFile.location)
@@ -264,17 +269,23 @@ class BatchStore:
                     .order_by(BatchRow.created_at, BatchRow.id)
                 )
             ).all()
+            need = limit
             for batch_id, endpoint, key_hash, location in batches:
-                need = limit - len(out)
                 if need <= 0:
                     break
                 lines = await self._free_lines(s, batch_id, need, now)
-                if not lines:
-                    continue
-                free = or_(
-                    BatchLine.status == "pending",
-                    and_(BatchLine.status == "claimed", BatchLine.claimed_until < now),
-                )
+                if lines:
+                    wanted.append((batch_id, endpoint, key_hash, location, lines))
+                    need -= len(lines)
+        if not wanted:
+            return []
+        free = or_(
+            BatchLine.status == "pending",
+            and_(BatchLine.status == "claimed", BatchLine.claimed_until < now),
+        )
+        out: builtins.list[Claimed] = []
+        async with self._sessions.begin() as s:
+            for batch_id, endpoint, key_hash, location, lines in wanted:
                 await s.execute(
                     update(BatchLine)
                     .where(BatchLine.batch_id == batch_id, BatchLine.line.in_(lines), free)

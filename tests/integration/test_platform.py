@@ -264,7 +264,7 @@ def test_a_gateway_replica_sets_up_its_paths_to_providers_as_it_starts(platform)
         f"provider:{p.name}"
         for p in platform.config.providers
         if p.placement == "deployment" and not p.scales_to_zero
-    } | {"actor:directory", "actor:rate-limiter", "actor:budget-ledger"}
+    } | {"actor:directory", "actor:rate-limiter", "actor:budget-ledger", "actor:fine-tuning"}
     deadline = time.monotonic() + 60
     while True:
         warm = httpx2.get(platform.url + "/health/ready", timeout=10).json()["warm"]
