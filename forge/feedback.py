@@ -19,12 +19,21 @@ class FeedbackBody(BaseModel):
         min_length=1, max_length=64, description="The answer's x-request-id (the platform's)."
     )
     score: float = Field(ge=0, le=1, description="0: useless … 1: exactly right.")
+    correction: str | None = Field(
+        None,
+        min_length=1,
+        max_length=32_768,
+        description="The answer it should have been (a model learning from use trains on it).",
+    )
 
 
 class FeedbackObject(BaseModel):
     object: Literal["feedback"] = "feedback"
     request_id: str
     score: float
+    learning: bool = Field(
+        False, description="Kept as an example for the model's next version (learning from use)."
+    )
 
 
 class FeedbackStore:

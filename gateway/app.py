@@ -19,6 +19,7 @@ from gateway.routes import (
     feedback,
     files,
     fine_tuning,
+    gallery,
     health,
     inference,
     limits,
@@ -51,7 +52,7 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     routers = (inference, anthropic, responses, models, health, admin, limits, budgets)
-    routers = (*routers, organization, files, fine_tuning, batches)
+    routers = (*routers, organization, files, fine_tuning, gallery, batches)
     for module in (*routers, operator, audit, metrics, experiments, feedback):
         app.include_router(module.router)
     app.add_middleware(

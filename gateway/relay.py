@@ -69,6 +69,7 @@ from forge.tenancy.policy import ModelNotAllowed
 from forge.tracing_spans import caller_context, end_failed_span, end_request_span
 from forge.usage import UsageEvent, UsageStatus, cost_usd
 from gateway.drain import SHUTTING_DOWN, Drain
+from gateway.learning_capture import LearningCapture
 from gateway.usage_shipper import UsageShipper
 from gateway.usage_spool import PROGRESS_EVERY
 
@@ -221,6 +222,8 @@ class Relay:
         self.auto = auto
         self.queues = queues or ProviderQueues({})  # provider accounts' rate limits
         self.judge: Judge | None = None  # scores a sample of answers (forge.quality.judge)
+        # keeps exchanges with models that learn from use (gateway.learning_capture)
+        self.learning: LearningCapture | None = None
         self.tracer: Tracer | None = None  # OpenTelemetry (forge.tracing; None: off)
 
     def context(self, request: Any, key: KeyInfo, endpoint: Endpoint) -> CallContext:
@@ -624,6 +627,8 @@ class Relay:
         if judge is not None and judged and judge.picks():
             text = answer_text(orjson.loads(answer))
             judge.start(ctx.request_id, body, text, partial(self._ask_judge, ctx))
+        if self.learning is not None and ctx.endpoint == "chat/completions":
+            self.learning.offer(ctx.request_id, ctx.org_id, ctx.project_id, body, answer)
         overhead = _ms_since(ctx.t0) - upstream_ms
         headers = self._headers(ctx, overhead, target)
         if finding is not None:

@@ -22,6 +22,7 @@ from forge.credentials.sealing import Keyring
 from forge.db.schema import DEFAULT_ORG_ID
 from forge.directory import Directory
 from forge.files.store import FileStore
+from forge.finetune.learning import LearningStore
 from forge.finetune.manager import JobManager
 from forge.finetune.store import JobStore
 from forge.limits.admission import Admission
@@ -44,6 +45,7 @@ from gateway.auth import KeyVerifier
 from gateway.breaker_watch import BreakerSharing
 from gateway.drain import Drain, DrainWatcher
 from gateway.key_changes import KeyChangeWatcher
+from gateway.learning_capture import LearningCapture
 from gateway.metrics import MetricsSources
 from gateway.relay import Relay
 from gateway.usage_shipper import UsageShipper
@@ -173,6 +175,8 @@ class GatewayRuntime:
         judging = self.config.quality.judge
         if judging.model is not None and judging.sample_rate > 0 and self.tenancy is not None:
             self.relay.judge = Judge(judging, QualityScores(self.tenancy.sessions))
+        if self.fine_tuning_jobs is not None:
+            self.relay.learning = LearningCapture(LearningStore(self.fine_tuning_jobs.sessions))
         self.auth_failures = AuthFailures()
         self._tasks: list[asyncio.Task[Any]] = []
         self.batch_runner: Any = None  # forge.batches.runner.BatchRunner, once started
@@ -290,6 +294,8 @@ class GatewayRuntime:
             await self.webhook_sender.close()
         if self.relay.judge is not None:
             await self.relay.judge.close()
+        if self.relay.learning is not None:
+            await self.relay.learning.close()
         if self.tracing is not None:
             self.tracing.shutdown()  # exports what it still holds
         await self.shipper.close()

@@ -645,8 +645,87 @@ class ModelVersion(Base):
     metrics: Mapped[str] = mapped_column(Text)
     deployed: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # who may use it: its project, its whole organisation, or (``public``) the gallery's
+    # browsers too, who install a copy of their own (forge.finetune.gallery)
+    sharing: Mapped[str] = mapped_column(String(16), default="project")
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_model_versions_project_suffix", "project_id", "suffix"),)
+
+
+class GalleryRating(Base):
+    """An organisation's rating (1 to 5) of a model published in the gallery; one per
+    organisation and model, a later one replaces it."""
+
+    __tablename__ = "gallery_ratings"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    score: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GalleryInstall(Base):
+    """A gallery model deployed into a project of another organisation: a copy of its
+    adapter (``location``), registered under ``alias`` for that project alone, so the
+    publisher's later deletion takes nothing from the installer."""
+
+    __tablename__ = "gallery_installs"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    alias: Mapped[str] = mapped_column(String(200))
+    location: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LearningPolicy(Base):
+    """A project's opt-in to learning from use for one suffix of a base model: requests
+    to its models (``alias``: the stable name, ``ft:<base>:<org>:<suffix>``, served by
+    ``current``) are kept as examples; every ``retrain_every`` examples rated at least
+    ``min_score`` start the next version (``candidate_job``), which replaces ``current``
+    if it does as well on ``validation_file`` (forge.finetune.learning)."""
+
+    __tablename__ = "learning_policies"
+
+    project_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    suffix: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    base_model: Mapped[str] = mapped_column(String(200))
+    alias: Mapped[str] = mapped_column(String(200), index=True)
+    current: Mapped[str] = mapped_column(String(200))
+    validation_file: Mapped[str] = mapped_column(String(40))
+    retrain_every: Mapped[int] = mapped_column(Integer)
+    min_score: Mapped[float] = mapped_column(Float)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    candidate_job: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LearningExample(Base):
+    """A request to a learning model and its answer (``messages``: JSON, the request's
+    conversation; ``answer``: the assistant's text), its caller's ``score`` (0 to 1, from
+    ``POST /v1/feedback``) and ``correction`` (a better answer, trained on instead);
+    ``job_id``: the retraining job that used it."""
+
+    __tablename__ = "learning_examples"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    project_id: Mapped[str] = mapped_column(String(40))
+    suffix: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    messages: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_learning_examples_lineage", "project_id", "suffix", "job_id"),)
 
 
 class BatchRow(Base):

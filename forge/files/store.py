@@ -183,6 +183,23 @@ class FileStore:
             s.add(row)
         return file_object(row)
 
+    async def save_training(
+        self, org_id: str, project_id: str, filename: str, blocks: AsyncIterator[bytes]
+    ) -> StoredFile:
+        """A ``fine-tune`` file the platform assembles (a retraining's data), validated
+        like an upload, so a job reads it like one."""
+        file_id = "file-" + uuid.uuid4().hex[:24]
+        await self.save_generated(org_id, project_id, file_id, filename, "fine-tune", blocks)
+        location = f"{project_id}/{file_id}"
+        check = await self._check_stored("fine-tune", location)
+        if not check.ok:
+            await self.delete(file_id, project_id)
+            raise rejected(check)
+        async with self._sessions.begin() as s:
+            row = await self._row_of(s, file_id, project_id)
+            row.format, row.lines = check.format, check.lines
+        return row
+
     @staticmethod
     def _row(
         file_id: str,

@@ -26,9 +26,10 @@ from typing import Any
 
 from forge.adapters import AdapterRegistry, AdapterSpec
 from forge.config import PlatformConfig
-from forge.db.schema import FineTuneJob, ModelVersion, StoredFile, utcnow
-from forge.errors import Conflict, InvalidRequest, NotFound
+from forge.db.schema import FineTuneJob, GalleryInstall, ModelVersion, StoredFile, utcnow
+from forge.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from forge.files.store import FileStore
+from forge.finetune.gallery import SHARED, GalleryStore, InstallBody, ShareBody
 from forge.finetune.objects import ACTIVE, FINISHED, CreateJob, JobObject, ListOf, Resources
 from forge.finetune.plan import (
     check_suffix,
@@ -37,6 +38,7 @@ from forge.finetune.plan import (
     plan_run,
     tunable_base,
 )
+from forge.finetune.retraining import Retraining
 from forge.finetune.runs import ADAPTER_DIR, Directive, Launcher, RunOrder
 from forge.finetune.settings import LoraSettings, TrainSettings
 from forge.finetune.store import JobStore, job_object, new_id
@@ -71,6 +73,8 @@ class JobManager:
         self.config = config
         self.launcher = launcher
         self.root = root
+        self.gallery = GalleryStore(store.sessions)
+        self.retraining = Retraining(store, files, adapters, self.create, self._deploy)
         self._running: dict[str, Running] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._schedule_lock = asyncio.Lock()
@@ -177,6 +181,7 @@ class JobManager:
         if moved is None:  # it finished meanwhile
             return await self.cancel(job_id, project_id)
         self._ask_to_stop(job_id, "cancel")
+        await self.retraining.settle(job_id)
         return job_object(moved)
 
     async def pause(self, job_id: str, project_id: str) -> JobObject:
@@ -249,13 +254,20 @@ class JobManager:
                     return  # it waits at the head of the queue; so do the ones behind it
                 await self._start(row)
 
-    async def serve_forever(self, interval_s: float = 1.0) -> None:
-        """Recover, then look at the queue every ``interval_s`` (resources come back)."""
+    async def serve_forever(self, interval_s: float = 1.0, retrain_every_s: float = 30) -> None:
+        """Recover, then look at the queue every ``interval_s`` (resources come back),
+        and for retrainings due every ``retrain_every_s`` (a rating starts one at once;
+        this catches those a failed call or a restart missed)."""
         await self.recover()
+        loop = asyncio.get_running_loop()
+        next_retrain = loop.time()
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await self.schedule()
+                if loop.time() >= next_retrain:
+                    next_retrain = loop.time() + retrain_every_s
+                    await self.retraining.due()
             except Exception:  # the database away for a moment: try again next time
                 log.exception("fine-tuning: scheduling failed")
 
@@ -405,6 +417,7 @@ class JobManager:
                     f"{message} (step {step})",
                 )
         self._locks.pop(job_id, None)
+        await self.retraining.settle(job_id)
         await self.schedule()
 
     async def _succeed(self, job_id: str, outcome: dict[str, Any]) -> None:
@@ -498,9 +511,10 @@ class JobManager:
     # -- the models jobs made -------------------------------------------------------------
 
     async def versions(
-        self, project_id: str, suffix: str | None = None
+        self, project_id: str, suffix: str | None = None, org_id: str | None = None
     ) -> builtins.list[dict[str, Any]]:
-        return [_version(v) for v in await self.store.versions(project_id, suffix)]
+        """The project's versions (``org_id``: and its organisation's shared ones)."""
+        return [_version(v) for v in await self.store.versions(project_id, suffix, org_id)]
 
     async def deploy(self, name: str, project_id: str) -> dict[str, Any]:
         """Serve ``name`` to its project: registered with the adapter registry, the base
@@ -510,6 +524,7 @@ class JobManager:
         return _version(await self.store.version(name, project_id))
 
     async def _deploy(self, version: ModelVersion) -> None:
+        """Registered for its project, or (shared) for its whole organisation."""
         base = tunable_base(self.config, version.base_model)
         rank = int(json.loads(version.hyperparameters).get("lora_rank", 0))
         _check_servable(base.provider.max_adapters, base.provider.max_lora_rank, rank)
@@ -519,26 +534,131 @@ class JobManager:
             base_model=version.base_model,
             source=version.adapter_location,
             org_id=version.org_id,
-            project_id=version.project_id,
+            project_id=None if version.sharing in SHARED else version.project_id,
         )
         await self.adapters.register(spec)
         await self.store.set_deployed(version.name, True)
 
     async def undeploy(self, name: str, project_id: str) -> dict[str, Any]:
         version = await self.store.version(name, project_id)
-        found = await self.adapters.owned(name, version.org_id, version.project_id)
-        if found is not None:
-            await self.adapters.delete(found.name)
+        await self._unregister(version)
         await self.store.set_deployed(name, False)
         return _version(await self.store.version(name, project_id))
 
+    async def _unregister(self, version: ModelVersion) -> None:
+        for scope in (version.project_id, None):  # shared or not
+            found = await self.adapters.owned(version.name, version.org_id, scope)
+            if found is not None:
+                await self.adapters.delete(found.name)
+
     async def delete_version(self, name: str, project_id: str) -> dict[str, Any]:
-        """Undeploy ``name`` and forget it; its adapter's files are removed."""
+        """Undeploy ``name`` and forget it; its adapter's files are removed (the gallery's
+        installs are copies: they keep working)."""
         version = await self.store.version(name, project_id)
+        policy = await self.retraining.learning.current_of(name)
+        if policy is not None:
+            raise Conflict(
+                f"{name} answers as {policy.alias} (learning from use): make another "
+                "version current first.",
+                param="model",
+                code="model_in_use",
+            )
         await self.undeploy(name, project_id)
         await self.store.delete_version(name)
         await asyncio.to_thread(shutil.rmtree, version.adapter_location, True)
         return {"id": name, "object": "model", "deleted": True}
+
+    async def share(
+        self, name: str, project_id: str, body: dict[str, Any], publisher: bool
+    ) -> dict[str, Any]:
+        """Who may use ``name``: its project, its organisation, or the gallery too
+        (``publisher``: the caller may publish outside the organisation). A deployed
+        model is registered again in its new scope at once."""
+        request = ShareBody.model_validate(body)
+        if request.scope == "public" and not publisher:
+            raise PermissionDenied(
+                "Publishing a model to the gallery takes an admin key of its organisation."
+            )
+        version = await self.store.version(name, project_id)
+        published = version.published_at
+        if request.scope == "public" and published is None:
+            published = utcnow()
+        await self.store.set_sharing(
+            name,
+            request.scope,
+            request.description if "description" in request.model_fields_set else None,
+            published if request.scope == "public" else None,
+        )
+        if version.deployed and (version.sharing in SHARED) != (request.scope in SHARED):
+            await self._unregister(version)
+            await self._deploy(await self.store.version(name, project_id))
+        return _version(await self.store.version(name, project_id))
+
+    async def install(
+        self, name: str, org_id: str, project_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Deploy a gallery model into this project: a copy of its adapter, registered
+        under ``alias`` for this project alone. The same model again: what is there."""
+        request = InstallBody.model_validate(body)
+        version = await self.gallery.published(name)
+        existing = await self.gallery.install_of(name, project_id)
+        if existing is not None:
+            return _installed(existing, version)
+        base = tunable_base(self.config, version.base_model)
+        rank = int(json.loads(version.hyperparameters).get("lora_rank", 0))
+        _check_servable(base.provider.max_adapters, base.provider.max_lora_rank, rank)
+        alias = request.alias or name
+        location = self.root / "installs" / project_id / secrets.token_hex(8)
+        await asyncio.to_thread(shutil.copytree, version.adapter_location, location)
+        try:
+            await self.adapters.register(
+                AdapterSpec(
+                    name=alias,
+                    alias=alias,
+                    base_model=version.base_model,
+                    source=str(location),
+                    org_id=org_id,
+                    project_id=project_id,
+                )
+            )
+            install = GalleryInstall(
+                model=name,
+                project_id=project_id,
+                org_id=org_id,
+                alias=alias,
+                location=str(location),
+                created_at=utcnow(),
+            )
+            await self.gallery.add_install(install)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, location, True)
+            raise
+        return _installed(install, version)
+
+    async def uninstall(self, name: str, org_id: str, project_id: str) -> dict[str, Any]:
+        install = await self.gallery.install_of(name, project_id)
+        if install is None:
+            raise NotFound(f"{name!r} is not deployed from the gallery here.", param="model")
+        found = await self.adapters.owned(install.alias, org_id, project_id)
+        if found is not None:
+            await self.adapters.delete(found.name)
+        await self.gallery.remove_install(name, project_id)
+        await asyncio.to_thread(shutil.rmtree, install.location, True)
+        return {"id": install.alias, "object": "model", "deleted": True}
+
+    # -- learning from use (forge.finetune.learning) -------------------------------------
+
+    async def learn(self, name: str, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Opt ``name``'s suffix in (or out, or change its policy); ``name`` becomes the
+        version its stable name serves."""
+        return (await self.retraining.opt_in(name, project_id, body)).model_dump()
+
+    async def learning(self, name: str, project_id: str) -> dict[str, Any]:
+        return (await self.retraining.status(name, project_id)).model_dump()
+
+    async def retrain_if_due(self, project_id: str, suffix: str) -> str | None:
+        """After a rating: the next version's job, if its policy's examples are in."""
+        return await self.retraining.start_if_due(project_id, suffix)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -616,6 +736,20 @@ def _version(v: ModelVersion) -> dict[str, Any]:
         "metrics": json.loads(v.metrics),
         "deployed": v.deployed,
         "created_at": int(v.created_at.timestamp()),
+        "project_id": v.project_id,
+        "sharing": v.sharing,
+        "description": v.description,
+        "published_at": None if v.published_at is None else int(v.published_at.timestamp()),
+    }
+
+
+def _installed(install: GalleryInstall, version: ModelVersion) -> dict[str, Any]:
+    return {
+        "id": install.alias,
+        "object": "model",
+        "gallery_model": install.model,
+        "base_model": version.base_model,
+        "created_at": int(install.created_at.timestamp()),
     }
 
 

@@ -8,9 +8,10 @@ import builtins
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forge.db.schema import (
@@ -89,6 +90,10 @@ class JobStore:
     ) -> None:
         self._sessions = sessions
         self._emit = emit
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        return self._sessions
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -334,9 +339,17 @@ class JobStore:
             s.add(version)
 
     async def versions(
-        self, project_id: str, suffix: str | None = None
+        self, project_id: str, suffix: str | None = None, org_id: str | None = None
     ) -> builtins.list[ModelVersion]:
-        query = select(ModelVersion).where(ModelVersion.project_id == project_id)
+        """The project's versions; with ``org_id``, its organisation's shared ones too."""
+        mine = ModelVersion.project_id == project_id
+        if org_id is not None:
+            shared = and_(
+                ModelVersion.org_id == org_id,
+                ModelVersion.sharing.in_(("organization", "public")),
+            )
+            mine = or_(mine, shared)
+        query = select(ModelVersion).where(mine)
         if suffix is not None:
             query = query.where(ModelVersion.suffix == suffix)
         async with self._sessions() as s:
@@ -354,6 +367,15 @@ class JobStore:
             await s.execute(
                 update(ModelVersion).where(ModelVersion.name == name).values(deployed=deployed)
             )
+
+    async def set_sharing(
+        self, name: str, sharing: str, description: str | None, published_at: datetime | None
+    ) -> None:
+        values: dict[str, Any] = {"sharing": sharing, "published_at": published_at}
+        if description is not None:
+            values["description"] = description
+        async with self._sessions.begin() as s:
+            await s.execute(update(ModelVersion).where(ModelVersion.name == name).values(**values))
 
     async def delete_version(self, name: str) -> None:
         async with self._sessions.begin() as s:

@@ -3,6 +3,8 @@ none), for the A/B experiments' reports."""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Depends
 
 from forge.errors import NotFound, ServiceUnavailable
@@ -12,6 +14,7 @@ from gateway.deps import caller, runtime
 from gateway.runtime import GatewayRuntime
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 @router.post("/v1/feedback", response_model=FeedbackObject)
@@ -29,4 +32,24 @@ async def feedback(
                 "another gateway replica may take a moment to land: retry shortly).",
                 param="request_id",
             )
-    return FeedbackObject(request_id=body.request_id, score=body.score)
+    learning = await _learning_example(body, key, rt)
+    return FeedbackObject(request_id=body.request_id, score=body.score, learning=learning)
+
+
+async def _learning_example(body: FeedbackBody, key: KeyInfo, rt: GatewayRuntime) -> bool:
+    """The score (and correction) kept on the request's learning example, if its model
+    learns from use; a retraining it completes starts now (else the job manager's own
+    check starts it within a minute)."""
+    capture = rt.relay.learning
+    if capture is None:
+        return False
+    await capture.flush()  # its example may still be on its way
+    example = await capture.store.rate(key.project_id, body.request_id, body.score, body.correction)
+    if example is None:
+        return False
+    if rt.fine_tuning is not None:
+        try:
+            await rt.fine_tuning.retrain_if_due(key.project_id, example.suffix)
+        except Exception as exc:  # the rating is kept; the periodic check retrains
+            log.warning("learning: retraining check failed: %s", type(exc).__name__)
+    return True
