@@ -21,9 +21,12 @@ from forge.finetune.runs import (
     Directive,
     RunOrder,
 )
+from train.collective import Collective
 from train.loop import SftRun
 
-Persist = Callable[[dict[str, Any], str], None]  # a checkpoint's step metrics, its folder
+# a step's metrics and its checkpoint's folder (None: this worker keeps none; Ray Train
+# wants every worker's report when the lead worker reports a checkpoint)
+Persist = Callable[[dict[str, Any], str | None], None]
 
 
 class Reporter(Protocol):
@@ -78,18 +81,23 @@ def execute(
     *,
     restored: str | None = None,
     persist: Persist | None = None,
+    collective: Collective | None = None,
 ) -> dict[str, Any]:
     """Run ``order`` from ``restored`` (a checkpoint folder) or its ``resume_from``.
     Returns the outcome: ``finished`` with the adapter's folder and a summary, or
-    ``stopped`` when the manager asked; an error in a step is reported and raised."""
+    ``stopped`` when the manager asked; an error in a step is reported and raised.
+    With several workers (``collective``) each runs this; the lead one alone reports,
+    checkpoints and saves, and its directives stop them all at the same step."""
+    workers = collective or Collective()
     out = Path(order.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with (out / METRICS_FILE).open("a") as log, tempfile.TemporaryDirectory() as scratch:
+    log_name = METRICS_FILE if workers.lead else f"{METRICS_FILE}.{workers.rank}"
+    with (out / log_name).open("a") as log, tempfile.TemporaryDirectory() as scratch:
 
         def send(event: dict[str, Any]) -> Directive:
             log.write(json.dumps({"attempt": order.attempt, "at": time.time(), **event}) + "\n")
             log.flush()
-            return reporter.report(event)
+            return reporter.report(event) if workers.lead else None
 
         run = SftRun(
             base_model_path(order.base_model),
@@ -98,11 +106,14 @@ def execute(
             order.lora,
             order.settings,
             device=order.device,
+            collective=workers,
         )
         start_from = restored or order.resume_from
         if start_from is not None:
             run.load_checkpoint(start_from)
             send({"type": "message", "message": f"Resumed from step {run.step_count}"})
+        if not workers.alone:
+            send({"type": "message", "message": f"Training on {workers.world} workers"})
         every = order.checkpoint_every or run.steps_per_epoch
         while not run.finished:
             try:
@@ -113,8 +124,10 @@ def execute(
                 reporter.flush()
                 raise
             directive = send({"type": "metrics", **metrics, "total_steps": run.total_steps})
+            directive = workers.agree(directive)
             checkpoint = None
-            if run.finished or run.step_count % every == 0 or directive == "pause":
+            due = run.finished or run.step_count % every == 0 or directive == "pause"
+            if due and workers.lead:
                 checkpoint = str(
                     run.save_checkpoint(out / CHECKPOINTS_DIR / f"step-{run.step_count:06d}")
                 )
@@ -126,7 +139,7 @@ def execute(
                         "metrics": metrics,
                     }
                 )
-            if persist is not None and checkpoint is not None:
+            if persist is not None and due:
                 # Only with a checkpoint: Ray Train takes one report at a time from a
                 # worker (a queue of one, emptied when its controller polls), so a
                 # report every step made every step wait for that poll (0.58 of the
@@ -135,6 +148,8 @@ def execute(
             if directive in ("cancel", "pause"):
                 reporter.flush()
                 return {"result": "stopped", "step": run.step_count}
+        if not workers.lead:
+            return {"result": "finished", "summary": run.summary()}
         adapter = run.save_adapter(out / ADAPTER_DIR)
         outcome: dict[str, Any] = {
             "result": "finished",

@@ -1,5 +1,7 @@
 """Runs fine-tuning jobs in this process, a thread each, without Ray: for the embedded
-gateway and the tests that drive the API. The runs are the same (train/job_run.py)."""
+gateway and the tests that drive the API. The runs are the same (train/job_run.py), on
+one worker whatever ``resources.workers`` asks (the same steps and result: data
+parallelism changes who computes a step, not what it computes)."""
 
 from __future__ import annotations
 

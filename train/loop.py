@@ -1,7 +1,9 @@
 """The supervised fine-tuning loop (LoRA), Ray-free: the Ray Train worker drives it, and it
 runs on its own for the benchmark and the tests.
 
-One process, one device: ``cuda`` when there is one, else the CPU. Everything that decides
+One device per worker: ``cuda`` when there is one, else the CPU. Several workers (a
+data-parallel run, train/collective.py) each take their share of every step's rows and
+sum their gradients: the same steps, to float rounding, as one worker. Everything that decides
 the result (LoRA initialisation, the data order of each epoch, dropout) follows from
 ``TrainSettings.seed`` and the step counter, and a checkpoint holds the rest (adapter
 weights, optimizer, schedule, RNG), so a resumed run ends where an uninterrupted one does.
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 
 from forge.finetune.settings import LoraSettings, TrainSettings
+from train.collective import Collective
 from train.data import IGNORE, Packed, pack, tokenize_file
 
 MetricsCallback = Callable[[dict[str, Any]], None]
@@ -54,6 +57,7 @@ class SftRun:
         *,
         on_metrics: MetricsCallback | None = None,
         device: str | torch.device | None = None,
+        collective: Collective | None = None,
     ) -> None:
         from transformers import AutoTokenizer
 
@@ -61,6 +65,7 @@ class SftRun:
         self.lora = lora or LoraSettings()
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.on_metrics = on_metrics
+        self.collective = collective or Collective()
         self.device = torch.device(device) if device is not None else pick_device()
         self.tokenizer: Any = AutoTokenizer.from_pretrained(base_model)
         max_len = self.settings.max_len
@@ -75,8 +80,9 @@ class SftRun:
         self.model = _lora_model(base_model, self.lora, self.device)
         self.steps_per_epoch = math.ceil(len(self.train_rows) / self.settings.batch_size)
         self.total_steps = self.settings.epochs * self.steps_per_epoch
+        self._trained = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
+            self._trained,
             lr=self.settings.learning_rate,
             weight_decay=self.settings.weight_decay,
         )
@@ -113,27 +119,59 @@ class SftRun:
         """One optimizer step over the next batch of packed rows; reports its metrics."""
         if self.finished:
             raise RuntimeError(f"the run ended after its {self.total_steps} steps")
-        batch = self._collate(self._batch_rows(self.step_count))
+        rows = self._batch_rows(self.step_count)
         started = time.perf_counter()
         self.model.train()
-        loss_sum, count = self._loss(batch)
-        loss: Any = loss_sum / count  # Tensor.backward is untyped
-        loss.backward()
+        if self.collective.alone:
+            batch = self._collate(rows)
+            loss_sum, count = self._loss(batch)
+            loss: Any = loss_sum / count  # Tensor.backward is untyped
+            loss.backward()
+            tokens = int(batch["tokens"])
+        else:
+            tokens = self._shared_step(rows)
         if self.settings.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], self.settings.grad_clip
-            )
+            torch.nn.utils.clip_grad_norm_(self._trained, self.settings.grad_clip)
         self.optimizer.step()
         self._step_lr = float(self.scheduler.get_last_lr()[0])  # the rate this step used
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.train_loss = float(loss.detach())  # also waits for the device: honest timing
-        tokens = int(batch["tokens"])
+        if self.collective.alone:
+            self.train_loss = float(loss.detach())  # waits for the device: honest timing
         self._busy_s += time.perf_counter() - started
         self._busy_tokens += tokens
         self.trained_tokens += tokens
         self.step_count += 1
         return self._report()
+
+    def _shared_step(self, rows: list[Packed]) -> int:
+        """This worker's share of the step's rows, then one sum over the workers of the
+        gradients of the summed loss, the loss, the labelled tokens and the tokens: the
+        gradients divided by the step's labelled tokens are what one worker would get
+        over all the rows. Returns the step's tokens (every worker's)."""
+        mine = self.collective.share(rows)
+        loss_sum, count, tokens = torch.zeros((), device=self.device), 0, 0
+        if mine:
+            batch = self._collate(mine)
+            loss_sum, count = self._loss(batch)
+            summed: Any = loss_sum  # Tensor.backward is untyped
+            summed.backward()
+            tokens = int(batch["tokens"])
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._trained]
+        totals = torch.tensor(
+            [float(loss_sum.detach()), count, tokens], device=self.device, dtype=torch.float32
+        )
+        flat = torch.cat([g.reshape(-1).float() for g in grads] + [totals])
+        self.collective.sum_(flat)
+        loss_total, count_total, tokens_total = flat[-3:].tolist()
+        scale = 1.0 / max(1.0, count_total)
+        offset = 0
+        for p, g in zip(self._trained, grads, strict=True):
+            n = g.numel()
+            p.grad = (flat[offset : offset + n] * scale).view_as(p).to(p.dtype)
+            offset += n
+        self.train_loss = loss_total / max(1.0, count_total)
+        return int(tokens_total)
 
     def _report(self) -> dict[str, Any]:
         metrics: dict[str, Any] = {

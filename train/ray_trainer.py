@@ -9,7 +9,9 @@ worker returns, and Ray Train shuts its workers down and releases their placemen
 (killing the run from outside would leave that group behind: measured, see
 docs/architecture.md).
 
-One worker for now: ``SftRun`` does not shard its rows across workers yet.
+Several workers (``resources.workers``) train data-parallel: each takes its share of
+every step's rows and the gradients are summed (train/collective.py); the lead worker
+reports, checkpoints and saves.
 """
 
 from __future__ import annotations
@@ -74,27 +76,33 @@ def train_worker(config: dict[str, Any]) -> None:
     """Ray Train's per-worker function (runs in the training worker's process)."""
     import ray.train
 
-    from train.job_run import execute  # torch: the training worker's, not the manager's
+    from train.collective import Collective  # torch: the training worker's
+    from train.job_run import execute
 
     order = order_from(config["order"])
     _use_the_cpus(order.resources.cpus_per_worker)
-    reporter = config.get("reporter") or SilentReporter()
+    workers = Collective.current()  # Ray Train has set up the process group
+    reporter = (config.get("reporter") if workers.lead else None) or SilentReporter()
 
-    def persist(metrics: dict[str, Any], checkpoint: str) -> None:
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint))
+    def persist(metrics: dict[str, Any], checkpoint: str | None) -> None:
+        kept = None if checkpoint is None else ray.train.Checkpoint.from_directory(checkpoint)
+        ray.train.report(metrics, checkpoint=kept)
 
     group = ray.util.get_current_placement_group()
-    if group is not None:  # released by the manager should this run die unseen
+    if group is not None and workers.lead:  # released by the manager should the run die
         handle = f"{group.id.hex()}@{run_actor_name(order.job_id, order.attempt)}"
         reporter.report({"type": "started", "handle": handle})
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        outcome = execute(order, reporter, persist=persist)
+        outcome = execute(order, reporter, persist=persist, collective=workers)
     else:
         with checkpoint.as_directory() as directory:
-            outcome = execute(order, reporter, restored=directory, persist=persist)
-    path = Path(order.output_dir) / OUTCOME_FILE.format(attempt=order.attempt)
-    path.write_text(json.dumps(outcome))
+            outcome = execute(
+                order, reporter, restored=directory, persist=persist, collective=workers
+            )
+    if workers.lead:
+        path = Path(order.output_dir) / OUTCOME_FILE.format(attempt=order.attempt)
+        path.write_text(json.dumps(outcome))
 
 
 def _use_the_cpus(cpus: float) -> None:

@@ -52,7 +52,9 @@ class Resources(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workers: int = Field(1, ge=1, le=1, description="Training workers (one, for now).")
+    workers: int = Field(
+        1, ge=1, le=64, description="Training workers: data parallel, each its share of a step."
+    )
     cpus_per_worker: float = Field(1.0, ge=0, le=256)
     gpus_per_worker: float = Field(0.0, ge=0, le=16)
 

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from forge.cli import app
 from serve.deployments import ACTOR_NAMESPACE, FINE_TUNING_ACTOR
+from tests.unit.test_data_parallel import WORDS
 from tests.unit.test_train_loop import ALL_LINEAR, QUESTION, SYSTEM, chat
 from train.loop import LoraSettings, SftRun, TrainSettings
 
@@ -129,6 +130,42 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_the_model_answers(platf
         return reply.choices[0].message.content or ""
 
     assert say(done.fine_tuned_model) != say("tiny-llama")
+
+
+def test_two_workers_train_data_parallel_to_where_one_worker_ends(platform, ray_cluster):
+    client = platform.sdk()
+    data = "".join(
+        json.dumps(
+            {"messages": [SYSTEM, QUESTION, {"role": "assistant", "content": f"It is {w}."}]}
+        )
+        + "\n"
+        for w in WORDS * 2
+    ).encode()
+    train = client.files.create(file=("train.jsonl", data), purpose="fine-tune").id
+    hyperparameters = {**TUNING, "n_epochs": 1, "batch_size": 3}
+    job = client.fine_tuning.jobs.create(
+        model="tiny-llama",
+        training_file=train,
+        seed=7,
+        method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        extra_body={"resources": {"workers": 2, "cpus_per_worker": 0.5}},
+    )
+    done = wait_until(lambda: status(client, job.id, "succeeded", "failed"), what="the end")
+    assert done.status == "succeeded", done.error
+    assert "Training on 2 workers" in messages(client, job.id)
+    path = ray_cluster / "varied.jsonl"
+    path.write_bytes(data)
+    alone = SftRun(
+        ray_cluster / "models" / "tiny-llama",
+        path,
+        lora=LoraSettings(rank=8, alpha=16, target_modules=ALL_LINEAR),
+        settings=TrainSettings(epochs=1, learning_rate=1e-2, batch_size=3, max_len=96, seed=7),
+        device="cpu",
+    ).run()
+    steps = metrics(client, job.id)
+    assert [m["step"] for m in steps] == list(range(1, alone["steps"] + 1))
+    assert steps[-1]["train_loss"] == pytest.approx(alone["train_loss"], rel=1e-4)
+    assert done.trained_tokens == alone["trained_tokens"]
 
 
 def test_a_cancel_frees_the_workers_within_seconds(platform):
