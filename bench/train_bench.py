@@ -1,6 +1,7 @@
 """The fine-tuning loop (train/loop.py) against the plain PEFT loop, same model, same rows.
 
     python -m bench.train_bench --shape tiny --device cpu --ray    # here, ~2 min
+    python -m bench.train_bench --shape tiny --device cpu --ray --workers 2   # + data parallel
     python -m bench.train_bench                                     # a GPU: Llama-3.2-1B shape
 
 Both train LoRA (r=16 on q/k/v/o by default) on the same packed rows of ``--seq`` tokens,
@@ -147,9 +148,12 @@ def as_batches(run: Any, count: int, batch: int) -> list[dict[str, Any]]:
     return out
 
 
-def through_ray_train(model_dir: Path, data: Path, args: argparse.Namespace) -> float:
+def through_ray_train(
+    model_dir: Path, data: Path, args: argparse.Namespace, workers: int = 1
+) -> float:
     """Tokens a second of the same rows run as a fine-tuning job's run on Ray Train
-    (steps ``warmup`` to ``warmup + steps``, by the run's own per-step wall times)."""
+    (steps ``warmup`` to ``warmup + steps``, by the run's own per-step wall times), on
+    ``workers`` data-parallel workers sharing the CPUs."""
     import ray
 
     from forge.finetune.objects import Resources
@@ -169,7 +173,7 @@ def through_ray_train(model_dir: Path, data: Path, args: argparse.Namespace) -> 
             lora=LoraSettings(rank=args.rank, alpha=2 * args.rank),
             settings=TrainSettings(batch_size=args.batch, max_len=args.seq, learning_rate=1e-4),
             checkpoint_every=10**9,  # one, at the end
-            resources=Resources(cpus_per_worker=args.threads),
+            resources=Resources(workers=workers, cpus_per_worker=args.threads / workers),
             device=args.device,
         )
         outcome = fit(order, str(work / "ray"))
@@ -202,6 +206,9 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", tempfile.gettempdir()))
     ap.add_argument("--ray", action="store_true", help="also through Ray Train (CPU here)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
+    ap.add_argument(
+        "--workers", type=int, default=0, help="also Ray Train with this many workers (CPU)"
+    )
     args = ap.parse_args()
 
     import torch
@@ -221,6 +228,7 @@ def main() -> None:
         torch.cuda.empty_cache()
     plain_tps = plain_peft_loop(model_dir, batches, args)
     ray_tps = through_ray_train(model_dir, data, args) if args.ray else None
+    parallel_tps = through_ray_train(model_dir, data, args, args.workers) if args.workers else None
     spec = SHAPES[args.shape]
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     peak = next((v for k, v in PEAK.items() if k in name), None)
@@ -234,12 +242,16 @@ def main() -> None:
     figures = [("plain PEFT loop", plain_tps), ("train/loop.py SftRun", ours_tps)]
     if ray_tps is not None:
         figures.append(("a job's run on Ray Train", ray_tps))
+    if parallel_tps is not None:
+        figures.append((f"the same on {args.workers} data-parallel workers", parallel_tps))
     for label, tps in figures:
         share = f"{100 * 6 * n_params * tps / peak:.1f}%" if peak else "n/a"
         lines.append(f"| {label} | {tps:,.0f} | {share} |")
     lines.append(f"ratio ours / plain: {ours_tps / plain_tps:.2f} (goal >= 0.95 on a GPU)")
     if ray_tps is not None:
         lines.append(f"ratio Ray Train / plain: {ray_tps / plain_tps:.2f} (goal >= 0.9 on a CPU)")
+    if parallel_tps is not None:
+        lines.append(f"ratio {args.workers} workers / plain: {parallel_tps / plain_tps:.2f}")
     lines.append(f"vocab {spec['vocab_size']}, base parameters {n_params / 1e6:.0f} M")
     text = "\n".join(lines)
     print(text)

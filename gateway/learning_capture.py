@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -32,20 +34,33 @@ class LearningCapture:
         org_id: str | None,
         project_id: str | None,
         body: dict[str, Any],
-        answer: bytes,
+        answer: bytes | str,
     ) -> None:
-        """Keep this exchange if its model learns from use (decided in the background)."""
-        model = body.get("model")
-        if not isinstance(model, str) or org_id is None or project_id is None:
+        """Keep this exchange if its model learns from use (decided in the background);
+        ``answer``: the chat completion's JSON, or a stream's text."""
+        if org_id is None or project_id is None:
             return
-        alias = lineage_alias(model)
-        if alias is None or not _plain_chat(body.get("messages")):
+        alias = _alias_of(body)
+        if alias is None:
             return
         task = asyncio.get_running_loop().create_task(
             self._keep(request_id, org_id, project_id, alias, body, answer)
         )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    def stream_keeper(
+        self,
+        request_id: str,
+        org_id: str | None,
+        project_id: str | None,
+        body: dict[str, Any],
+    ) -> StreamKeeper | None:
+        """What collects a stream's answer and offers it when the stream ends well, for
+        a request this may keep (else None: the stream pays nothing)."""
+        if _alias_of(body) is None:
+            return None
+        return StreamKeeper(partial(self.offer, request_id, org_id, project_id, body))
 
     async def _keep(
         self,
@@ -54,13 +69,13 @@ class LearningCapture:
         project_id: str,
         alias: str,
         body: dict[str, Any],
-        answer: bytes,
+        answer: bytes | str,
     ) -> None:
         try:
             suffix = await self._suffix(alias, project_id)
             if suffix is None:
                 return
-            text = answer_text(orjson.loads(answer))
+            text = answer if isinstance(answer, str) else answer_text(orjson.loads(answer))
             example = new_example(
                 request_id, org_id, project_id, suffix, body["model"], body["messages"], text
             )
@@ -89,6 +104,44 @@ class LearningCapture:
 
     async def close(self) -> None:
         await self.flush()
+
+
+class StreamKeeper:
+    """The assistant's text of a chat stream, from its SSE chunks as they are relayed;
+    ``done``: offered for keeping."""
+
+    def __init__(self, offer: Callable[[str], None]) -> None:
+        self._offer = offer
+        self._parts: list[str] = []
+
+    def feed(self, item: bytes) -> None:
+        for line in item.split(b"\n"):
+            if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                continue
+            try:
+                delta = orjson.loads(line[6:])["choices"][0]["delta"]
+            except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+                continue
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(content, str):
+                self._parts.append(content)
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def done(self) -> None:
+        self._offer(self.text)
+
+
+def _alias_of(body: dict[str, Any]) -> str | None:
+    """The stable name a chat request's model learns under, if it could (an ``ft:``
+    model, text turns only); whether it does is the policy's, looked up later."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model.startswith("ft:"):
+        return None
+    alias = lineage_alias(model)
+    return alias if alias is not None and _plain_chat(body.get("messages")) else None
 
 
 def _plain_chat(messages: Any) -> bool:

@@ -69,7 +69,7 @@ from forge.tenancy.policy import ModelNotAllowed
 from forge.tracing_spans import caller_context, end_failed_span, end_request_span
 from forge.usage import UsageEvent, UsageStatus, cost_usd
 from gateway.drain import SHUTTING_DOWN, Drain
-from gateway.learning_capture import LearningCapture
+from gateway.learning_capture import LearningCapture, StreamKeeper
 from gateway.usage_shipper import UsageShipper
 from gateway.usage_spool import PROGRESS_EVERY
 
@@ -745,7 +745,10 @@ class Relay:
         self.breakers.success(target.model.name)
         ttft_ms = _ms_since(ctx.t0)
         overhead = ttft_ms - head.upstream_ms
-        relayed = self._relay(ctx, target, source, head, ttft_ms, t_call)
+        keep = None
+        if self.learning is not None and ctx.endpoint == "chat/completions":
+            keep = self.learning.stream_keeper(ctx.request_id, ctx.org_id, ctx.project_id, body)
+        relayed = self._relay(ctx, target, source, head, ttft_ms, t_call, keep)
         return relayed, self._headers(ctx, overhead, target)
 
     async def _relay(
@@ -756,12 +759,15 @@ class Relay:
         head: StreamHead,
         ttft_ms: float,
         t_call: float,
+        keep: StreamKeeper | None = None,
     ) -> AsyncIterator[bytes]:
         end: StreamEnd | None = None
         first_token_ms = _ms_since(t_call)
         chunks = 0
         price = target.model.output_price_per_mtok
         try:
+            if keep is not None:
+                keep.feed(head.data)
             yield head.data
             try:
                 async for item in source:
@@ -772,6 +778,8 @@ class Relay:
                     if chunks % PROGRESS_EVERY == 0:
                         cost = cost_usd(0, chunks, 0.0, price)
                         self.shipper.progress(ctx.request_id, chunks, cost)
+                    if keep is not None:
+                        keep.feed(item)
                     yield item
             except Exception as exc:  # the proxy itself failed mid-stream
                 error = as_forge_error(exc)
@@ -801,6 +809,8 @@ class Relay:
                     ttft_ms=ttft_ms,
                 )
             else:
+                if keep is not None and end.status == "ok":
+                    keep.done()
                 checked = end.status == "ok" and ctx.endpoint == "chat/completions"
                 mode = ctx.validate or target.model.validation
                 finding = (

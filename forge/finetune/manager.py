@@ -454,6 +454,8 @@ class JobManager:
             )
         )
         await self.store.event(job_id, f"New fine-tuned model created: {name}")
+        version = await self.store.version(name, row.project_id)
+        result_files += await self.retraining.decide(job_id, version, _first(result_files))
         if row.deploy:
             try:
                 await self._deploy(await self.store.version(name, row.project_id))
@@ -758,6 +760,10 @@ def _plain(settings: Any) -> dict[str, Any]:
     if "target_modules" in out:
         out["target_modules"] = list(out["target_modules"])
     return out
+
+
+def _first(items: builtins.list[str]) -> str | None:
+    return items[0] if items else None
 
 
 def _random_seed() -> int:

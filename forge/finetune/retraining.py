@@ -194,22 +194,28 @@ class Retraining:
         return stored.id
 
     async def settle(self, job_id: str) -> None:
-        """A job ended: if it was a policy's candidate, decide (succeeded) or let the
-        policy wait for its next examples (failed, cancelled)."""
+        """A job ended without a model (failed, cancelled): if it was a policy's
+        candidate, the policy waits for its next examples."""
+        policy = await self.learning.policy_of_candidate(job_id)
+        if policy is None or (await self.jobs.row(job_id)).status not in FINISHED:
+            return  # not a candidate, or paused: still the candidate
+        await self.learning.update_policy(policy.project_id, policy.suffix, candidate_job=None)
+        await self.jobs.event(job_id, f"{policy.current} stays {policy.alias}")
+
+    async def decide(
+        self, job_id: str, candidate: ModelVersion, evaluation: str | None
+    ) -> list[str]:
+        """A job made ``candidate``: if it was a policy's candidate, it replaces the
+        current version behind the stable name, or not (``judge_candidate``), before
+        the job is marked succeeded. Returns the result files it added (the two
+        versions' answers side by side, from their ``evaluation`` files)."""
         policy = await self.learning.policy_of_candidate(job_id)
         if policy is None:
-            return
-        row = await self.jobs.row(job_id)
-        if row.status not in FINISHED:  # paused: still the candidate
-            return
+            return []
         await self.learning.update_policy(policy.project_id, policy.suffix, candidate_job=None)
-        if row.status != "succeeded" or row.fine_tuned_model is None:
-            await self.jobs.event(job_id, f"{policy.current} stays {policy.alias}")
-            return
         current = await self.jobs.version(policy.current, policy.project_id)
-        candidate = await self.jobs.version(row.fine_tuned_model, policy.project_id)
         verdict = judge_candidate(json.loads(current.metrics), json.loads(candidate.metrics))
-        await self._compare_file(row.id, current, candidate)
+        compared = await self._compare_file(job_id, current, evaluation)
         if verdict.replace:
             await self.learning.update_policy(
                 policy.project_id, policy.suffix, current=candidate.name
@@ -221,19 +227,19 @@ class Retraining:
         else:
             message = f"{current.name} stays {policy.alias}; {candidate.name} is kept unused"
         await self.jobs.event(job_id, f"{message} ({verdict.reason})")
+        return [] if compared is None else [compared]
 
     async def _compare_file(
-        self, job_id: str, current: ModelVersion, candidate: ModelVersion
-    ) -> None:
-        """Both versions' answers on the validation set, side by side, as one more of the
-        candidate job's result files."""
+        self, job_id: str, current: ModelVersion, evaluation: str | None
+    ) -> str | None:
+        """Both versions' answers on the validation set, side by side: a file of the
+        project (None: a version without an evaluation)."""
+        previous = json.loads((await self.jobs.row(current.job_id)).result_files or "[]")
+        if not previous or evaluation is None:
+            return None
         rows = []
-        for version in (current, candidate):
-            job = await self.jobs.row(version.job_id)
-            ids = json.loads(job.result_files or "[]")
-            if not ids:
-                return
-            _, blocks = await self.files.content(ids[0], version.project_id)
+        for file_id in (previous[0], evaluation):
+            _, blocks = await self.files.content(file_id, current.project_id)
             data = b"".join([b async for b in blocks])
             rows.append([json.loads(x) for x in data.splitlines() if x.strip()])
 
@@ -242,13 +248,10 @@ class Retraining:
 
         file_id = f"file-{job_id.removeprefix('ftjob-')}c"
         await self.files.save_generated(
-            candidate.org_id, candidate.project_id, file_id, "compare.jsonl",
+            current.org_id, current.project_id, file_id, "compare.jsonl",
             "fine-tune-results", one(),
         )  # fmt: skip
-        job = await self.jobs.row(job_id)
-        await self.jobs.update(
-            job_id, result_files=json.dumps([*json.loads(job.result_files or "[]"), file_id])
-        )
+        return file_id
 
     async def _point_alias(self, policy: LearningPolicy, version: ModelVersion) -> None:
         """The stable name serves ``version`` (registered again if it served another)."""

@@ -61,6 +61,14 @@ async def ask(client, model: str) -> tuple[str, str]:
     return raw.parse().choices[0].message.content or "", raw.headers["x-request-id"]
 
 
+async def ask_streamed(client, model: str) -> tuple[str, str]:
+    raw = await client.chat.completions.with_raw_response.create(
+        model=model, messages=[SYSTEM, QUESTION], max_tokens=24, temperature=0, stream=True
+    )
+    parts = [c.choices[0].delta.content or "" async for c in raw.parse() if c.choices]
+    return "".join(parts), raw.headers["x-request-id"]
+
+
 async def rate(client, request_id: str, score: float, correction: str | None = None) -> dict:
     body = {"request_id": request_id, "score": score}
     if correction is not None:
@@ -107,8 +115,9 @@ async def test_rated_answers_train_the_next_version_which_replaces_the_current_i
         await client.delete(f"/fine_tuning/models/{first}", cast_to=object)
 
     # the third well-rated example starts the next version, with the old data and them
-    _, request_id = await ask(client, first)  # its versions' names count as well
-    await rate(client, request_id, 0.7)
+    # its versions' names count as well, and streamed answers
+    streamed, request_id = await ask_streamed(client, first)
+    assert (await rate(client, request_id, 0.7))["learning"]
     status = await client.get(path, cast_to=object)
     candidate_job = status["candidate_job"]
     assert candidate_job and (status["examples"], status["rated"]) == (1, 0)
@@ -120,7 +129,7 @@ async def test_rated_answers_train_the_next_version_which_replaces_the_current_i
     assert data[:31] == TRAINING.decode().splitlines()
     taught = [json.loads(line)["messages"][-1]["content"] for line in data[31:]]
     assert len(taught) == 3 and taught[:2] == [corrected, corrected]
-    assert ANSWER in taught[2]  # no correction: the answer it gave, rated well
+    assert taught[2] == streamed  # no correction: the answer it gave, rated well
 
     # the comparison decides, by the rule, on the same validation set
     versions = {
