@@ -202,6 +202,45 @@ class FineTuningConfig(StrictModel):
     )
 
 
+class LoginLimits(StrictModel):
+    """Brute force: failed logins per email (known or not) and per source address."""
+
+    slow_after: int = Field(3, ge=1, description="Failures before each answer is delayed.")
+    lock_after: int = Field(10, ge=1, description="An email's failures in window_s that lock it.")
+    address_lock_after: int = Field(
+        100, ge=1, description="A source address's failures in window_s that lock it."
+    )
+    window_s: float = Field(900, gt=0, description="How long failures are counted.")
+    lock_s: float = Field(900, gt=0, description="How long a lock lasts (or an admin unlocks).")
+    max_delay_s: float = Field(4.0, ge=0, description="The longest delay of a slowed answer.")
+
+
+class AuthConfig(StrictModel):
+    """People's logins (forge.identity): sessions, passwords, mailed tokens."""
+
+    session_ttl_s: float = Field(12 * 3600, gt=0, description="A session's longest life.")
+    session_idle_s: float = Field(2 * 3600, gt=0, description="Unused this long: it ends.")
+    cookie_secure: bool = Field(
+        True, description="Secure cookies (HTTPS only); false only for plain-HTTP development."
+    )
+    password_min_length: int = Field(12, ge=8, le=128)
+    verify_ttl_s: float = Field(48 * 3600, gt=0, description="An email verification link's life.")
+    reset_ttl_s: float = Field(3600, gt=0, description="A password reset link's life.")
+    public_url: str = Field(
+        "http://localhost:8000", description="Where people reach the platform (mailed links)."
+    )
+    mail_dir: str | None = Field(
+        None,
+        description="Folder the platform writes mails to as .eml files (default: "
+        "FORGE_DATA_DIR/mail); smtp_url sends them instead.",
+    )
+    smtp_url: str | None = Field(
+        None, description="smtp://host:port or smtps://host:port; credentials from FORGE_SMTP_*."
+    )
+    mail_from: str = Field("PromptForge <no-reply@localhost>")
+    login: LoginLimits = Field(default_factory=LoginLimits)
+
+
 class BatchesConfig(StrictModel):
     """Batches (`/v1/batches`): every gateway replica runs their lines, behind live
     traffic, as many at once as ``concurrency``."""
@@ -657,6 +696,7 @@ class PlatformConfig(StrictModel):
     files: FilesConfig = Field(default_factory=FilesConfig)
     fine_tuning: FineTuningConfig = Field(default_factory=FineTuningConfig)
     batches: BatchesConfig = Field(default_factory=BatchesConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)

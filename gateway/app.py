@@ -7,12 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from forge.identity.scim import ScimError
 from gateway.errors import install_error_handlers
 from gateway.middleware import RequestContextMiddleware
 from gateway.routes import (
     admin,
     anthropic,
     audit,
+    auth,
     batches,
     budgets,
     experiments,
@@ -28,6 +30,7 @@ from gateway.routes import (
     operator,
     organization,
     responses,
+    scim,
 )
 from gateway.runtime import GatewayRuntime
 
@@ -51,9 +54,10 @@ def build_app(runtime: GatewayRuntime, behind_serve: bool = False) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_exception_handler(ScimError, scim.scim_error)
     routers = (inference, anthropic, responses, models, health, admin, limits, budgets)
     routers = (*routers, organization, files, fine_tuning, gallery, batches)
-    for module in (*routers, operator, audit, metrics, experiments, feedback):
+    for module in (*routers, operator, audit, metrics, experiments, feedback, auth, scim):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,

@@ -10,6 +10,7 @@ from forge.keys import KeyInfo
 from gateway.auth import presented_key, require_admin, require_platform
 from gateway.permissions import check_route_permission
 from gateway.runtime import GatewayRuntime
+from gateway.sessions import has_session_cookie, session_key
 
 
 async def runtime(request: Request) -> GatewayRuntime:
@@ -36,8 +37,14 @@ async def caller(request: Request) -> KeyInfo:
 
 
 async def admin(request: Request) -> KeyInfo:
-    """An admin key allowed this route (gateway.permissions)."""
-    key = require_admin(await caller(request))
+    """An admin key allowed this route (gateway.permissions); or, with no key, a
+    person's browser session, as their user (gateway.sessions)."""
+    if presented_key(request) is None and has_session_cookie(request):
+        key = await session_key(request)
+        request.state.caller = key
+    else:
+        key = await caller(request)
+    key = require_admin(key)
     await check_route_permission(request, key)
     return key
 

@@ -30,10 +30,14 @@ RESOURCES_BY_PATH: tuple[tuple[str, str], ...] = (
     (f"{ORG}/groups", "api.groups"),
     (f"{ORG}/admin_api_keys", "api.organization.admin_api_keys"),
     (f"{ORG}/audit_logs", "api.organization.audit_logs"),
+    (f"{ORG}/compliance", "api.organization.audit_logs"),
     (f"{ORG}/usage", "api.organization.usage"),
     (f"{ORG}/costs", "api.organization.usage"),
     (f"{ORG}/spend_alerts", "api.organization.usage"),
     (f"{ORG}/webhooks", "api.organization.webhooks"),
+    # who signs in, as whom: as much as an admin key
+    (f"{ORG}/sso_connections", "api.organization.admin_api_keys"),
+    (f"{ORG}/scim_tokens", "api.organization.admin_api_keys"),
     # creating a customer's organisation mints its admin key: as much as an admin key here
     (f"{ORG}/sub_organizations", "api.organization.admin_api_keys"),
     ("/admin/keys", "api.organization.admin_api_keys"),

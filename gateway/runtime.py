@@ -25,6 +25,10 @@ from forge.files.store import FileStore
 from forge.finetune.learning import LearningStore
 from forge.finetune.manager import JobManager
 from forge.finetune.store import JobStore
+from forge.identity.mailer import mailer_for
+from forge.identity.scim import ScimStore
+from forge.identity.service import Identity
+from forge.identity.sso import SingleSignOn
 from forge.limits.admission import Admission
 from forge.people.store import PeopleStore
 from forge.quality.judge import Judge, QualityScores
@@ -36,6 +40,7 @@ from forge.routing.retries import RetryPolicy
 from forge.routing.router import Router
 from forge.routing.stats import RouteStats
 from forge.routing.tokens import TokenCounter
+from forge.settings import Settings
 from forge.tenancy.store import TenancyStore
 from forge.webhooks.events import Event
 from forge.webhooks.sender import WebhookSender
@@ -129,6 +134,9 @@ class GatewayRuntime:
     metrics: MetricsSources | None = None  # what /metrics reads (None: no /metrics)
     webhooks: WebhookStore | None = None  # endpoints and the outbox (None: no webhooks)
     tracing: Tracing | None = None  # OpenTelemetry (None: from config.tracing, if enabled)
+    identity: Identity | None = None  # people's logins (None: from the database and keyring)
+    sso: SingleSignOn | None = None  # organisations' identity providers (with identity)
+    scim: ScimStore | None = None  # SCIM provisioning at /scim/v2 (with identity)
 
     def __post_init__(self) -> None:
         opener = None
@@ -175,6 +183,15 @@ class GatewayRuntime:
         judging = self.config.quality.judge
         if judging.model is not None and judging.sample_rate > 0 and self.tenancy is not None:
             self.relay.judge = Judge(judging, QualityScores(self.tenancy.sessions))
+        if self.identity is None and self.tenancy is not None and self.keyring is not None:
+            auth = self.config.auth
+            mailer = mailer_for(auth.mail_dir, auth.smtp_url, auth.mail_from, Settings().data_dir)
+            self.identity = Identity(self.tenancy.sessions, auth, self.keyring, mailer, self.audit)
+        if self.sso is None and self.identity is not None and self.tenancy is not None:
+            assert self.keyring is not None  # identity has one
+            self.sso = SingleSignOn(self.tenancy.sessions, self.identity, self.keyring)
+        if self.scim is None and self.identity is not None and self.tenancy is not None:
+            self.scim = ScimStore(self.tenancy.sessions, self.config.auth.public_url)
         if self.fine_tuning_jobs is not None:
             self.relay.learning = LearningCapture(LearningStore(self.fine_tuning_jobs.sessions))
         self.auth_failures = AuthFailures()
@@ -296,6 +313,10 @@ class GatewayRuntime:
             await self.relay.judge.close()
         if self.relay.learning is not None:
             await self.relay.learning.close()
+        if self.identity is not None:
+            await self.identity.flush()
+        if self.sso is not None:
+            await self.sso.provider.close()
         if self.tracing is not None:
             self.tracing.shutdown()  # exports what it still holds
         await self.shipper.close()

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
-# The Vercel AI SDK test's npm packages (tests/js/package-lock.json), again only when the
+# The JS tests' npm packages (tests/js/package-lock.json: the Vercel AI SDK, and the
+# oidc-provider the SSO tests sign in against), again only when the
 # lock file changed: `npm ci` starts from an empty node_modules each time.
 js_stamp=tests/js/node_modules/.installed-$(sha256sum tests/js/package-lock.json | cut -c1-16)
 if [ ! -f "$js_stamp" ]; then
@@ -13,7 +14,7 @@ if [ ! -f "$js_stamp" ]; then
     npm ci --prefix tests/js --no-audit --no-fund --loglevel=error >/dev/null
     touch "$js_stamp"
   else
-    echo "setup.sh: npm not found; tests/unit/test_vercel_ai_sdk.py needs Node.js and" \
+    echo "setup.sh: npm not found; the Vercel AI SDK and SSO tests need Node.js and" \
       "'npm ci --prefix tests/js'" >&2
   fi
 fi

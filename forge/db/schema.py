@@ -126,8 +126,143 @@ class User(Base):
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # provisioning (SCIM): the identity provider's id for them, their names, and whether
+    # they may act (a deactivated user keeps their row, not their sessions or keys)
+    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    given_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    family_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (UniqueConstraint("org_id", "email", name="uq_users_org_id_email"),)
+
+
+class Account(Base):
+    """A person's login (forge.identity): one per email across organisations; their
+    memberships are the ``users`` rows with that email. The password is an Argon2id
+    hash; the TOTP secret is sealed with the platform's keyring (``totp_pending``: one
+    being enrolled, until its first code confirms it); ``totp_last_step``: the time
+    step of the last code accepted (a code is good once); ``recovery_codes``: JSON list
+    of the unused codes' SHA-256."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    email_verified_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    password_changed_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    totp_secret: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    totp_pending: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    recovery_codes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuthToken(Base):
+    """A single-use, expiring token mailed to a person (``kind``: ``verify_email``,
+    ``reset_password``); only its SHA-256 is stored."""
+
+    __tablename__ = "auth_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    account_id: Mapped[str] = mapped_column(String(40), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AuthSession(Base):
+    """A browser session: the cookie holds a random token, this row its SHA-256. It acts
+    in one organisation as the person's ``users`` row there, until ``expires_at``,
+    ``revoked_at``, or ``idle_s`` without use."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[str] = mapped_column(String(40), index=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[str] = mapped_column(String(40), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+
+class LoginThrottle(Base):
+    """Failed logins counted per ``key`` (``email:<sha256>`` whether or not the account
+    exists, and ``ip:<address>``): slowed after a few, locked until ``locked_until``."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SsoConnection(Base):
+    """An organisation's identity provider (``kind``: ``oidc``): its issuer, our client
+    id and sealed secret there; who it signs in (``email_domains``: JSON list), with
+    which organisation role (``group_roles``: JSON ``{group: role}``, else
+    ``default_role``). ``enforced``: local passwords are refused for the organisation's
+    members, but ``break_glass_email``'s."""
+
+    __tablename__ = "sso_connections"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    issuer: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(300))
+    client_secret: Mapped[str] = mapped_column(Text)
+    email_domains: Mapped[str] = mapped_column(Text)
+    group_roles: Mapped[str] = mapped_column(Text)
+    default_role: Mapped[str] = mapped_column(String(16))
+    enforced: Mapped[bool] = mapped_column(Boolean, default=False)
+    break_glass_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SsoState(Base):
+    """A sign-in under way: the ``state`` sent to the provider (its SHA-256 here), the
+    ``nonce`` the ID token must carry, the PKCE verifier (sealed), where to go after.
+    Used once, within minutes."""
+
+    __tablename__ = "sso_states"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    connection_id: Mapped[str] = mapped_column(String(40))
+    nonce: Mapped[str] = mapped_column(String(100))
+    verifier: Mapped[str] = mapped_column(Text)
+    return_to: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ScimToken(Base):
+    """A bearer token an identity provider provisions an organisation's people with
+    (SCIM 2.0 at ``/scim/v2``); only its SHA-256 is stored."""
+
+    __tablename__ = "scim_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Invite(Base):
@@ -199,6 +334,7 @@ class Group(Base):
     org_id: Mapped[str] = mapped_column(String(40), index=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)  # SCIM's
 
     __table_args__ = (UniqueConstraint("org_id", "name", name="uq_groups_org_id_name"),)
 

@@ -232,7 +232,9 @@ class PeopleStore:
         the organisation."""
         async with self._sessions() as s:
             user = await s.scalar(select(User).where(User.id == user_id, User.org_id == org_id))
-            return frozenset() if user is None else await _held_by(s, user)
+            if user is None or not user.active:  # deactivated (SCIM): nothing
+                return frozenset()
+            return await _held_by(s, user)
 
     # ------------------------------------------------------------ users
 

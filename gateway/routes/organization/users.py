@@ -4,10 +4,12 @@ their keys on every replica at once."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict
 
-from forge.errors import InvalidRequest
+from forge.errors import InvalidRequest, NotFound
 from forge.people.objects import (
     AssignedRole,
     AssignmentDeleted,
@@ -69,7 +71,18 @@ async def delete_user(user_id: str, call: OrgCall = Depends(org_call)) -> Delete
     revoked = await call.people.delete_user(call.org_id, user_id, call.held)
     if revoked:
         await call.runtime.keys_changed(revoked)
+    if call.runtime.identity is not None:  # their browser sessions end too
+        await call.runtime.identity.revoke_user(user_id)
     return Deleted(object="organization.user.deleted", id=user_id)
+
+
+@router.post("/{user_id}/unlock", openapi_extra=audited("user.updated"))
+async def unlock_user(user_id: str, call: OrgCall = Depends(org_call)) -> dict[str, Any]:
+    """Lift the lock that failed logins put on a member's email (forge.identity)."""
+    if call.runtime.identity is None:
+        raise NotFound("People's logins are not enabled on this platform.")
+    locked = await call.runtime.identity.unlock(call.org_id, user_id)
+    return {"object": "organization.user.unlocked", "id": user_id, "was_locked": locked}
 
 
 @router.get("/{user_id}/roles", response_model=CursorPage[AssignedRole])

@@ -1,0 +1,1 @@
+"""People's identity: accounts, passwords, sessions, second factors, mailed tokens."""

@@ -1,0 +1,343 @@
+"""Single sign-on with an organisation's OpenID provider: its connection (issuer, client,
+email domains, groups to roles, enforced or not), the sign-in's start (a redirect with
+``state``, ``nonce`` and a PKCE challenge, the three kept server-side and used once) and
+its callback (the code exchanged, the ID token checked, the person provisioned just in
+time into the organisation with the role their groups give, and a session).
+
+A connection is found by the email's domain (each domain belongs to one connection), so
+a person types their email and is sent to their company's provider."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from forge.credentials.sealing import Keyring
+from forge.db.schema import Account, SsoConnection, SsoState, User, utcnow
+from forge.errors import Conflict, InvalidRequest, NotFound
+from forge.identity.objects import EMAIL, Body
+from forge.identity.oidc import OidcProvider, SsoRefused, refused
+from forge.identity.service import Client, Identity, SignedIn, new_account, normal_email
+from forge.tenancy.objects import unix
+
+OrgRole = Literal["owner", "reader"]
+STATE_TTL = timedelta(minutes=10)
+SECRET_CONTEXT = "sso-client-secret:{id}"
+VERIFIER_CONTEXT = "sso-verifier"
+DOMAIN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
+
+
+class ConnectionBody(Body):
+    issuer: str = Field(min_length=8, max_length=500, pattern=r"^https?://[^\s]+$")
+    client_id: str = Field(min_length=1, max_length=300)
+    client_secret: str = Field(min_length=1, max_length=2000)
+    email_domains: list[str] = Field(min_length=1, max_length=50)
+    group_roles: dict[str, OrgRole] = Field(
+        default_factory=dict, description="An IdP group → the organisation role it gives."
+    )
+    default_role: OrgRole = "reader"
+    enforced: bool = Field(False, description="Refuse local passwords for the members.")
+    break_glass_email: str | None = Field(
+        None, pattern=EMAIL, max_length=320, description="The owner who may still use one."
+    )
+
+    @field_validator("email_domains")
+    @classmethod
+    def _domains(cls, domains: list[str]) -> list[str]:
+        import re
+
+        lowered = [d.strip().lower() for d in domains]
+        bad = [d for d in lowered if not re.match(DOMAIN, d)]
+        if bad:
+            raise ValueError(f"not a domain: {bad[0]!r}")
+        return lowered
+
+
+class ConnectionObject(BaseModel):
+    id: str
+    object: Literal["organization.sso_connection"] = "organization.sso_connection"
+    kind: str
+    issuer: str
+    client_id: str
+    email_domains: list[str]
+    group_roles: dict[str, str]
+    default_role: str
+    enforced: bool
+    break_glass_email: str | None
+    redirect_uri: str = Field(description="Register this at the identity provider.")
+    created_at: int
+
+
+@dataclass
+class Finished:
+    signed: SignedIn
+    return_to: str
+
+
+def safe_return(path: str | None) -> str:
+    """Where to go after signing in: a path on this platform only (no open redirect)."""
+    if path is None or path == "":
+        return "/"
+    if (
+        not path.startswith("/")
+        or path.startswith("//")
+        or path.startswith("/\\")
+        or any(c in path for c in "\r\n\t")
+    ):
+        raise InvalidRequest(
+            "return_to must be a path on this platform (like /console).",
+            param="return_to",
+            code="invalid_return_to",
+        )
+    return path
+
+
+class SingleSignOn:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        identity: Identity,
+        keyring: Keyring,
+        provider: OidcProvider | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self.identity = identity
+        self.keyring = keyring
+        self.provider = provider or OidcProvider()
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.identity.config.public_url.rstrip("/") + "/auth/sso/callback"
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def create(self, org_id: str, body: ConnectionBody) -> ConnectionObject:
+        async with self._sessions.begin() as s:
+            taken = {
+                d: c.org_id
+                for c in await s.scalars(select(SsoConnection))
+                for d in json.loads(c.email_domains)
+            }
+            clash = [d for d in body.email_domains if d in taken]
+            if clash:
+                raise Conflict(
+                    f"The domain {clash[0]} already signs in through another connection.",
+                    param="email_domains",
+                    code="domain_taken",
+                )
+            connection_id = "ssoc_" + secrets.token_hex(12)
+            row = SsoConnection(
+                id=connection_id,
+                org_id=org_id,
+                kind="oidc",
+                issuer=body.issuer,
+                client_id=body.client_id,
+                client_secret=self.keyring.seal(
+                    body.client_secret, SECRET_CONTEXT.format(id=connection_id)
+                ),
+                email_domains=json.dumps(body.email_domains),
+                group_roles=json.dumps(body.group_roles),
+                default_role=body.default_role,
+                enforced=body.enforced,
+                break_glass_email=normal_email(body.break_glass_email)
+                if body.break_glass_email
+                else None,
+                created_at=utcnow(),
+            )
+            s.add(row)
+        return self._object(row)
+
+    async def list(self, org_id: str) -> list[ConnectionObject]:
+        async with self._sessions() as s:
+            rows = await s.scalars(
+                select(SsoConnection)
+                .where(SsoConnection.org_id == org_id)
+                .order_by(SsoConnection.created_at)
+            )
+            return [self._object(r) for r in rows]
+
+    async def delete(self, org_id: str, connection_id: str) -> None:
+        async with self._sessions.begin() as s:
+            row = await s.get(SsoConnection, connection_id)
+            if row is None or row.org_id != org_id:
+                raise NotFound(f"No SSO connection {connection_id!r}.", param="connection_id")
+            await s.delete(row)
+
+    def _object(self, row: SsoConnection) -> ConnectionObject:
+        return ConnectionObject(
+            id=row.id,
+            kind=row.kind,
+            issuer=row.issuer,
+            client_id=row.client_id,
+            email_domains=json.loads(row.email_domains),
+            group_roles=json.loads(row.group_roles),
+            default_role=row.default_role,
+            enforced=row.enforced,
+            break_glass_email=row.break_glass_email,
+            redirect_uri=self.redirect_uri,
+            created_at=unix(row.created_at) or 0,
+        )
+
+    async def for_email(self, email: str) -> SsoConnection | None:
+        domain = normal_email(email).rpartition("@")[2]
+        async with self._sessions() as s:
+            for row in await s.scalars(select(SsoConnection)):
+                if domain in json.loads(row.email_domains):
+                    return row
+        return None
+
+    # -- signing in -----------------------------------------------------------------------
+
+    async def start(self, email: str, return_to: str | None) -> str:
+        """The provider's authorization URL for ``email``'s organisation."""
+        back = safe_return(return_to)
+        connection = await self.for_email(email)
+        if connection is None:
+            raise NotFound("No single sign-on for this email's domain.", param="email")
+        metadata = await self.provider.metadata(connection.issuer)
+        state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        verifier = secrets.token_urlsafe(48)
+        async with self._sessions.begin() as s:
+            s.add(
+                SsoState(
+                    state_hash=_digest(state),
+                    connection_id=connection.id,
+                    nonce=nonce,
+                    verifier=self.keyring.seal(verifier, VERIFIER_CONTEXT),
+                    return_to=back,
+                    created_at=utcnow(),
+                    expires_at=utcnow() + STATE_TTL,
+                )
+            )
+        return self.provider.authorization_url(
+            metadata, connection.client_id, self.redirect_uri, state, nonce, verifier
+        )
+
+    async def finish(self, code: str, state: str, client: Client) -> Finished:
+        """The callback: every check, then the person's session (``SsoRefused``, a 401
+        with its reason in the audit log, otherwise)."""
+        connection: SsoConnection | None = None
+        try:
+            pending = await self._take_state(state)
+            async with self._sessions() as s:
+                connection = await s.get(SsoConnection, pending.connection_id)
+            if connection is None:
+                raise refused("connection_removed")
+            claims = await self._claims(connection, pending, code)
+            email = _verified_email(claims, connection)
+            signed = await self._sign_in(connection, claims, email, client)
+        except SsoRefused as failed:
+            org = connection.org_id if connection is not None else None
+            await self.identity.audit_sso_refusal(org, failed.reason, client)
+            raise
+        return Finished(signed, pending.return_to)
+
+    async def _take_state(self, state: str) -> SsoState:
+        async with self._sessions.begin() as s:
+            row = await s.get(SsoState, _digest(state), with_for_update=True)
+            if row is None:
+                raise refused("invalid_state")
+            if row.used_at is not None:
+                raise refused("replayed_state")
+            expires = row.expires_at
+            if expires.tzinfo is None:
+                expires = expires.replace(tzinfo=utcnow().tzinfo)
+            if expires <= utcnow():
+                raise refused("expired_state")
+            row.used_at = utcnow()
+            await s.flush()  # written with the transaction (before the row is let go)
+            s.expunge(row)
+            return row
+
+    async def _claims(
+        self, connection: SsoConnection, pending: SsoState, code: str
+    ) -> dict[str, Any]:
+        metadata = await self.provider.metadata(connection.issuer)
+        secret = self.keyring.open(
+            connection.client_secret, SECRET_CONTEXT.format(id=connection.id)
+        )
+        verifier = self.keyring.open(pending.verifier, VERIFIER_CONTEXT)
+        token = await self.provider.exchange(
+            metadata, connection.client_id, secret, self.redirect_uri, code, verifier
+        )
+        claims = await self.provider.verified_claims(
+            metadata, str(token["id_token"]), connection.client_id, pending.nonce
+        )
+        if token.get("access_token") and not {"email", "groups"} <= claims.keys():
+            extra = await self.provider.user_info(
+                metadata, str(token["access_token"]), str(claims["sub"])
+            )
+            claims = {**extra, **claims}  # the signed token's claims win
+        return claims
+
+    async def _sign_in(
+        self, connection: SsoConnection, claims: dict[str, Any], email: str, client: Client
+    ) -> SignedIn:
+        """Just in time: the account (no password) and the organisation's user, whose
+        role follows the provider's groups at every sign-in."""
+        role = role_for(
+            claims.get("groups"), json.loads(connection.group_roles), connection.default_role
+        )
+        now = utcnow()
+        async with self._sessions.begin() as s:
+            account = await s.scalar(select(Account).where(Account.email == email))
+            if account is None:
+                account = new_account(email, email_verified_at=now)
+                s.add(account)
+            account.email_verified_at = account.email_verified_at or now
+            user = await s.scalar(
+                select(User).where(User.org_id == connection.org_id, User.email == email)
+            )
+            if user is None:
+                name = claims.get("name")
+                user = User(
+                    id="user-" + secrets.token_hex(12),
+                    org_id=connection.org_id,
+                    email=email,
+                    name=str(name)[:200] if name else None,
+                    role=role,
+                    created_at=now,
+                )
+                s.add(user)
+            elif not user.active:  # deactivated by provisioning: the provider's word too
+                raise refused("user_deactivated")
+            else:
+                user.role = role
+            await s.flush()
+            s.expunge_all()
+        return await self.identity.open_session(
+            account,
+            user,
+            connection.org_id,
+            client,
+            {"method": "oidc", "connection": connection.id},
+        )
+
+
+def role_for(groups: Any, mapping: dict[str, str], default: str) -> str:
+    """The highest role any of the person's groups gives (owner above reader), else
+    the connection's default."""
+    roles = {mapping[g] for g in groups or [] if isinstance(g, str) and g in mapping}
+    return "owner" if "owner" in roles else "reader" if "reader" in roles else default
+
+
+def _verified_email(claims: dict[str, Any], connection: SsoConnection) -> str:
+    email = claims.get("email")
+    if not isinstance(email, str) or claims.get("email_verified") is False:
+        raise refused("no_verified_email")
+    email = normal_email(email)
+    if email.rpartition("@")[2] not in json.loads(connection.email_domains):
+        raise refused("domain_not_allowed")
+    return email
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()

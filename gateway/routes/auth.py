@@ -1,0 +1,206 @@
+"""People's logins (our paths; OpenAI has none): registration and email verification,
+login and logout with a session cookie, sessions listed and revoked, password reset by
+a mailed single-use link, password change, and a TOTP second factor with recovery codes.
+A signed-in person uses the Admin API with the session cookie (and ``X-CSRF-Token``) as
+their user in the session's organisation: gateway.deps.admin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from forge.identity.objects import (
+    AccountObject,
+    CodeBody,
+    LoginBody,
+    LoginObject,
+    PasswordChangeBody,
+    RecoveryCodes,
+    RegisterBody,
+    ResetBody,
+    ResetConfirmBody,
+    SessionObject,
+    TokenBody,
+    TotpEnrolment,
+)
+from forge.identity.oidc import refused
+from forge.identity.service import LiveSession, csrf_token, session_object
+from forge.identity.sso import SingleSignOn
+from gateway.runtime import GatewayRuntime
+from gateway.sessions import (
+    clear_session_cookies,
+    client_of,
+    identity_of,
+    set_session_cookies,
+    signed_in,
+)
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+PENDING = {
+    "object": "auth.pending",
+    "message": "If the email can be used, a mail with a link is on its way.",
+}
+
+
+@router.post("/register", status_code=202)
+async def register(body: RegisterBody, request: Request) -> dict[str, Any]:
+    """The same answer whether or not the email has an account (its owner is mailed)."""
+    await identity_of(request).register(body.email, body.password)
+    return PENDING
+
+
+@router.post("/verify", response_model=AccountObject)
+async def verify(body: TokenBody, request: Request) -> AccountObject:
+    return await identity_of(request).verify_email(body.token)
+
+
+@router.post("/login", response_model=LoginObject)
+async def login(body: LoginBody, request: Request) -> JSONResponse:
+    identity = identity_of(request)
+    signed = await identity.login(
+        body.email,
+        body.password,
+        client_of(request),
+        body.organization,
+        body.totp_code,
+        body.recovery_code,
+    )
+    answer = LoginObject(
+        account=await identity.account_object(signed.account),
+        session=session_object(signed.session, current=True),
+        csrf_token=csrf_token(signed.token),
+    )
+    response = JSONResponse(answer.model_dump())
+    config = identity.config
+    set_session_cookies(response, signed.token, int(config.session_ttl_s), config.cookie_secure)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, live: LiveSession = Depends(signed_in)) -> JSONResponse:
+    identity = identity_of(request)
+    await identity.logout(live.session, client_of(request))
+    response = JSONResponse({"object": "auth.logout", "session": live.session.id})
+    clear_session_cookies(response, identity.config.cookie_secure)
+    return response
+
+
+@router.get("/me", response_model=AccountObject)
+async def me(request: Request, live: LiveSession = Depends(signed_in)) -> AccountObject:
+    return await identity_of(request).account_object(live.account)
+
+
+@router.get("/sessions")
+async def sessions(request: Request, live: LiveSession = Depends(signed_in)) -> dict[str, Any]:
+    found: list[SessionObject] = await identity_of(request).sessions(
+        live.account.id, live.session.id
+    )
+    return {"object": "list", "data": [s.model_dump() for s in found], "has_more": False}
+
+
+@router.delete("/sessions/{session_id}")
+async def revoke_session(
+    session_id: str, request: Request, live: LiveSession = Depends(signed_in)
+) -> dict[str, Any]:
+    await identity_of(request).revoke(live.account.id, session_id, client_of(request))
+    return {"object": "auth.session.deleted", "id": session_id, "deleted": True}
+
+
+@router.post("/sessions/revoke_all")
+async def revoke_all(
+    request: Request, response: Response, live: LiveSession = Depends(signed_in)
+) -> dict[str, Any]:
+    """Every session of the account ends, this one too."""
+    identity = identity_of(request)
+    count = await identity.revoke_all(live.account.id, client_of(request))
+    clear_session_cookies(response, identity.config.cookie_secure)
+    return {"object": "auth.sessions.revoked", "revoked": count}
+
+
+@router.post("/password/reset", status_code=202)
+async def request_reset(body: ResetBody, request: Request) -> dict[str, Any]:
+    await identity_of(request).request_reset(body.email)
+    return PENDING
+
+
+@router.post("/password/reset/confirm")
+async def confirm_reset(body: ResetConfirmBody, request: Request) -> dict[str, Any]:
+    """A used, expired or unknown link is a 400; every session of the account ends."""
+    await identity_of(request).reset_password(body.token, body.password, client_of(request))
+    return {"object": "auth.password_reset", "status": "done"}
+
+
+@router.post("/password")
+async def change_password(
+    body: PasswordChangeBody, request: Request, live: LiveSession = Depends(signed_in)
+) -> dict[str, Any]:
+    await identity_of(request).change_password(
+        live.session, body.current_password, body.new_password, client_of(request)
+    )
+    return {"object": "auth.password_changed", "status": "done"}
+
+
+@router.post("/mfa/totp", response_model=TotpEnrolment)
+async def begin_totp(request: Request, live: LiveSession = Depends(signed_in)) -> TotpEnrolment:
+    secret, uri = await identity_of(request).begin_totp(live.account.id)
+    return TotpEnrolment(secret=secret, otpauth_uri=uri)
+
+
+@router.post("/mfa/totp/confirm", response_model=RecoveryCodes)
+async def confirm_totp(
+    body: CodeBody, request: Request, live: LiveSession = Depends(signed_in)
+) -> RecoveryCodes:
+    codes = await identity_of(request).confirm_totp(live.account.id, body.code, client_of(request))
+    return RecoveryCodes(codes=codes)
+
+
+@router.post("/mfa/totp/disable")
+async def disable_totp(
+    body: CodeBody, request: Request, live: LiveSession = Depends(signed_in)
+) -> dict[str, Any]:
+    await identity_of(request).disable_totp(live.account.id, body.code, client_of(request))
+    return {"object": "auth.mfa", "mfa_enabled": False}
+
+
+def _sso(request: Request) -> SingleSignOn:
+    rt: GatewayRuntime = request.app.state.runtime
+    if rt.sso is None:
+        raise refused("not_enabled", "Single sign-on is not enabled on this platform.")
+    return rt.sso
+
+
+@router.get("/sso/start")
+async def sso_start(
+    request: Request,
+    email: str = Query(min_length=3, max_length=320),
+    return_to: str | None = Query(None, max_length=2000),
+) -> RedirectResponse:
+    """To the identity provider of the email's organisation (``return_to``: a path on
+    this platform to land on afterwards; anything else is a 400)."""
+    url = await _sso(request).start(email, return_to)
+    return RedirectResponse(url, status_code=303)
+
+
+@router.get("/sso/callback")
+async def sso_callback(
+    request: Request,
+    code: str | None = Query(None, max_length=2000),
+    state: str | None = Query(None, max_length=200),
+    error: str | None = Query(None, max_length=200),
+) -> RedirectResponse:
+    """The provider's answer: a session and a redirect to where the sign-in started, or
+    a 401 naming the check that failed (in the audit log too)."""
+    sso = _sso(request)
+    if error is not None or not code or not state:
+        reason = "provider_error" if error is not None else "missing_code_or_state"
+        await sso.identity.audit_sso_refusal(None, reason, client_of(request))
+        raise refused(reason)
+    done = await sso.finish(code, state, client_of(request))
+    response = RedirectResponse(done.return_to, status_code=303)
+    config = sso.identity.config
+    set_session_cookies(
+        response, done.signed.token, int(config.session_ttl_s), config.cookie_secure
+    )
+    return response
