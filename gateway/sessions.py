@@ -60,6 +60,12 @@ async def session_key(request: Request) -> KeyInfo:
     """What a session is on the Admin API: its user's key, in its organisation."""
     live = await signed_in(request)
     session = live.session
+    if session.restricted:
+        raise PermissionDenied(
+            "Your organisation requires a second factor: enrol one (POST /auth/mfa/totp) "
+            "and sign in again.",
+            code="mfa_enrollment_required",
+        )
     return KeyInfo(
         id=session.id,
         name=f"session of {live.account.email}",
@@ -67,7 +73,7 @@ async def session_key(request: Request) -> KeyInfo:
         role="admin",  # the route's permission, checked against the user's, decides
         created_at=session.created_at,
         org_id=session.org_id,
-        project_id=live.project_id or "",
+        project_id=live.project_id,
         owner_type="user",
         owner_id=session.user_id,
         org_status=live.org_status,

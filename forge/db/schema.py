@@ -58,6 +58,8 @@ class Organization(Base):
     default_project_id: Mapped[str] = mapped_column(String(40))  # admin keys' project
     # the Platform-plan organisation that resells to this one (its sub-organisation)
     parent_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    # its login policy (forge.identity): a second factor for every local account
+    require_mfa: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Project(Base):
@@ -197,6 +199,9 @@ class AuthSession(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # signed in without the second factor its organisation requires: it may enrol one,
+    # nothing else, until it has
+    restricted: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class LoginThrottle(Base):

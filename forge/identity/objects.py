@@ -77,6 +77,9 @@ class SessionObject(BaseModel):
     source_ip: str | None
     user_agent: str | None
     current: bool = False
+    restricted: bool = Field(
+        False, description="The organisation requires a second factor not yet enrolled."
+    )
 
 
 class LoginObject(BaseModel):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forge.audit.store import AuditEvent, AuditStore
@@ -35,7 +35,6 @@ from forge.db.schema import (
     AuthSession,
     AuthToken,
     Organization,
-    Project,
     SsoConnection,
     User,
     utcnow,
@@ -97,7 +96,7 @@ class LiveSession:
     account: Account
     org_status: str
     plan: str | None
-    project_id: str | None
+    project_id: str
 
 
 @dataclass
@@ -288,10 +287,22 @@ class Identity:
         await self.throttle.clear([email_key(email)])
         if stored is not None and needs_rehash(stored):
             await self._set_password(account.id, password)
-        return await self.open_session(account, user, org.id, client, {"method": "password"})
+        # the organisation requires a second factor this account has not enrolled: a
+        # session that may enrol one and do nothing else
+        restricted = org.require_mfa and account.totp_enabled_at is None
+        details: dict[str, Any] = {"method": "password"}
+        if restricted:
+            details["mfa_enrollment_required"] = True
+        return await self.open_session(account, user, org.id, client, details, restricted)
 
     async def open_session(
-        self, account: Account, user: User, org_id: str, client: Client, details: dict[str, Any]
+        self,
+        account: Account,
+        user: User,
+        org_id: str,
+        client: Client,
+        details: dict[str, Any],
+        restricted: bool = False,
     ) -> SignedIn:
         """A new session of ``account`` acting as ``user`` (after a password or SSO)."""
         token = secrets.token_urlsafe(32)
@@ -307,6 +318,7 @@ class Identity:
             expires_at=now + timedelta(seconds=self.config.session_ttl_s),
             source_ip=client.address,
             user_agent=(client.user_agent or "")[:300] or None,
+            restricted=restricted,
         )
         async with self._sessions.begin() as s:
             s.add(session)
@@ -449,12 +461,6 @@ class Identity:
             account = await s.get(Account, session.account_id)
             user = await s.get(User, session.user_id)
             org = await s.get(Organization, session.org_id)
-            project = await s.scalar(
-                select(Project.id)
-                .where(Project.org_id == session.org_id)
-                .order_by(Project.created_at)
-                .limit(1)
-            )
         if account is None or account.disabled_at is not None or org is None:
             return None
         if user is None or not user.active:  # removed or deactivated (SCIM)
@@ -468,7 +474,7 @@ class Identity:
                 await s.execute(
                     update(AuthSession).where(AuthSession.id == session.id).values(last_seen_at=now)
                 )
-        return LiveSession(session, account, org.status, org.plan, project)
+        return LiveSession(session, account, org.status, org.plan, org.default_project_id)
 
     async def logout(self, session: AuthSession, client: Client) -> None:
         await self._revoke(session.account_id, [session.id])
@@ -580,9 +586,11 @@ class Identity:
             )
         return secret, totp.provisioning_uri(secret, account.email)
 
-    async def confirm_totp(self, account_id: str, code: str, client: Client) -> list[str]:
+    async def confirm_totp(
+        self, account_id: str, code: str, client: Client, session_id: str | None = None
+    ) -> list[str]:
         """Turn the enrolled secret on with its first code; returns the recovery codes
-        (shown once)."""
+        (shown once). The session that enrolled it is no longer restricted."""
         account = await self._account(account_id)
         if account.totp_pending is None:
             raise InvalidRequest(
@@ -602,6 +610,12 @@ class Identity:
                     recovery_codes=json.dumps([totp.code_digest(c) for c in codes]),
                 )
             )
+            if session_id is not None:
+                await s.execute(
+                    update(AuthSession)
+                    .where(AuthSession.id == session_id, AuthSession.account_id == account.id)
+                    .values(restricted=False)
+                )
         await self._audit_each(account, "mfa.enabled", client, {"method": "totp"})
         return codes
 
@@ -610,6 +624,11 @@ class Identity:
         account = await self._account(account_id)
         if account.totp_enabled_at is None:
             raise Conflict("No second factor is on.", code="mfa_not_enabled")
+        if await self._mfa_required(account.email):
+            raise Conflict(
+                "An organisation of yours requires a second factor: it cannot be turned off.",
+                code="mfa_required_by_organization",
+            )
         if not (
             await self._use_totp(account, code) or await self._use_recovery_code(account.id, code)
         ):
@@ -621,6 +640,35 @@ class Identity:
                 .values(totp_secret=None, totp_enabled_at=None, recovery_codes=None)
             )
         await self._audit_each(account, "mfa.disabled", client, {"method": "totp"})
+
+    async def _mfa_required(self, email: str) -> bool:
+        async with self._sessions() as s:
+            found = await s.scalar(
+                select(func.count())
+                .select_from(User)
+                .join(Organization, Organization.id == User.org_id)
+                .where(User.email == email, Organization.require_mfa.is_(True))
+            )
+        return bool(found)
+
+    async def login_policy(self, org_id: str, require_mfa: bool | None = None) -> dict[str, Any]:
+        """The organisation's login policy, changed first when ``require_mfa`` is given."""
+        async with self._sessions.begin() as s:
+            org = await s.get(Organization, org_id)
+            if org is None:
+                raise NotFound(f"No organization {org_id!r}.")
+            if require_mfa is not None:
+                org.require_mfa = require_mfa
+            enforced = await s.scalar(
+                select(func.count())
+                .select_from(SsoConnection)
+                .where(SsoConnection.org_id == org_id, SsoConnection.enforced.is_(True))
+            )
+            return {
+                "object": "organization.login_policy",
+                "require_mfa": org.require_mfa,
+                "sso_enforced": bool(enforced),
+            }
 
     async def unlock(self, org_id: str, user_id: str) -> bool:
         """An admin lifts the login lock of a member's email (the route audits it);
@@ -758,4 +806,5 @@ def session_object(row: AuthSession, current: bool = False) -> SessionObject:
         source_ip=row.source_ip,
         user_agent=row.user_agent,
         current=current,
+        restricted=row.restricted,
     )

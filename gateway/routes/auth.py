@@ -152,7 +152,9 @@ async def begin_totp(request: Request, live: LiveSession = Depends(signed_in)) -
 async def confirm_totp(
     body: CodeBody, request: Request, live: LiveSession = Depends(signed_in)
 ) -> RecoveryCodes:
-    codes = await identity_of(request).confirm_totp(live.account.id, body.code, client_of(request))
+    codes = await identity_of(request).confirm_totp(
+        live.account.id, body.code, client_of(request), live.session.id
+    )
     return RecoveryCodes(codes=codes)
 
 

@@ -285,3 +285,32 @@ async def test_totp_with_recovery_codes_and_no_code_twice(gw):
     assert (await login(gw, email)).status_code == 200
     types = [t for t, _ in await audit_types(gw)]
     assert {"mfa.enabled", "mfa.disabled"} <= set(types)
+
+
+async def test_an_organisation_that_requires_mfa_restricts_sessions_until_one_is_enrolled(gw):
+    admin = {"authorization": f"Bearer {gw.admin_key}"}
+    email = "fay@example.com"
+    await member(gw, "keeper@example.com")  # the organisation keeps another owner
+    await account(gw, email)
+    policy = await gw.http.post("/v1/organization/login_policy", headers=admin,
+                                json={"require_mfa": True})  # fmt: skip
+    assert policy.json() == {
+        "object": "organization.login_policy",
+        "require_mfa": True,
+        "sso_enforced": False,
+    }
+    signed = await login(gw, email)
+    assert signed.status_code == 200 and signed.json()["session"]["restricted"]
+    blocked = await gw.http.get("/v1/organization/users")
+    assert blocked.status_code == 403
+    assert blocked.json()["error"]["code"] == "mfa_enrollment_required"
+    assert (await gw.http.get("/auth/me")).status_code == 200  # it may see itself, and enrol
+    enrol = (await post(gw, "/auth/mfa/totp", headers=csrf(signed))).json()
+    code = pyotp.TOTP(enrol["secret"]).now()
+    codes = await post(gw, "/auth/mfa/totp/confirm", {"code": code}, headers=csrf(signed))
+    assert codes.status_code == 200
+    assert (await gw.http.get("/v1/organization/users")).status_code == 200  # lifted
+    kept = await post(gw, "/auth/mfa/totp/disable", {"code": codes.json()["codes"][0]},
+                      headers=csrf(signed))  # fmt: skip
+    assert kept.status_code == 409
+    assert kept.json()["error"]["code"] == "mfa_required_by_organization"
