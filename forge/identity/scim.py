@@ -142,6 +142,9 @@ class Changed:
     deactivated: list[str]
 
 
+NOTHING = Changed([], [])  # a change with no keys or sessions to end (a group's)
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -356,15 +359,17 @@ class ScimStore:
 
     async def replace_group(
         self, org_id: str, group_id: str, body: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], Changed]:
         async with self._sessions.begin() as s:
             row = await _group_row(s, org_id, group_id)
             row.name = _display_name(body)
             row.external_id = body.get("externalId")
             await self._set_members(s, row, _member_ids(body.get("members")))
-            return await self._group(s, row)
+            return await self._group(s, row), NOTHING
 
-    async def patch_group(self, org_id: str, group_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def patch_group(
+        self, org_id: str, group_id: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], Changed]:
         ops = operations(body)
         async with self._sessions.begin() as s:
             row = await _group_row(s, org_id, group_id)
@@ -399,13 +404,14 @@ class ScimStore:
                 else:
                     raise ScimError(400, f"Cannot {op} {path!r} on a group.", "invalidPath")
             await self._set_members(s, row, sorted(members))
-            return await self._group(s, row)
+            return await self._group(s, row), NOTHING
 
-    async def delete_group(self, org_id: str, group_id: str) -> None:
+    async def delete_group(self, org_id: str, group_id: str) -> Changed:
         async with self._sessions.begin() as s:
             row = await _group_row(s, org_id, group_id)
             await s.execute(delete(GroupMember).where(GroupMember.group_id == row.id))
             await s.delete(row)
+        return NOTHING
 
     async def _set_members(self, s: AsyncSession, group: Group, user_ids: list[str]) -> None:
         if user_ids:

@@ -6,6 +6,7 @@ their keys on every replica at once."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -94,89 +95,70 @@ async def service_provider_config(call: ScimCall = Depends(scim_call)) -> JSONRe
     )
 
 
-@router.get("/Users")
-async def list_users(
-    filter: str | None = Query(None, max_length=500),
-    startIndex: int | None = Query(None),
-    count: int | None = Query(None),
-    call: ScimCall = Depends(scim_call),
-) -> JSONResponse:
-    start, size = page_bounds(startIndex, count)
-    return scim_json(await call.store.list_users(call.org_id, filter, start, size))
+@dataclass(frozen=True)
+class Kind:
+    """A SCIM resource type: its path, the store's methods (``<verb>_<noun>``), and the
+    audit events of its changes."""
+
+    path: str
+    noun: str
+    added: str
+    updated: str
+    deleted: str
 
 
-@router.get("/Users/{user_id}")
-async def get_user(user_id: str, call: ScimCall = Depends(scim_call)) -> JSONResponse:
-    return scim_json(await call.store.get_user(call.org_id, user_id))
+KINDS = (
+    Kind("Users", "user", "user.added", "user.updated", "user.deleted"),
+    Kind("Groups", "group", "group.created", "group.updated", "group.deleted"),
+)
 
 
-@router.post("/Users")
-async def create_user(call: ScimCall = Depends(scim_call)) -> JSONResponse:
-    user = await call.store.create_user(call.org_id, await call.body())
-    await call.audit("user.added", user["id"])
-    return scim_json(user, 201)
+def _add_routes(kind: Kind) -> None:
+    """List, get, create, replace, patch and delete of ``kind``, declared once."""
+
+    def store(call: ScimCall, verb: str) -> Any:
+        return getattr(call.store, f"{verb}_{kind.noun}")
+
+    @router.get(f"/{kind.path}", name=f"list_{kind.noun}s")
+    async def list_all(
+        filter: str | None = Query(None, max_length=500),
+        startIndex: int | None = Query(None),
+        count: int | None = Query(None),
+        call: ScimCall = Depends(scim_call),
+    ) -> JSONResponse:
+        start, size = page_bounds(startIndex, count)
+        found = getattr(call.store, f"list_{kind.noun}s")  # the plural: a list
+        return scim_json(await found(call.org_id, filter, start, size))
+
+    @router.get(f"/{kind.path}/{{resource_id}}", name=f"get_{kind.noun}")
+    async def get_one(resource_id: str, call: ScimCall = Depends(scim_call)) -> JSONResponse:
+        return scim_json(await store(call, "get")(call.org_id, resource_id))
+
+    @router.post(f"/{kind.path}", name=f"create_{kind.noun}")
+    async def create(call: ScimCall = Depends(scim_call)) -> JSONResponse:
+        made = await store(call, "create")(call.org_id, await call.body())
+        await call.audit(kind.added, made["id"])
+        return scim_json(made, 201)
+
+    async def change(verb: str, resource_id: str, call: ScimCall) -> JSONResponse:
+        resource, changed = await store(call, verb)(call.org_id, resource_id, await call.body())
+        await call.audit(kind.updated, resource_id, changed)
+        return scim_json(resource)
+
+    @router.put(f"/{kind.path}/{{resource_id}}", name=f"replace_{kind.noun}")
+    async def replace(resource_id: str, call: ScimCall = Depends(scim_call)) -> JSONResponse:
+        return await change("replace", resource_id, call)
+
+    @router.patch(f"/{kind.path}/{{resource_id}}", name=f"patch_{kind.noun}")
+    async def patch(resource_id: str, call: ScimCall = Depends(scim_call)) -> JSONResponse:
+        return await change("patch", resource_id, call)
+
+    @router.delete(f"/{kind.path}/{{resource_id}}", status_code=204, name=f"delete_{kind.noun}")
+    async def remove(resource_id: str, call: ScimCall = Depends(scim_call)) -> Response:
+        changed = await store(call, "delete")(call.org_id, resource_id)
+        await call.audit(kind.deleted, resource_id, changed)
+        return Response(status_code=204)
 
 
-@router.put("/Users/{user_id}")
-async def replace_user(user_id: str, call: ScimCall = Depends(scim_call)) -> JSONResponse:
-    user, changed = await call.store.replace_user(call.org_id, user_id, await call.body())
-    await call.audit("user.updated", user_id, changed)
-    return scim_json(user)
-
-
-@router.patch("/Users/{user_id}")
-async def patch_user(user_id: str, call: ScimCall = Depends(scim_call)) -> JSONResponse:
-    user, changed = await call.store.patch_user(call.org_id, user_id, await call.body())
-    await call.audit("user.updated", user_id, changed)
-    return scim_json(user)
-
-
-@router.delete("/Users/{user_id}", status_code=204)
-async def delete_user(user_id: str, call: ScimCall = Depends(scim_call)) -> Response:
-    changed = await call.store.delete_user(call.org_id, user_id)
-    await call.audit("user.deleted", user_id, changed)
-    return Response(status_code=204)
-
-
-@router.get("/Groups")
-async def list_groups(
-    filter: str | None = Query(None, max_length=500),
-    startIndex: int | None = Query(None),
-    count: int | None = Query(None),
-    call: ScimCall = Depends(scim_call),
-) -> JSONResponse:
-    start, size = page_bounds(startIndex, count)
-    return scim_json(await call.store.list_groups(call.org_id, filter, start, size))
-
-
-@router.get("/Groups/{group_id}")
-async def get_group(group_id: str, call: ScimCall = Depends(scim_call)) -> JSONResponse:
-    return scim_json(await call.store.get_group(call.org_id, group_id))
-
-
-@router.post("/Groups")
-async def create_group(call: ScimCall = Depends(scim_call)) -> JSONResponse:
-    group = await call.store.create_group(call.org_id, await call.body())
-    await call.audit("group.created", group["id"])
-    return scim_json(group, 201)
-
-
-@router.put("/Groups/{group_id}")
-async def replace_group(group_id: str, call: ScimCall = Depends(scim_call)) -> JSONResponse:
-    group = await call.store.replace_group(call.org_id, group_id, await call.body())
-    await call.audit("group.updated", group_id)
-    return scim_json(group)
-
-
-@router.patch("/Groups/{group_id}")
-async def patch_group(group_id: str, call: ScimCall = Depends(scim_call)) -> JSONResponse:
-    group = await call.store.patch_group(call.org_id, group_id, await call.body())
-    await call.audit("group.updated", group_id)
-    return scim_json(group)
-
-
-@router.delete("/Groups/{group_id}", status_code=204)
-async def delete_group(group_id: str, call: ScimCall = Depends(scim_call)) -> Response:
-    await call.store.delete_group(call.org_id, group_id)
-    await call.audit("group.deleted", group_id)
-    return Response(status_code=204)
+for _kind in KINDS:
+    _add_routes(_kind)
