@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -22,8 +22,14 @@ ROLES = frozenset({"system", "developer", "user", "assistant"})
 
 
 class LearningCapture:
-    def __init__(self, store: LearningStore, ttl_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: LearningStore,
+        ttl_s: float = 5.0,
+        keeps_bodies: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self.store = store
+        self._keeps_bodies = keeps_bodies  # the project's data retention allows it
         self._ttl_s = ttl_s
         self._suffixes: TtlCache[tuple[str, str], str | None] = TtlCache(10_000)
         self._pending: set[asyncio.Task[None]] = set()
@@ -75,6 +81,8 @@ class LearningCapture:
             suffix = await self._suffix(alias, project_id)
             if suffix is None:
                 return
+            if self._keeps_bodies is not None and not await self._keeps_bodies(project_id):
+                return  # zero data retention: not even for learning
             text = answer if isinstance(answer, str) else answer_text(orjson.loads(answer))
             example = new_example(
                 request_id, org_id, project_id, suffix, body["model"], body["messages"], text

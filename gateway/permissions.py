@@ -39,6 +39,7 @@ RESOURCES_BY_PATH: tuple[tuple[str, str], ...] = (
     (f"{ORG}/sso_connections", "api.organization.admin_api_keys"),
     (f"{ORG}/scim_tokens", "api.organization.admin_api_keys"),
     (f"{ORG}/login_policy", "api.organization.admin_api_keys"),
+    (f"{ORG}/data_retention", "api.organization.admin_api_keys"),
     # creating a customer's organisation mints its admin key: as much as an admin key here
     (f"{ORG}/sub_organizations", "api.organization.admin_api_keys"),
     ("/admin/keys", "api.organization.admin_api_keys"),

@@ -41,7 +41,9 @@ from forge.routing.router import Router
 from forge.routing.stats import RouteStats
 from forge.routing.tokens import TokenCounter
 from forge.settings import Settings
+from forge.tenancy.retention import RetentionStore
 from forge.tenancy.store import TenancyStore
+from forge.ttl_cache import TtlCache
 from forge.webhooks.events import Event
 from forge.webhooks.sender import WebhookSender
 from forge.webhooks.store import WebhookStore
@@ -137,6 +139,7 @@ class GatewayRuntime:
     identity: Identity | None = None  # people's logins (None: from the database and keyring)
     sso: SingleSignOn | None = None  # organisations' identity providers (with identity)
     scim: ScimStore | None = None  # SCIM provisioning at /scim/v2 (with identity)
+    retention: RetentionStore | None = None  # data retention (None: from the database)
 
     def __post_init__(self) -> None:
         opener = None
@@ -192,8 +195,14 @@ class GatewayRuntime:
             self.sso = SingleSignOn(self.tenancy.sessions, self.identity, self.keyring)
         if self.scim is None and self.identity is not None and self.tenancy is not None:
             self.scim = ScimStore(self.tenancy.sessions, self.config.auth.public_url)
+        if self.retention is None and self.tenancy is not None:
+            days = self.config.responses.retention_days
+            self.retention = RetentionStore(self.tenancy.sessions, days)
+        self._kept: TtlCache[str, float] = TtlCache(10_000)
         if self.fine_tuning_jobs is not None:
-            self.relay.learning = LearningCapture(LearningStore(self.fine_tuning_jobs.sessions))
+            self.relay.learning = LearningCapture(
+                LearningStore(self.fine_tuning_jobs.sessions), keeps_bodies=self.keeps_bodies
+            )
         self.auth_failures = AuthFailures()
         self._tasks: list[asyncio.Task[Any]] = []
         self.batch_runner: Any = None  # forge.batches.runner.BatchRunner, once started
@@ -227,6 +236,8 @@ class GatewayRuntime:
             self._tasks.append(loop.create_task(self.budgets.run_giver()))
         if self.responses is not None:
             self._tasks.append(loop.create_task(self._prune_responses(self.responses)))
+        if self.retention is not None:
+            self._tasks.append(loop.create_task(self._purge_retained(self.retention)))
         if self.batches is not None and self.config.batches.run:
             self._batch_task = loop.create_task(self._run_batches(self.batches))
 
@@ -299,6 +310,34 @@ class GatewayRuntime:
                     log.info("pruned %d expired stored responses", pruned)
             except Exception as exc:  # the database away: the next interval tries again
                 log.warning("pruning stored responses failed: %s", type(exc).__name__)
+            await asyncio.sleep(interval)
+
+    async def keeps_bodies(self, project_id: str | None) -> bool:
+        """Whether the project may keep request and response bodies (its data
+        retention; cached a few seconds: a change reaches every replica within them)."""
+        if self.retention is None or project_id is None:
+            return True
+        found, days = self._kept.lookup(project_id)
+        if not found or days is None:
+            days = (await self.retention.kept(project_id)).body_days
+            self._kept.put(project_id, days, self.config.gateway.auth_cache_ttl_s)
+        return days > 0
+
+    def forget_retention(self) -> None:
+        self._kept.clear()
+
+    async def _purge_retained(self, retention: RetentionStore) -> None:
+        """Delete what outlived its data retention, every ``responses.prune_interval_s``
+        (at a random point of the first interval, like the responses' prune)."""
+        interval = self.config.responses.prune_interval_s
+        await asyncio.sleep(random.uniform(0.1, 1.0) * interval)
+        while True:
+            try:
+                gone = await retention.purge()
+                if any(gone.values()):
+                    log.info("data retention purged %s", gone)
+            except Exception as exc:  # the database away: the next interval tries again
+                log.warning("data retention purge failed: %s", type(exc).__name__)
             await asyncio.sleep(interval)
 
     async def close(self) -> None:

@@ -60,6 +60,11 @@ class Organization(Base):
     parent_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     # its login policy (forge.identity): a second factor for every local account
     require_mfa: Mapped[bool] = mapped_column(Boolean, default=False)
+    # data retention (forge.tenancy.retention): OpenAI's type, and how long request and
+    # response bodies and usage records are kept (null: the platform's default, for ever)
+    retention_type: Mapped[str] = mapped_column(String(40), default="modified_abuse_monitoring")
+    body_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    usage_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Project(Base):
@@ -73,6 +78,7 @@ class Project(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    retention_type: Mapped[str] = mapped_column(String(40), default="organization_default")
 
     __table_args__ = (UniqueConstraint("org_id", "name", name="uq_projects_org_id_name"),)
 

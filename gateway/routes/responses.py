@@ -65,6 +65,8 @@ async def create_response(
 ) -> Response:
     body = await validated_body(request, rt, CreateResponseRequest)
     store = rt.responses if body.get("store") is not False else None
+    if store is not None and not await rt.keeps_bodies(key.project_id):
+        store = None  # the project's data retention keeps no bodies
     body["store"] = store is not None  # echoed as what is really done
     history: list[dict[str, Any]] = []
     previous = body.get("previous_response_id")

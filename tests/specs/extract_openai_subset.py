@@ -75,6 +75,8 @@ PATHS = (
     "/organization/groups/{group_id}/users/{user_id}",
     "/organization/groups/{group_id}/roles",
     "/organization/groups/{group_id}/roles/{role_id}",
+    "/organization/data_retention",
+    "/organization/projects/{project_id}/data_retention",
 )
 
 
