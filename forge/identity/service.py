@@ -678,6 +678,13 @@ class Identity:
             raise NotFound(f"No user {user_id!r} in this organisation.", param="user_id")
         return await self.throttle.clear([email_key(user.email)])
 
+    @property
+    def database(self) -> async_sessionmaker[AsyncSession]:
+        return self._sessions
+
+    async def audit_export(self, account: Account, client: Client) -> None:
+        await self._audit_each(account, "account.exported", client, {})
+
     # -- reads ----------------------------------------------------------------------------
 
     async def account_object(self, account: Account) -> AccountObject:

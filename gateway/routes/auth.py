@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
+from forge.identity.export import export_account
 from forge.identity.objects import (
     AccountObject,
     CodeBody,
@@ -206,3 +207,16 @@ async def sso_callback(
         response, done.signed.token, int(config.session_ttl_s), config.cookie_secure
     )
     return response
+
+
+@router.get("/export")
+async def export(request: Request, live: LiveSession = Depends(signed_in)) -> Response:
+    """Everything the platform holds about the signed-in person, as a zip (GDPR)."""
+    identity = identity_of(request)
+    archive = await export_account(identity.database, live.account)
+    await identity.audit_export(live.account, client_of(request))
+    return Response(
+        archive,
+        media_type="application/zip",
+        headers={"content-disposition": 'attachment; filename="promptforge-export.zip"'},
+    )

@@ -314,3 +314,38 @@ async def test_an_organisation_that_requires_mfa_restricts_sessions_until_one_is
                       headers=csrf(signed))  # fmt: skip
     assert kept.status_code == 409
     assert kept.json()["error"]["code"] == "mfa_required_by_organization"
+
+
+async def test_a_person_exports_their_data_as_a_zip(gw):
+    import io
+    import json as jsonlib
+    import zipfile
+
+    email = "gil@example.com"
+    user_id = await account(gw, email)
+    key = await gw.keys.create_key("gil's", owner_type="user", owner_id=user_id)
+    await gw.sdk(key.key).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert await gw.runtime.shipper.flush()
+    assert (await login(gw, email, "wrong password here")).status_code == 401
+    await login(gw, email)
+    answer = await gw.http.get("/auth/export")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    assert set(archive.namelist()) == {
+        "account.json", "memberships.json", "sessions.json", "api_keys.json",
+        "audit_log.json", "usage.csv",
+    }  # fmt: skip
+    read = lambda name: jsonlib.loads(archive.read(name))  # noqa: E731
+    assert read("account.json")["email"] == email
+    assert read("memberships.json")[0]["user_id"] == user_id
+    keys = read("api_keys.json")
+    assert key.info.id in [k["id"] for k in keys]  # with the one accepting the invitation made
+    assert key.key not in archive.read("api_keys.json").decode()  # never a key itself
+    usage = archive.read("usage.csv").decode().splitlines()
+    assert usage[0].startswith("request_id,") and len(usage) == 2
+    events = {e["type"] for e in read("audit_log.json")}
+    assert {"login.failed", "login.succeeded"} <= events
+    gw.http.cookies.clear()
+    assert (await gw.http.get("/auth/export")).status_code == 401  # signed in only
