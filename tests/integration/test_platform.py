@@ -406,3 +406,52 @@ def test_metrics_and_shared_breakers_through_the_actors(platform):
         time.sleep(0.2)
     assert served >= 3 and opened == 1
     assert m[("forge_component_up", frozenset({("component", "actor:usage-recorder")}))] == 1
+
+
+def test_a_person_signs_in_and_uses_the_admin_api_through_serve(platform, ray_cluster):
+    """Sessions behind Serve and HAProxy: the mailed link (the mail folder under the
+    data dir), the Set-Cookie headers, the cookie and CSRF token back on the Admin API."""
+    from email import message_from_bytes, policy
+
+    url, email, password = platform.url, "ivy@example.com", "ivy's long passphrase 42"
+    admin = {"authorization": f"Bearer {platform.admin_key}"}
+    invite = httpx2.post(
+        f"{url}/v1/organization/invites", headers=admin, json={"email": email, "role": "owner"}
+    )
+    assert invite.status_code == 200, invite.text
+    accepted = httpx2.post(
+        f"{url}/v1/organization/invites/accept", json={"token": invite.json()["token"]}
+    )
+    assert accepted.status_code == 200, accepted.text
+    assert (
+        httpx2.post(f"{url}/auth/register", json={"email": email, "password": password}).status_code
+        == 202
+    )
+
+    def link() -> str | None:
+        for path in sorted((ray_cluster / "mail").glob("*.eml")):
+            mail = message_from_bytes(path.read_bytes(), policy=policy.default)
+            if mail["To"] == email and "token=" in mail.get_content():
+                return mail.get_content().split("token=")[1].split()[0]
+        return None
+
+    deadline = time.monotonic() + 10
+    while (token := link()) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert token, "no verification mail"
+    assert httpx2.post(f"{url}/auth/verify", json={"token": token}).status_code == 200
+    signed = httpx2.post(f"{url}/auth/login", json={"email": email, "password": password})
+    assert signed.status_code == 200, signed.text
+    cookies = signed.headers.get_list("set-cookie")
+    assert any(
+        c.startswith("forge_session=") and "Secure" in c and "HttpOnly" in c for c in cookies
+    )
+    session = {"cookie": f"forge_session={signed.cookies['forge_session']}"}
+    users = httpx2.get(f"{url}/v1/organization/users", headers=session)
+    assert users.status_code == 200 and email in users.text
+    made = httpx2.post(
+        f"{url}/v1/organization/projects",
+        json={"name": "ivy's"},
+        headers={**session, "x-csrf-token": signed.json()["csrf_token"]},
+    )
+    assert made.status_code == 200, made.text
