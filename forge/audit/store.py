@@ -9,19 +9,21 @@ to the new head and tries again.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forge.audit.chain import GENESIS, ChainCheck, ChainEntry, Verdict, link
-from forge.db.schema import AuditLogEntry
+from forge.audit.personal import commit, digests, reveal
+from forge.db.schema import AuditLogEntry, AuditPersonal
 from forge.errors import InvalidRequest, ServiceUnavailable
 from forge.tenancy.objects import Page
 from forge.tenancy.paging import check_limit
@@ -106,12 +108,14 @@ class AuditStore:
         for attempt in range(APPEND_ATTEMPTS):
             entry_id = new_audit_id()
             content = _content(event, entry_id, int(datetime.now(UTC).timestamp()))
+            committed, personal = commit(content, entry_id)
             try:
                 async with self._sessions() as s, s.begin():
                     head = await s.scalar(
                         select(AuditLogEntry.hash).order_by(AuditLogEntry.seq.desc()).limit(1)
                     )
                     prev = head or GENESIS
+                    s.add_all(personal)
                     s.add(
                         AuditLogEntry(
                             id=entry_id,
@@ -120,9 +124,9 @@ class AuditStore:
                             type=event.type,
                             effective_at=content["effective_at"],
                             actor_id=event.actor_id,
-                            content=orjson.dumps(content).decode(),
+                            content=orjson.dumps(committed).decode(),
                             prev_hash=prev,
-                            hash=link(prev, content),
+                            hash=link(prev, committed),
                         )
                     )
                 return content
@@ -179,7 +183,7 @@ class AuditStore:
                 rows = list(await s.scalars(query.order_by(table.seq.desc()).limit(limit + 1)))
                 more = len(rows) > limit
                 rows = rows[:limit]
-        data = [orjson.loads(r.content) for r in rows]
+        data = await self.revealed(rows)
         if f.resource_ids:  # the target is inside the type's details
             wanted = set(f.resource_ids)
             data = [d for d in data if (d.get(d["type"]) or {}).get("id") in wanted]
@@ -204,6 +208,44 @@ class AuditStore:
             if len(rows) < EXPORT_BATCH:
                 return
             last = rows[-1].seq
+
+    async def revealed(self, rows: Sequence[AuditLogEntry]) -> builtins.list[dict[str, Any]]:
+        """The entries as written, their personal values put back (erased: a tombstone)."""
+        contents = [orjson.loads(r.content) for r in rows]
+        wanted = set().union(*(digests(c) for c in contents)) if contents else set()
+        values: dict[str, str] = {}
+        if wanted:
+            async with self._sessions() as s:
+                found = await s.execute(
+                    select(AuditPersonal.digest, AuditPersonal.value).where(
+                        AuditPersonal.digest.in_(wanted)
+                    )
+                )
+                values = {digest: value for digest, value in found.all()}
+        return [reveal(c, values) for c in contents]
+
+    async def mentioning(self, values: Sequence[str]) -> builtins.list[str]:
+        """The ids of the entries that mention any of ``values`` (not yet erased)."""
+        async with self._sessions() as s:
+            found = await s.scalars(
+                select(AuditPersonal.entry_id).where(AuditPersonal.value.in_(list(values)))
+            )
+            return sorted(set(found))
+
+    async def erase(self, values: Sequence[str], only_actors: Sequence[str] | None = None) -> int:
+        """Every mention of ``values`` gone from the log's readable entries (with
+        ``only_actors``: in the entries those actors made; an address a whole office
+        shares is erased from its leaver's entries, not from everyone's); the chain still
+        verifies. How many mentions went."""
+        if not values:
+            return 0
+        where = [AuditPersonal.value.in_(list(values))]
+        if only_actors is not None:
+            theirs = select(AuditLogEntry.id).where(AuditLogEntry.actor_id.in_(list(only_actors)))
+            where.append(AuditPersonal.entry_id.in_(theirs))
+        async with self._sessions.begin() as s:
+            done = await s.execute(delete(AuditPersonal).where(*where))
+        return int(done.rowcount)  # type: ignore[attr-defined]
 
     async def verify(self) -> Verdict:
         """The whole chain (it spans organisations: the operator's check)."""

@@ -429,6 +429,19 @@ class AuditLogEntry(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class AuditPersonal(Base):
+    """A personal value (an email, an address, a user agent) an audit entry mentions: the
+    entry's hashed content holds only ``digest`` (SHA-256 of ``salt`` and the value), so
+    erasing a person deletes these rows and the chain still verifies (forge.audit.personal)."""
+
+    __tablename__ = "audit_personal"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entry_id: Mapped[str] = mapped_column(String(64), index=True)
+    value: Mapped[str] = mapped_column(Text)
+    salt: Mapped[str] = mapped_column(String(32))
+
+
 class Spend(Base):
     """What a key, project or organisation spent in one day or month (``period_start``:
     its first day, ``YYYY-MM-DD``, UTC): kept by the usage recorder in the transaction

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections import defaultdict
 from datetime import datetime
 from typing import Any, Literal
@@ -15,6 +14,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from forge.audit.store import AuditStore
 from forge.db.schema import (
     ApiKey,
     AuditLogEntry,
@@ -140,8 +140,10 @@ class ComplianceReports:
         if end is not None:
             where.append(AuditLogEntry.effective_at < end)
         async with self._sessions() as s:
-            rows = await s.scalars(select(AuditLogEntry).where(*where).order_by(AuditLogEntry.seq))
-            return [json.loads(r.content) for r in rows]
+            rows = list(
+                await s.scalars(select(AuditLogEntry).where(*where).order_by(AuditLogEntry.seq))
+            )
+        return await AuditStore(self._sessions).revealed(rows)
 
 
 def _actor(entry: dict[str, Any]) -> tuple[str, str]:

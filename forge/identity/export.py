@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from forge.audit.store import AuditStore
 from forge.db.schema import (
     Account,
     ApiKey,
@@ -70,21 +71,23 @@ async def export_account(sessions: async_sessionmaker[AsyncSession], account: Ac
                 .order_by(UsageRecord.created_at)
             )
         )
+        log = AuditStore(sessions)
+        mentioned = await log.mentioning([account.email])
         about = [account.id, *user_ids]
-        audit = [
-            json.loads(r.content)
-            for r in await s.scalars(
+        entries = list(
+            await s.scalars(
                 select(AuditLogEntry)
                 .where(
                     or_(
                         AuditLogEntry.actor_id.in_(about),
-                        AuditLogEntry.content.contains(account.email),
+                        AuditLogEntry.id.in_(mentioned),
                         *(AuditLogEntry.content.contains(u) for u in user_ids),
                     )
                 )
                 .order_by(AuditLogEntry.seq)
             )
-        ]
+        )
+        audit = await log.revealed(entries)
     files: dict[str, Any] = {
         "account.json": {
             "id": account.id,

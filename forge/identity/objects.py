@@ -46,6 +46,12 @@ class PasswordChangeBody(Body):
     new_password: str = Field(min_length=1, max_length=4096)
 
 
+class EraseBody(Body):
+    password: str | None = Field(
+        None, max_length=4096, description="A local account's password (SSO accounts: none)."
+    )
+
+
 class CodeBody(Body):
     code: str = Field(min_length=1, max_length=32, description="A TOTP or recovery code.")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forge.audit.store import AuditEvent, AuditStore
@@ -52,6 +52,8 @@ from forge.identity.mailer import Mailer
 from forge.identity.objects import AccountObject, Membership, SessionObject
 from forge.identity.passwords import check_policy, hash_password, needs_rehash, verify_password
 from forge.identity.throttle import LoginThrottleStore, address_key, email_key
+from forge.people.permissions import PERMISSIONS
+from forge.people.store import PeopleStore
 from forge.tenancy.objects import unix
 
 log = logging.getLogger(__name__)
@@ -677,6 +679,83 @@ class Identity:
         if user is None or user.org_id != org_id:
             raise NotFound(f"No user {user_id!r} in this organisation.", param="user_id")
         return await self.throttle.clear([email_key(user.email)])
+
+    async def erase(
+        self, live: LiveSession, password: str | None, client: Client, people: PeopleStore
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The person's right to erasure: their users leave every organisation (their
+        keys revoked), their sessions, links and account go, and the audit log's mentions
+        of their email, and of their sessions' addresses in their own entries, read as
+        erased (the chain still verifies). A local account confirms with its password.
+        Returns the answer and the revoked keys (for the replicas)."""
+        account = live.account
+        if account.password_hash is not None:
+            confirmed = False
+            if password:
+                stored = account.password_hash
+                confirmed = await asyncio.to_thread(verify_password, stored, password)
+            if not confirmed:
+                raise InvalidRequest(
+                    "Confirm with your password.", param="password", code="invalid_password"
+                )
+        async with self._sessions() as s:
+            users = list(await s.scalars(select(User).where(User.email == account.email)))
+            for user in users:
+                if user.role == "owner":
+                    owners = await s.scalar(
+                        select(func.count())
+                        .select_from(User)
+                        .where(User.org_id == user.org_id, User.role == "owner")
+                    )
+                    if (owners or 0) <= 1:
+                        raise Conflict(
+                            f"You are the last owner of {user.org_id}: make someone else an "
+                            "owner first.",
+                            code="last_owner",
+                        )
+            traces = (
+                await s.execute(
+                    select(AuthSession.source_ip, AuthSession.user_agent).where(
+                        AuthSession.account_id == account.id
+                    )
+                )
+            ).all()
+        revoked: list[str] = []
+        for user in users:
+            revoked += await people.delete_user(user.org_id, user.id, PERMISSIONS)
+        async with self._sessions.begin() as s:
+            for table, column in (
+                (AuthSession, AuthSession.account_id),
+                (AuthToken, AuthToken.account_id),
+                (Account, Account.id),
+            ):
+                await s.execute(delete(table).where(column == account.id))
+        await self.throttle.clear([email_key(account.email)])
+        erased = 0
+        if self.audit is not None:
+            about = [account.id, *(u.id for u in users)]
+            erased = await self.audit.erase([account.email])
+            seen = {v for pair in traces for v in pair if v}
+            erased += await self.audit.erase(sorted(seen), only_actors=about)
+            orgs: list[str | None] = [*sorted({u.org_id for u in users})]
+            for org_id in orgs or [None]:
+                await self.audit.append(
+                    AuditEvent(
+                        type="account.erased",
+                        org_id=org_id,
+                        actor={"type": "session", "session": {"user": {"id": account.id}}},
+                        actor_id=account.id,
+                        details={"id": account.id, "mentions_erased": erased},
+                        result={"status": 200},
+                    )
+                )
+        answer = {
+            "object": "auth.account.deleted",
+            "id": account.id,
+            "deleted": True,
+            "audit_mentions_erased": erased,
+        }
+        return answer, revoked
 
     @property
     def database(self) -> async_sessionmaker[AsyncSession]:

@@ -11,10 +11,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
+from forge.errors import NotFound
 from forge.identity.export import export_account
 from forge.identity.objects import (
     AccountObject,
     CodeBody,
+    EraseBody,
     LoginBody,
     LoginObject,
     PasswordChangeBody,
@@ -220,3 +222,21 @@ async def export(request: Request, live: LiveSession = Depends(signed_in)) -> Re
         media_type="application/zip",
         headers={"content-disposition": 'attachment; filename="promptforge-export.zip"'},
     )
+
+
+@router.post("/account/delete")
+async def erase_account(
+    body: EraseBody, request: Request, live: LiveSession = Depends(signed_in)
+) -> JSONResponse:
+    """Erasure (GDPR article 17): the signed-in person and their data go; the audit log
+    keeps its entries, with their personal values as ``"[erased]"``."""
+    rt: GatewayRuntime = request.app.state.runtime
+    identity = identity_of(request)
+    if rt.people is None:
+        raise NotFound("Erasure needs the platform's people store.")
+    answer, revoked = await identity.erase(live, body.password, client_of(request), rt.people)
+    if revoked:
+        await rt.keys_changed(revoked)
+    response = JSONResponse(answer)
+    clear_session_cookies(response, identity.config.cookie_secure)
+    return response

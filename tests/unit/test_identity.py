@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from forge.config import PlatformConfig
+from forge.db.engine import make_sessionmaker
 from forge.db.schema import Account, AuditLogEntry
 from forge.people.permissions import PERMISSIONS
 from tests.unit.harness import in_process_gateway, platform_config
@@ -100,10 +101,12 @@ def csrf(response) -> dict[str, str]:
 
 
 async def audit_types(gw) -> list[tuple[str, dict]]:
+    """Every audit entry as written (its personal values put back), with its type."""
     await gw.runtime.identity.flush()
-    async with gw.engine.connect() as conn:
-        rows = (await conn.execute(select(AuditLogEntry.type, AuditLogEntry.content))).all()
-    return [(t, __import__("json").loads(c)) for t, c in rows]
+    async with make_sessionmaker(gw.engine)() as s:
+        rows = list(await s.scalars(select(AuditLogEntry).order_by(AuditLogEntry.seq)))
+    entries = await gw.runtime.audit.revealed(rows)
+    return [(e["type"], e) for e in entries]
 
 
 async def test_register_verify_and_a_session_that_acts_as_the_user(gw):
@@ -349,3 +352,41 @@ async def test_a_person_exports_their_data_as_a_zip(gw):
     assert {"login.failed", "login.succeeded"} <= events
     gw.http.cookies.clear()
     assert (await gw.http.get("/auth/export")).status_code == 401  # signed in only
+
+
+async def test_erasure_removes_the_person_and_their_audit_mentions_but_not_the_chain(gw):
+    email = "hal@example.com"
+    admin = {"authorization": f"Bearer {gw.admin_key}"}
+    await member(gw, "keeper@example.com")  # the organisation keeps an owner
+    user_id = await account(gw, email)
+    assert (await login(gw, email, "not hal's password")).status_code == 401
+    signed = await login(gw, email)
+    await gw.runtime.identity.flush()
+
+    async def audit_log() -> list[dict]:
+        page = await gw.http.get(
+            "/v1/organization/audit_logs", headers=admin, params={"limit": 100}
+        )
+        return page.json()["data"]
+
+    before = await audit_log()
+    assert any((e.get("login.failed") or {}).get("email") == email for e in before)
+    async with gw.engine.connect() as conn:  # the chain commits to the email, never holds it
+        raw = [c for (c,) in (await conn.execute(select(AuditLogEntry.content))).all()]
+    assert raw and not any(email in c for c in raw)
+
+    wrong = await post(gw, "/auth/account/delete", {"password": "nope"}, headers=csrf(signed))
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "password"
+    done = await post(gw, "/auth/account/delete", {"password": PASSWORD}, headers=csrf(signed))
+    assert done.status_code == 200, done.text
+    assert done.json()["deleted"] and done.json()["audit_mentions_erased"] >= 3
+    after = await audit_log()
+    assert email not in str(after)
+    erased = [e for e in after if (e.get("login.failed") or {}).get("email") == "[erased]"]
+    assert erased  # the entry stays, its personal value a tombstone
+    operator = {"authorization": f"Bearer {gw.operator_key}"}
+    verdict = (await gw.http.get("/admin/audit/verify", headers=operator)).json()
+    assert verdict["ok"], verdict
+    assert (await login(gw, email)).status_code == 401
+    users = (await gw.http.get("/v1/organization/users", headers=admin)).json()["data"]
+    assert user_id not in [u["id"] for u in users]
