@@ -31,6 +31,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(when: datetime) -> datetime:
+    """A stored time with its zone: SQLite keeps none, and every stored time is UTC."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def aware(when: datetime | None) -> datetime | None:
     """A stored time as UTC (SQLite hands back naive datetimes for timezone=True)."""
     return when if when is None or when.tzinfo else when.replace(tzinfo=UTC)

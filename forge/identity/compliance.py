@@ -24,6 +24,7 @@ from forge.db.schema import (
     RoleAssignment,
     UsageRecord,
     User,
+    as_utc,
     utcnow,
 )
 from forge.errors import InvalidRequest
@@ -36,7 +37,7 @@ AUTH_EVENTS = ("login.", "logout.")
 def _when(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)).isoformat()
+    return as_utc(value).isoformat()
 
 
 class ComplianceReports:
@@ -112,11 +113,7 @@ class ComplianceReports:
             )
         rows = []
         for key in keys:
-            created = (
-                key.created_at
-                if key.created_at.tzinfo
-                else key.created_at.replace(tzinfo=now.tzinfo)
-            )
+            created = as_utc(key.created_at)
             rows.append(
                 {
                     "key_id": key.id,

@@ -24,7 +24,7 @@ from forge.db.schema import (
     Organization,
     UsageRecord,
     User,
-    utcnow,
+    as_utc,
 )
 from forge.identity.compliance import as_csv
 
@@ -35,7 +35,7 @@ USAGE_FIELDS = ("request_id", "created_at", "key_id", "project_id", "endpoint", 
 def _iso(when: datetime | None) -> str | None:
     if when is None:
         return None
-    return (when if when.tzinfo else when.replace(tzinfo=utcnow().tzinfo)).isoformat()
+    return as_utc(when).isoformat()
 
 
 async def export_account(sessions: async_sessionmaker[AsyncSession], account: Account) -> bytes:

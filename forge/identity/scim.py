@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from forge.db.schema import ApiKey, Group, GroupMember, ScimToken, User, utcnow
+from forge.db.schema import ApiKey, Group, GroupMember, ScimToken, User, as_utc, utcnow
 from forge.identity.objects import EMAIL
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -567,12 +567,9 @@ async def _deactivation(s: AsyncSession, row: User, was_active: bool) -> Changed
 
 
 def _meta(kind: str, created: datetime, updated: datetime | None, location: str) -> dict[str, Any]:
-    def iso(when: datetime) -> str:
-        return (when if when.tzinfo else when.replace(tzinfo=utcnow().tzinfo)).isoformat()
-
     return {
         "resourceType": kind,
-        "created": iso(created),
-        "lastModified": iso(updated or created),
+        "created": as_utc(created).isoformat(),
+        "lastModified": as_utc(updated or created).isoformat(),
         "location": location,
     }

@@ -21,7 +21,7 @@ import logging
 import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -37,6 +37,7 @@ from forge.db.schema import (
     Organization,
     SsoConnection,
     User,
+    as_utc,
     utcnow,
 )
 from forge.errors import (
@@ -106,10 +107,6 @@ class SignedIn:
     token: str  # the cookie's value: shown once, only its digest is kept
     session: AuthSession
     account: Account
-
-
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=utcnow().tzinfo)
 
 
 class Identity:
@@ -227,7 +224,7 @@ class Identity:
                 raise InvalidRequest(
                     "This link was used already.", param="token", code="token_used"
                 )
-            if _aware(row.expires_at) <= utcnow():
+            if as_utc(row.expires_at) <= utcnow():
                 raise InvalidRequest("This link has expired.", param="token", code="token_expired")
             row.used_at = utcnow()
             return row.account_id
@@ -468,8 +465,8 @@ class Identity:
         if user is None or not user.active:  # removed or deactivated (SCIM)
             return None
         idle = timedelta(seconds=self.config.session_idle_s)
-        last = _aware(session.last_seen_at)
-        if session.revoked_at is not None or _aware(session.expires_at) <= now or now - last > idle:
+        last = as_utc(session.last_seen_at)
+        if session.revoked_at is not None or as_utc(session.expires_at) <= now or now - last > idle:
             return None
         if now - last > TOUCH_EVERY:
             async with self._sessions.begin() as s:
@@ -492,7 +489,7 @@ class Identity:
                 .where(AuthSession.account_id == account_id, AuthSession.revoked_at.is_(None))
                 .order_by(AuthSession.created_at.desc())
             )
-            live = [r for r in rows if _aware(r.expires_at) > now]
+            live = [r for r in rows if as_utc(r.expires_at) > now]
         return [session_object(r, r.id == current) for r in live]
 
     async def revoke(self, account_id: str, session_id: str, client: Client) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forge.credentials.sealing import Keyring
-from forge.db.schema import Account, SsoConnection, SsoState, User, utcnow
+from forge.db.schema import Account, SsoConnection, SsoState, User, as_utc, utcnow
 from forge.errors import Conflict, InvalidRequest, NotFound
 from forge.identity.objects import EMAIL, Body
 from forge.identity.oidc import OidcProvider, SsoRefused, refused
@@ -247,10 +247,7 @@ class SingleSignOn:
                 raise refused("invalid_state")
             if row.used_at is not None:
                 raise refused("replayed_state")
-            expires = row.expires_at
-            if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=utcnow().tzinfo)
-            if expires <= utcnow():
+            if as_utc(row.expires_at) <= utcnow():
                 raise refused("expired_state")
             row.used_at = utcnow()
             await s.flush()  # written with the transaction (before the row is let go)

@@ -6,13 +6,13 @@ lock logins for that key until the lock runs out or an admin unlocks."""
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forge.config import LoginLimits
-from forge.db.schema import LoginThrottle, utcnow
+from forge.db.schema import LoginThrottle, as_utc, utcnow
 
 
 def email_key(email: str) -> str:
@@ -21,10 +21,6 @@ def email_key(email: str) -> str:
 
 def address_key(address: str | None) -> str | None:
     return None if not address else f"ip:{address[:60]}"
-
-
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=utcnow().tzinfo)
 
 
 class LoginThrottleStore:
@@ -40,7 +36,7 @@ class LoginThrottleStore:
             for key in keys:
                 row = await s.get(LoginThrottle, key)
                 if row is not None and row.locked_until is not None:
-                    longest = max(longest, (_aware(row.locked_until) - now).total_seconds())
+                    longest = max(longest, (as_utc(row.locked_until) - now).total_seconds())
         return longest
 
     async def failed(self, keys: list[str]) -> int:
@@ -55,7 +51,7 @@ class LoginThrottleStore:
                 if row is None:
                     row = LoginThrottle(key=key, failures=0, first_at=now)
                     s.add(row)
-                elif now - _aware(row.first_at) > window:
+                elif now - as_utc(row.first_at) > window:
                     row.failures, row.first_at, row.locked_until = 0, now, None
                 row.failures += 1
                 lock_after = (

@@ -172,7 +172,7 @@ async def disable_totp(
 def _sso(request: Request) -> SingleSignOn:
     rt: GatewayRuntime = request.app.state.runtime
     if rt.sso is None:
-        raise refused("not_enabled", "Single sign-on is not enabled on this platform.")
+        raise NotFound("Single sign-on is not enabled on this platform.")
     return rt.sso
 
 
