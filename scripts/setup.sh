@@ -18,6 +18,15 @@ if [ ! -f "$js_stamp" ]; then
       "'npm ci --prefix tests/js'" >&2
   fi
 fi
+# SAML signatures are checked by xmlsec1 (pysaml2 runs the binary): Debian's package.
+if ! command -v xmlsec1 >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -q xmlsec1 >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q xmlsec1 >/dev/null; }
+  else
+    echo "setup.sh: xmlsec1 not found; SAML sign-in needs it (apt-get install xmlsec1)" >&2
+  fi
+fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ -f "$stamp" ]; then exit 0; fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

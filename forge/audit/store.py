@@ -17,13 +17,13 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from forge.audit.chain import GENESIS, ChainCheck, ChainEntry, Verdict, link
+from forge.audit.chain import GENESIS, ChainCheck, ChainEntry, Stub, Verdict, link
 from forge.audit.personal import commit, digests, reveal
-from forge.db.schema import AuditLogEntry, AuditPersonal
+from forge.db.schema import AuditCheckpoint, AuditLogEntry, AuditPersonal
 from forge.errors import InvalidRequest, ServiceUnavailable
 from forge.tenancy.objects import Page
 from forge.tenancy.paging import check_limit
@@ -90,12 +90,16 @@ def _content(event: AuditEvent, entry_id: str, when: int) -> dict[str, Any]:
 
 
 def _entry(row: AuditLogEntry) -> ChainEntry:
+    content = orjson.loads(row.content)
+    purged = row.purged_at is not None
     return ChainEntry(
         seq=row.seq,
         id=row.id,
         prev_hash=row.prev_hash,
         hash=row.hash,
-        content=orjson.loads(row.content),
+        content={} if purged else content,
+        effective_at=row.effective_at,
+        purged=Stub.model_validate(content) if purged else None,
     )
 
 
@@ -146,7 +150,7 @@ class AuditStore:
         check_limit(limit)
         f = where or AuditFilter()
         table = AuditLogEntry
-        query = select(table).where(table.org_id == org_id)
+        query = select(table).where(table.org_id == org_id, table.purged_at.is_(None))
         if f.gt is not None:
             query = query.where(table.effective_at > f.gt)
         if f.gte is not None:
@@ -195,12 +199,15 @@ class AuditStore:
         )
 
     async def entries(self, org_id: str | None = None) -> AsyncIterator[ChainEntry]:
-        """Every entry in chain order (of one organisation: for export), in batches."""
+        """Every entry in chain order, stubs too; of one organisation (for export): its
+        entries that retention has kept. In batches."""
         last = 0
         while True:
             query = select(AuditLogEntry).where(AuditLogEntry.seq > last)
             if org_id is not None:
-                query = query.where(AuditLogEntry.org_id == org_id)
+                query = query.where(
+                    AuditLogEntry.org_id == org_id, AuditLogEntry.purged_at.is_(None)
+                )
             async with self._sessions() as s:
                 rows = list(await s.scalars(query.order_by(AuditLogEntry.seq).limit(EXPORT_BATCH)))
             for row in rows:
@@ -247,9 +254,65 @@ class AuditStore:
             done = await s.execute(delete(AuditPersonal).where(*where))
         return int(done.rowcount)  # type: ignore[attr-defined]
 
+    async def purge(self, org_id: str, retention_days: int, now: int) -> int:
+        """An organisation's entries older than ``retention_days`` become stubs: their
+        content and personal values go, their hashes stay (the chain still verifies).
+        How many."""
+        stub = Stub(purged_at=now, retention_days=retention_days)
+        old = (
+            AuditLogEntry.org_id == org_id,
+            AuditLogEntry.effective_at <= now - retention_days * 86_400,
+            AuditLogEntry.purged_at.is_(None),
+        )
+        async with self._sessions.begin() as s:
+            await s.execute(
+                delete(AuditPersonal).where(
+                    AuditPersonal.entry_id.in_(select(AuditLogEntry.id).where(*old))
+                )
+            )
+            done = await s.execute(
+                update(AuditLogEntry)
+                .where(*old)
+                .values(content=stub.model_dump_json(), actor_id=None, purged_at=now)
+            )
+        return int(done.rowcount)  # type: ignore[attr-defined]
+
+    async def compact(self) -> int:
+        """Delete the stubs before the oldest kept entry (never the newest row: appends
+        link to it), the last one's hash becoming the checkpoint verification starts
+        from. How many went."""
+        table = AuditLogEntry
+        async with self._sessions.begin() as s:
+            mark = await s.get(AuditCheckpoint, 1, with_for_update=True)
+            kept = await s.scalar(select(func.min(table.seq)).where(table.purged_at.is_(None)))
+            newest = await s.scalar(select(func.max(table.seq)))
+            if newest is None:
+                return 0
+            upto = min(kept or newest, newest) - 1
+            last = (
+                await s.execute(
+                    select(table.seq, table.hash)
+                    .where(table.seq <= upto)
+                    .order_by(table.seq.desc())
+                    .limit(1)
+                )
+            ).first()
+            if last is None:
+                return 0
+            done = await s.execute(delete(table).where(table.seq <= last.seq))
+            gone = int(done.rowcount)  # type: ignore[attr-defined]
+            if mark is None:  # the first compaction (two at once: one IntegrityError)
+                s.add(AuditCheckpoint(id=1, seq=last.seq, hash=last.hash, compacted=gone))
+            else:
+                mark.seq, mark.hash, mark.compacted = last.seq, last.hash, mark.compacted + gone
+        return gone
+
     async def verify(self) -> Verdict:
-        """The whole chain (it spans organisations: the operator's check)."""
-        check = ChainCheck()
+        """The whole chain (it spans organisations: the operator's check), from the
+        checkpoint of the compacted stubs if there is one."""
+        async with self._sessions() as s:
+            mark = await s.get(AuditCheckpoint, 1)
+        check = ChainCheck() if mark is None else ChainCheck(mark.hash, mark.compacted)
         async for entry in self.entries():
             if not check.feed(entry):
                 break

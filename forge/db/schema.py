@@ -70,6 +70,7 @@ class Organization(Base):
     retention_type: Mapped[str] = mapped_column(String(40), default="modified_abuse_monitoring")
     body_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     usage_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    audit_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Project(Base):
@@ -228,11 +229,12 @@ class LoginThrottle(Base):
 
 
 class SsoConnection(Base):
-    """An organisation's identity provider (``kind``: ``oidc``): its issuer, our client
-    id and sealed secret there; who it signs in (``email_domains``: JSON list), with
-    which organisation role (``group_roles``: JSON ``{group: role}``, else
-    ``default_role``). ``enforced``: local passwords are refused for the organisation's
-    members, but ``break_glass_email``'s."""
+    """An organisation's identity provider (``kind``: ``oidc`` or ``saml``): for OIDC its
+    issuer, our client id and sealed secret there; for SAML its entity ID (``issuer``)
+    and metadata (``idp_metadata``: sign-on URL, signing certificate), with empty client
+    fields. Who it signs in (``email_domains``: JSON list), with which organisation role
+    (``group_roles``: JSON ``{group: role}``, else ``default_role``). ``enforced``: local
+    passwords are refused for the organisation's members, but ``break_glass_email``'s."""
 
     __tablename__ = "sso_connections"
 
@@ -247,12 +249,14 @@ class SsoConnection(Base):
     default_role: Mapped[str] = mapped_column(String(16))
     enforced: Mapped[bool] = mapped_column(Boolean, default=False)
     break_glass_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    idp_metadata: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class SsoState(Base):
-    """A sign-in under way: the ``state`` sent to the provider (its SHA-256 here), the
-    ``nonce`` the ID token must carry, the PKCE verifier (sealed), where to go after.
+    """A sign-in under way: the ``state`` sent to the provider (its SHA-256 here; SAML's
+    RelayState), the ``nonce`` the ID token must carry (SAML: the AuthnRequest's ID the
+    Response must answer), the PKCE verifier (sealed; empty for SAML), where to go after.
     Used once, within minutes."""
 
     __tablename__ = "sso_states"
@@ -418,7 +422,8 @@ class RateLimitRule(Base):
 class AuditLogEntry(Base):
     """One audit log entry (OpenAI's audit-log object, in ``content``), chained to the one
     before: ``prev_hash`` is unique, so two writers racing for the same head cannot fork
-    the chain (the loser retries on the new head)."""
+    the chain (the loser retries on the new head). ``purged_at`` set: a stub, whose
+    content retention replaced (forge.audit.chain)."""
 
     __tablename__ = "audit_logs"
 
@@ -432,6 +437,19 @@ class AuditLogEntry(Base):
     content: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64))
+    purged_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class AuditCheckpoint(Base):
+    """Where the chain now starts: the hash of the last stub compaction deleted (one row,
+    ``id`` 1), and how many entries went before it (forge.audit.chain)."""
+
+    __tablename__ = "audit_checkpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    compacted: Mapped[int] = mapped_column(Integer)
 
 
 class AuditPersonal(Base):

@@ -4,19 +4,25 @@ email domains, groups to roles, enforced or not), the sign-in's start (a redirec
 its callback (the code exchanged, the ID token checked, the person provisioned just in
 time into the organisation with the role their groups give, and a session).
 
+SAML 2.0 connections take the same path with other messages (``saml.py``): the start is
+an AuthnRequest (its ID kept as the "nonce", the RelayState as the "state"), the callback
+is the Response posted to our assertion consumer service.
+
 A connection is found by the email's domain (each domain belongs to one connection), so
 a person types their email and is sent to their company's provider."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +31,7 @@ from forge.db.schema import Account, SsoConnection, SsoState, User, as_utc, utcn
 from forge.errors import Conflict, InvalidRequest, NotFound
 from forge.identity.objects import EMAIL, Body
 from forge.identity.oidc import OidcProvider, SsoRefused, refused
+from forge.identity.saml import MAX_RESPONSE_BYTES, ServiceProvider
 from forge.identity.service import Client, Identity, SignedIn, new_account, normal_email
 from forge.tenancy.objects import unix
 
@@ -35,10 +42,7 @@ VERIFIER_CONTEXT = "sso-verifier"
 DOMAIN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
 
 
-class ConnectionBody(Body):
-    issuer: str = Field(min_length=8, max_length=500, pattern=r"^https?://[^\s]+$")
-    client_id: str = Field(min_length=1, max_length=300)
-    client_secret: str = Field(min_length=1, max_length=2000)
+class _Connection(Body):
     email_domains: list[str] = Field(min_length=1, max_length=50)
     group_roles: dict[str, OrgRole] = Field(
         default_factory=dict, description="An IdP group → the organisation role it gives."
@@ -61,18 +65,48 @@ class ConnectionBody(Body):
         return lowered
 
 
+class OidcConnectionBody(_Connection):
+    kind: Literal["oidc"] = "oidc"
+    issuer: str = Field(min_length=8, max_length=500, pattern=r"^https?://[^\s]+$")
+    client_id: str = Field(min_length=1, max_length=300)
+    client_secret: str = Field(min_length=1, max_length=2000)
+
+
+class SamlConnectionBody(_Connection):
+    kind: Literal["saml"]
+    idp_metadata: str = Field(
+        min_length=100,
+        max_length=MAX_RESPONSE_BYTES,
+        description="The identity provider's SAML metadata XML (one IdPSSODescriptor).",
+    )
+
+
+def _kind(body: Any) -> str:
+    found = body.get("kind", "oidc") if isinstance(body, dict) else getattr(body, "kind", "")
+    return str(found)
+
+
+ConnectionBody = Annotated[
+    Annotated[OidcConnectionBody, Tag("oidc")] | Annotated[SamlConnectionBody, Tag("saml")],
+    Discriminator(_kind),
+]
+
+
 class ConnectionObject(BaseModel):
     id: str
     object: Literal["organization.sso_connection"] = "organization.sso_connection"
     kind: str
-    issuer: str
-    client_id: str
+    issuer: str = Field(description="OIDC: the issuer; SAML: the IdP's entity ID.")
+    client_id: str | None
     email_domains: list[str]
     group_roles: dict[str, str]
     default_role: str
     enforced: bool
     break_glass_email: str | None
-    redirect_uri: str = Field(description="Register this at the identity provider.")
+    redirect_uri: str = Field(
+        description="Register this at the identity provider (SAML: the ACS URL)."
+    )
+    sp_entity_id: str | None = Field(None, description="SAML: our entity ID (metadata URL).")
     created_at: int
 
 
@@ -112,6 +146,7 @@ class SingleSignOn:
         self.identity = identity
         self.keyring = keyring
         self.provider = provider or OidcProvider()
+        self.saml = ServiceProvider(identity.config.public_url)
 
     @property
     def redirect_uri(self) -> str:
@@ -119,7 +154,16 @@ class SingleSignOn:
 
     # -- connections ----------------------------------------------------------------------
 
-    async def create(self, org_id: str, body: ConnectionBody) -> ConnectionObject:
+    async def create(
+        self, org_id: str, body: OidcConnectionBody | SamlConnectionBody
+    ) -> ConnectionObject:
+        connection_id = "ssoc_" + secrets.token_hex(12)
+        if isinstance(body, SamlConnectionBody):
+            issuer = await asyncio.to_thread(self.saml.import_idp, body.idp_metadata)
+            client_id, secret, metadata = "", "", body.idp_metadata
+        else:
+            issuer, client_id, metadata = body.issuer, body.client_id, None
+            secret = self.keyring.seal(body.client_secret, SECRET_CONTEXT.format(id=connection_id))
         async with self._sessions.begin() as s:
             taken = {
                 d: c.org_id
@@ -133,16 +177,14 @@ class SingleSignOn:
                     param="email_domains",
                     code="domain_taken",
                 )
-            connection_id = "ssoc_" + secrets.token_hex(12)
             row = SsoConnection(
                 id=connection_id,
                 org_id=org_id,
-                kind="oidc",
-                issuer=body.issuer,
-                client_id=body.client_id,
-                client_secret=self.keyring.seal(
-                    body.client_secret, SECRET_CONTEXT.format(id=connection_id)
-                ),
+                kind=body.kind,
+                issuer=issuer,
+                client_id=client_id,
+                client_secret=secret,
+                idp_metadata=metadata,
                 email_domains=json.dumps(body.email_domains),
                 group_roles=json.dumps(body.group_roles),
                 default_role=body.default_role,
@@ -176,13 +218,14 @@ class SingleSignOn:
             id=row.id,
             kind=row.kind,
             issuer=row.issuer,
-            client_id=row.client_id,
+            client_id=row.client_id or None,
             email_domains=json.loads(row.email_domains),
             group_roles=json.loads(row.group_roles),
             default_role=row.default_role,
             enforced=row.enforced,
             break_glass_email=row.break_glass_email,
-            redirect_uri=self.redirect_uri,
+            redirect_uri=self.saml.acs_url if row.kind == "saml" else self.redirect_uri,
+            sp_entity_id=self.saml.entity_id if row.kind == "saml" else None,
             created_at=unix(row.created_at) or 0,
         )
 
@@ -202,28 +245,68 @@ class SingleSignOn:
         connection = await self.for_email(email)
         if connection is None:
             raise NotFound("No single sign-on for this email's domain.", param="email")
+        state = secrets.token_urlsafe(32)
+        if connection.kind == "saml":
+            request_id, url = await asyncio.to_thread(
+                self.saml.authn_request, connection.idp_metadata or "", connection.issuer, state
+            )
+            await self._keep_state(state, connection, request_id, "", back)
+            return url
         metadata = await self.provider.metadata(connection.issuer)
-        state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-        verifier = secrets.token_urlsafe(48)
+        nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(48)
+        sealed = self.keyring.seal(verifier, VERIFIER_CONTEXT)
+        await self._keep_state(state, connection, nonce, sealed, back)
+        return self.provider.authorization_url(
+            metadata, connection.client_id, self.redirect_uri, state, nonce, verifier
+        )
+
+    async def _keep_state(
+        self, state: str, connection: SsoConnection, nonce: str, verifier: str, back: str
+    ) -> None:
         async with self._sessions.begin() as s:
             s.add(
                 SsoState(
                     state_hash=_digest(state),
                     connection_id=connection.id,
                     nonce=nonce,
-                    verifier=self.keyring.seal(verifier, VERIFIER_CONTEXT),
+                    verifier=verifier,
                     return_to=back,
                     created_at=utcnow(),
                     expires_at=utcnow() + STATE_TTL,
                 )
             )
-        return self.provider.authorization_url(
-            metadata, connection.client_id, self.redirect_uri, state, nonce, verifier
-        )
 
     async def finish(self, code: str, state: str, client: Client) -> Finished:
-        """The callback: every check, then the person's session (``SsoRefused``, a 401
-        with its reason in the audit log, otherwise)."""
+        """The OpenID callback: every check, then the person's session (``SsoRefused``,
+        a 401 with its reason in the audit log, otherwise)."""
+
+        async def claims(connection: SsoConnection, pending: SsoState) -> dict[str, Any]:
+            return await self._claims(connection, pending, code)
+
+        return await self._finish("oidc", state, client, claims)
+
+    async def finish_saml(self, saml_response: str, relay_state: str, client: Client) -> Finished:
+        """The Response posted to our ACS: signed, for us, answering our request."""
+
+        async def claims(connection: SsoConnection, pending: SsoState) -> dict[str, Any]:
+            accepted = await asyncio.to_thread(
+                self.saml.accepted,
+                connection.idp_metadata or "",
+                connection.issuer,
+                saml_response,
+                pending.nonce,
+            )
+            return accepted.claims()
+
+        return await self._finish("saml", relay_state, client, claims)
+
+    async def _finish(
+        self,
+        kind: str,
+        state: str,
+        client: Client,
+        claims_of: Callable[[SsoConnection, SsoState], Awaitable[dict[str, Any]]],
+    ) -> Finished:
         connection: SsoConnection | None = None
         try:
             pending = await self._take_state(state)
@@ -231,7 +314,9 @@ class SingleSignOn:
                 connection = await s.get(SsoConnection, pending.connection_id)
             if connection is None:
                 raise refused("connection_removed")
-            claims = await self._claims(connection, pending, code)
+            if connection.kind != kind:
+                raise refused("wrong_protocol")
+            claims = await claims_of(connection, pending)
             email = _verified_email(claims, connection)
             signed = await self._sign_in(connection, claims, email, client)
         except SsoRefused as failed:
@@ -315,7 +400,7 @@ class SingleSignOn:
             user,
             connection.org_id,
             client,
-            {"method": "oidc", "connection": connection.id},
+            {"method": connection.kind, "connection": connection.id},
         )
 
 

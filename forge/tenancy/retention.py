@@ -10,21 +10,25 @@ does for each:
   ``responses.retention_days``).
 - a project's ``organization_default``: its organisation's.
 
-Usage records are kept ``usage_retention_days`` (default: for ever). The audit log keeps
-its own period (its chain spans organisations: not purged per organisation yet).
-A purge, run by every gateway replica now and then, deletes what has outlived them.
+Usage records are kept ``usage_retention_days`` and audit entries
+``audit_retention_days`` (default: for ever); an audit entry past it becomes a stub
+that keeps the chain verifiable (forge.audit.chain). A purge, run by every gateway
+replica now and then, deletes what has outlived them.
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from forge.audit.store import AuditStore
 from forge.db.schema import (
     LearningExample,
     Organization,
@@ -60,6 +64,7 @@ class OrgRetentionUpdate(BaseModel):
     retention_type: OrgType
     body_retention_days: int | None = DAYS
     usage_retention_days: int | None = DAYS
+    audit_retention_days: int | None = DAYS
 
 
 class ProjectRetentionUpdate(BaseModel):
@@ -95,11 +100,14 @@ class RetentionStore:
                     org.body_retention_days = update.body_retention_days
                 if "usage_retention_days" in fields:
                     org.usage_retention_days = update.usage_retention_days
+                if "audit_retention_days" in fields:
+                    org.audit_retention_days = update.audit_retention_days
             return {
                 "object": "organization.data_retention",
                 "type": org.retention_type,
                 "body_retention_days": org.body_retention_days or self.default_body_days,
                 "usage_retention_days": org.usage_retention_days,
+                "audit_retention_days": org.audit_retention_days,
             }
 
     async def project(
@@ -136,10 +144,10 @@ class RetentionStore:
         return Kept(days or self.default_body_days)
 
     async def purge(self) -> dict[str, int]:
-        """Delete the bodies and usage records that outlived their organisation's and
-        project's periods; how many of each went."""
+        """Delete the bodies, usage records and audit entries that outlived their
+        organisation's and project's periods; how many of each went."""
         now = utcnow()
-        gone = {"responses": 0, "learning_examples": 0, "usage_records": 0}
+        gone = {"responses": 0, "learning_examples": 0, "usage_records": 0, "audit_entries": 0}
         async with self._sessions() as s:
             projects = (
                 await s.execute(
@@ -183,4 +191,24 @@ class RetentionStore:
                     )
                 )
                 gone["usage_records"] += max(done.rowcount, 0)  # type: ignore[attr-defined]
+        gone["audit_entries"] = await self._purge_audit(int(now.timestamp()))
         return gone
+
+    async def _purge_audit(self, now: int) -> int:
+        async with self._sessions() as s:
+            periods = (
+                await s.execute(
+                    select(Organization.id, Organization.audit_retention_days).where(
+                        Organization.audit_retention_days.is_not(None)
+                    )
+                )
+            ).all()
+        audit = AuditStore(self._sessions)
+        purged = 0
+        for org_id, days in periods:
+            if days:
+                purged += await audit.purge(org_id, days, now)
+        if purged:
+            with suppress(IntegrityError):  # another replica compacted first
+                await audit.compact()
+        return purged

@@ -1,6 +1,7 @@
 """People's logins (our paths; OpenAI has none): registration and email verification,
 login and logout with a session cookie, sessions listed and revoked, password reset by
-a mailed single-use link, password change, and a TOTP second factor with recovery codes.
+a mailed single-use link, password change, a TOTP second factor with recovery codes, and
+single sign-on (OpenID Connect's callback; SAML's metadata and assertion consumer).
 A signed-in person uses the Admin API with the session cookie (and ``X-CSRF-Token``) as
 their user in the session's organisation: gateway.deps.admin."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from forge.errors import NotFound
@@ -29,8 +30,9 @@ from forge.identity.objects import (
     TotpEnrolment,
 )
 from forge.identity.oidc import refused
+from forge.identity.saml import MAX_RESPONSE_BYTES
 from forge.identity.service import LiveSession, csrf_token, session_object
-from forge.identity.sso import SingleSignOn
+from forge.identity.sso import Finished, SingleSignOn
 from gateway.runtime import GatewayRuntime
 from gateway.sessions import (
     clear_session_cookies,
@@ -203,6 +205,32 @@ async def sso_callback(
         await sso.identity.audit_sso_refusal(None, reason, client_of(request))
         raise refused(reason)
     done = await sso.finish(code, state, client_of(request))
+    return _signed_in(sso, done)
+
+
+@router.get("/saml/metadata")
+async def saml_metadata(request: Request) -> Response:
+    """This platform's SAML service provider metadata (its entity ID is this URL)."""
+    return Response(_sso(request).saml.metadata(), media_type="application/samlmetadata+xml")
+
+
+@router.post("/saml/acs")
+async def saml_acs(
+    request: Request,
+    saml_response: str | None = Form(None, alias="SAMLResponse", max_length=MAX_RESPONSE_BYTES),
+    relay_state: str | None = Form(None, alias="RelayState", max_length=200),
+) -> RedirectResponse:
+    """The identity provider's Response (HTTP-POST binding): a session and a redirect,
+    or a 401 naming the check that failed (unsigned, replayed, another audience...)."""
+    sso = _sso(request)
+    if not saml_response or not relay_state:
+        await sso.identity.audit_sso_refusal(None, "missing_response_or_state", client_of(request))
+        raise refused("missing_response_or_state")
+    done = await sso.finish_saml(saml_response, relay_state, client_of(request))
+    return _signed_in(sso, done)
+
+
+def _signed_in(sso: SingleSignOn, done: Finished) -> RedirectResponse:
     response = RedirectResponse(done.return_to, status_code=303)
     config = sso.identity.config
     set_session_cookies(

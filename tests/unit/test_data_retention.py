@@ -89,6 +89,7 @@ async def test_the_purge_deletes_what_outlived_its_periods(gw):
         "responses": 0,
         "learning_examples": 0,
         "usage_records": 0,
+        "audit_entries": 0,
     }
     await gw.http.post(
         "/v1/organization/data_retention",
@@ -100,7 +101,7 @@ async def test_the_purge_deletes_what_outlived_its_periods(gw):
         },
     )
     gone = await gw.runtime.retention.purge()
-    assert gone == {"responses": 1, "learning_examples": 0, "usage_records": 1}
+    assert gone == {"responses": 1, "learning_examples": 0, "usage_records": 1, "audit_entries": 0}
     assert await count(gw, StoredResponse) == 1 and await count(gw, UsageRecord) == usage - 1
     await gw.http.post(
         "/v1/organization/data_retention",

@@ -27,15 +27,16 @@ PASSWORD = "correct horse battery staple"
 
 
 @asynccontextmanager
-async def identity_gateway(fake_openai, engine, tmp_path) -> AsyncIterator:
+async def identity_gateway(fake_openai, engine, tmp_path, **auth: object) -> AsyncIterator:
     """The in-process gateway with logins on: mail to a folder, plain-HTTP cookies, a
-    throttle that locks after four failures."""
+    throttle that locks after four failures (``auth``: more settings)."""
     base = platform_config(fake_openai.base_url).model_dump()
     base["auth"] = {
         "mail_dir": str(tmp_path / "mail"),
         "cookie_secure": False,  # the test client speaks plain HTTP
         "reset_ttl_s": 60,
         "login": {"slow_after": 2, "lock_after": 4, "max_delay_s": 0.01, "lock_s": 600},
+        **auth,
     }
     async with in_process_gateway(PlatformConfig.model_validate(base), engine) as h:
         h.mail = tmp_path / "mail"  # type: ignore[attr-defined]

@@ -23,11 +23,9 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
 from sqlalchemy import select
 
-from forge.config import PlatformConfig
 from forge.db.schema import AuditLogEntry
 from forge.identity.oidc import SsoRefused, check_id_token
-from tests.unit.harness import in_process_gateway, platform_config
-from tests.unit.test_identity import account, login
+from tests.unit.test_identity import account, identity_gateway, login
 
 JS = Path(__file__).resolve().parents[1] / "js"
 CLIENT_ID, CLIENT_SECRET = "promptforge", "s3cret-of-the-client"
@@ -72,14 +70,9 @@ def idp():
 
 @pytest.fixture
 async def gw(fake_openai, sqlite_engine, tmp_path):
-    base = platform_config(fake_openai.base_url).model_dump()
-    base["auth"] = {
-        "mail_dir": str(tmp_path / "mail"),
-        "cookie_secure": False,
-        "public_url": "http://gateway",
-    }
-    async with in_process_gateway(PlatformConfig.model_validate(base), sqlite_engine) as h:
-        h.mail = tmp_path / "mail"  # type: ignore[attr-defined]
+    async with identity_gateway(
+        fake_openai, sqlite_engine, tmp_path, public_url="http://gateway"
+    ) as h:
         yield h
 
 
