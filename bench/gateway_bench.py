@@ -177,7 +177,9 @@ TESTS = {  # name: (concurrency, requests full, requests quick, stream)
     "c1": (1, 300, 120, False),
     "c16": (16, 1500, 500, False),
     "c64": (64, 2000, 800, False),
-    "stream_c16": (16, 400, 160, True),
+    # 160 streams at c=16 took 0.7 s: too short a window for CPU per stream, which then
+    # moved 4.9-7.8 ms between runs of the same code with Ray's periodic work in it or not
+    "stream_c16": (16, 1600, 800, True),
 }
 
 

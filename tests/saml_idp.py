@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import html
 import re
-import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,8 +70,8 @@ def key_pair(directory: Path, common_name: str) -> tuple[Path, Path]:
 
 class IdentityProvider:
     def __init__(self, directory: Path, name: str = "idp") -> None:
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
         self.entity_id = self.url + "/metadata"
         self.key_file, self.cert_file = key_pair(directory, name)
         self.person = Person("kay@acme.test")
@@ -80,7 +79,6 @@ class IdentityProvider:
         self.audience: str | None = None  # another service provider's entity ID
         self.sign_alg, self.digest_alg = RSA_SHA256, SHA256
         self._server: Server | None = None
-        self._http = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
 
     def trust(self, sp_metadata: str) -> None:
         """Load the service provider's metadata (as an IdP admin registers an app)."""
@@ -184,9 +182,3 @@ def posted_form(page: str) -> tuple[str, dict[str, str]]:
     assert action is not None, page
     fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page))
     return html.unescape(action.group(1)), {k: html.unescape(v) for k, v in fields.items()}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

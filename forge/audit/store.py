@@ -29,6 +29,13 @@ from forge.tenancy.objects import Page
 from forge.tenancy.paging import check_limit
 
 APPEND_ATTEMPTS = 20
+VERIFY_ATTEMPTS = 3
+
+
+class _Raced(Exception):
+    """Another compaction moved the checkpoint first (this one rolls back)."""
+
+
 EXPORT_BATCH = 1000
 
 
@@ -282,6 +289,12 @@ class AuditStore:
         link to it), the last one's hash becoming the checkpoint verification starts
         from. How many went."""
         table = AuditLogEntry
+        try:
+            return await self._compact(table)
+        except _Raced:  # another replica compacted meanwhile: its work stands, ours rolled back
+            return 0
+
+    async def _compact(self, table: type[AuditLogEntry]) -> int:
         async with self._sessions.begin() as s:
             mark = await s.get(AuditCheckpoint, 1, with_for_update=True)
             kept = await s.scalar(select(func.min(table.seq)).where(table.purged_at.is_(None)))
@@ -303,17 +316,35 @@ class AuditStore:
             gone = int(done.rowcount)  # type: ignore[attr-defined]
             if mark is None:  # the first compaction (two at once: one IntegrityError)
                 s.add(AuditCheckpoint(id=1, seq=last.seq, hash=last.hash, compacted=gone))
-            else:
-                mark.seq, mark.hash, mark.compacted = last.seq, last.hash, mark.compacted + gone
+                return gone
+            # moved only from where we read it: SQLite has no row locks, and a compaction
+            # that read an older checkpoint must not write it back over a newer one
+            moved = await s.execute(
+                update(AuditCheckpoint)
+                .where(AuditCheckpoint.id == 1, AuditCheckpoint.seq == mark.seq)
+                .values(seq=last.seq, hash=last.hash, compacted=mark.compacted + gone)
+                .execution_options(synchronize_session=False)
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                raise _Raced
         return gone
 
     async def verify(self) -> Verdict:
         """The whole chain (it spans organisations: the operator's check), from the
-        checkpoint of the compacted stubs if there is one."""
+        checkpoint of the compacted stubs if there is one. A walk that a compaction
+        overtook (the checkpoint moved meanwhile) starts again."""
+        for _ in range(VERIFY_ATTEMPTS):
+            mark = await self._checkpoint()
+            check = ChainCheck() if mark is None else ChainCheck(mark[0], mark[1])
+            async for entry in self.entries():
+                if not check.feed(entry):
+                    break
+            verdict = check.verdict()
+            if verdict.ok or await self._checkpoint() == mark:
+                return verdict
+        return verdict
+
+    async def _checkpoint(self) -> tuple[str, int] | None:
         async with self._sessions() as s:
             mark = await s.get(AuditCheckpoint, 1)
-        check = ChainCheck() if mark is None else ChainCheck(mark.hash, mark.compacted)
-        async for entry in self.entries():
-            if not check.feed(entry):
-                break
-        return check.verdict()
+            return None if mark is None else (mark.hash, mark.compacted)

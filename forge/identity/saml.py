@@ -19,7 +19,8 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, SAMLError
+from defusedxml import DefusedXmlException, ElementTree
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.metadata import entity_descriptor
@@ -30,12 +31,12 @@ from saml2.response import (
     UnsolicitedResponse,
     VerificationError,
 )
-from saml2.saml import NAMEID_FORMAT_EMAILADDRESS
+from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, SCM_BEARER
 from saml2.sigver import SignatureError
 from saml2.validate import ResponseLifetimeExceed, ToEarly
 
 from forge.errors import InvalidRequest
-from forge.identity.oidc import SsoRefused, refused
+from forge.identity.oidc import refused
 
 LEEWAY_S = 60
 MAX_RESPONSE_BYTES = 256 * 1024
@@ -122,6 +123,11 @@ class ServiceProvider:
         config.load(settings)
         return config
 
+    def _client(self, idp_metadata: str) -> Saml2Client:
+        if not idp_metadata:
+            raise refused("idp_metadata_invalid")
+        return Saml2Client(config=self._config(idp_metadata))
+
     def metadata(self) -> str:
         """Our SP metadata (entity ID, ACS, signed assertions wanted), for the IdP."""
         # (without xmlsec1, pysaml2 lists no algorithms, MD5 and SHA-1 among them)
@@ -131,10 +137,14 @@ class ServiceProvider:
         """The identity provider's entity ID, after checking that its metadata is one
         IdP with a signing certificate and an HTTP-Redirect sign-on endpoint."""
         try:
-            client = Saml2Client(config=self._config(idp_metadata))
+            client = self._client(idp_metadata)
             idps = list(client.metadata.identity_providers())
-        except (SAMLError, ValueError, TypeError, AttributeError, SyntaxError) as exc:
-            raise _bad_metadata(f"it does not parse ({type(exc).__name__})") from None
+        except InvalidRequest:
+            raise
+        except Exception as exc:  # pysaml2's: SAMLError, TooOld, parse errors...
+            raise _bad_metadata(
+                f"it does not parse or has expired ({type(exc).__name__})"
+            ) from None
         if len(idps) != 1:
             raise _bad_metadata(f"it describes {len(idps)} identity providers, not one")
         entity_id = idps[0]
@@ -148,14 +158,18 @@ class ServiceProvider:
         self, idp_metadata: str, idp_entity_id: str, relay_state: str
     ) -> tuple[str, str]:
         """The AuthnRequest's ID and the IdP URL that carries it (HTTP-Redirect)."""
-        client = Saml2Client(config=self._config(idp_metadata))
-        request_id, info = client.prepare_for_authenticate(
-            entityid=idp_entity_id,
-            relay_state=relay_state,
-            binding=BINDING_HTTP_REDIRECT,
-            nameid_format=NAMEID_FORMAT_EMAILADDRESS,
-        )
-        location = dict(info["headers"])["Location"]
+        try:
+            request_id, info = self._client(idp_metadata).prepare_for_authenticate(
+                entityid=idp_entity_id,
+                relay_state=relay_state,
+                binding=BINDING_HTTP_REDIRECT,
+                nameid_format=NAMEID_FORMAT_EMAILADDRESS,
+            )
+            location = dict(info["headers"])["Location"]
+        except InvalidRequest:
+            raise
+        except Exception:  # metadata that expired since it was imported, or broke
+            raise refused("idp_metadata_invalid") from None
         return str(request_id), str(location)
 
     def accepted(
@@ -166,16 +180,18 @@ class ServiceProvider:
         if len(saml_response) > MAX_RESPONSE_BYTES:
             raise refused("response_too_large")
         try:
-            base64.b64decode(saml_response, validate=True)
+            xml = base64.b64decode(saml_response, validate=True)
         except (binascii.Error, ValueError):
             raise refused("malformed_response") from None
-        client = Saml2Client(config=self._config(idp_metadata))
+        _plain_assertion_only(xml)
+        try:
+            client = self._client(idp_metadata)
+        except Exception:
+            raise refused("idp_metadata_invalid") from None
         try:
             response = client.parse_authn_request_response(
                 saml_response, BINDING_HTTP_POST, outstanding={request_id: "/"}
             )
-        except SsoRefused:
-            raise
         except Exception as exc:  # pysaml2 raises bare Exceptions for some checks
             raise refused(_reason(exc)) from None
         if not isinstance(response, AuthnResponse) or response.assertion is None:
@@ -204,14 +220,37 @@ class ServiceProvider:
         }
         if self.entity_id not in audiences:
             raise refused("audience_mismatch")
-        recipients = {
-            c.subject_confirmation_data.recipient
+        bearer = [
+            c.subject_confirmation_data
             for c in assertion.subject.subject_confirmation
-            if c.subject_confirmation_data is not None
-        }
-        if self.acs_url not in recipients:
+            if c.method == SCM_BEARER
+        ]
+        if not bearer or any(d is None for d in bearer):
+            raise refused("no_bearer_confirmation")
+        if any(d.recipient != self.acs_url for d in bearer):
             raise refused("recipient_mismatch")
+        # the signed assertion itself answers our request (the Response around it is
+        # not signed: its InResponseTo is the sender's word), and expires
+        if any(d.in_response_to != request_id for d in bearer):
+            raise refused("unsolicited_response")
+        if any(not d.not_on_or_after for d in bearer):
+            raise refused("no_expiry")
         return _person(response)
+
+
+def _plain_assertion_only(xml: bytes) -> None:
+    """One plain ``Assertion`` and nothing encrypted: we publish no encryption key, and
+    pysaml2 skips its ``InResponseTo`` check for an assertion it found inside an
+    ``EncryptedAssertion`` (a captured signed assertion could answer a new request)."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except (ElementTree.ParseError, DefusedXmlException, ValueError):
+        raise refused("malformed_response") from None
+    names = [element.tag.rpartition("}")[2] for element in root.iter()]
+    if "EncryptedAssertion" in names or "EncryptedID" in names or "EncryptedData" in names:
+        raise refused("encrypted_content")
+    if names.count("Assertion") != 1:
+        raise refused("not_one_assertion")
 
 
 def _person(response: AuthnResponse) -> SignedAssertion:

@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forge.credentials.sealing import Keyring
@@ -326,16 +326,25 @@ class SingleSignOn:
         return Finished(signed, pending.return_to)
 
     async def _take_state(self, state: str) -> SsoState:
+        """The pending sign-in, used up: a conditional update, so that of two callbacks
+        with the same state at once only one gets it (SQLite has no row locks)."""
+        key = _digest(state)
         async with self._sessions.begin() as s:
-            row = await s.get(SsoState, _digest(state), with_for_update=True)
+            row = await s.get(SsoState, key)
             if row is None:
                 raise refused("invalid_state")
             if row.used_at is not None:
                 raise refused("replayed_state")
             if as_utc(row.expires_at) <= utcnow():
                 raise refused("expired_state")
-            row.used_at = utcnow()
-            await s.flush()  # written with the transaction (before the row is let go)
+            taken = await s.execute(
+                update(SsoState)
+                .where(SsoState.state_hash == key, SsoState.used_at.is_(None))
+                .values(used_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                raise refused("replayed_state")
             s.expunge(row)
             return row
 

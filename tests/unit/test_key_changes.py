@@ -58,8 +58,9 @@ async def until_refused(verifier: KeyVerifier, key: str, within_s: float) -> flo
     raise AssertionError(f"still accepted after {within_s} s")
 
 
-async def test_a_revocation_and_a_suspension_reach_another_replica_within_a_second(gw):
-    """The other replica caches keys for a minute: only the push can refuse in time."""
+async def test_a_revocation_and_a_suspension_reach_another_replica_before_its_cache_expires(gw):
+    """The other replica caches keys for a minute: only the push can refuse within 10 s
+    (normally tens of milliseconds; the bound is for a loaded machine)."""
     other = KeyVerifier(gw.keys.lookup, ttl_s=60.0)
     watcher = KeyChangeWatcher(gw.runtime.directory.key_changes, other)
     task = asyncio.create_task(watcher.run())
@@ -71,7 +72,7 @@ async def test_a_revocation_and_a_suspension_reach_another_replica_within_a_seco
             f"/admin/keys/{created.info.id}", headers={"authorization": f"Bearer {gw.admin_key}"}
         )
         assert revoked.status_code == 200
-        assert await until_refused(other, created.key, 1.0) < 1.0
+        assert await until_refused(other, created.key, 10.0) < 10.0
         org = await gw.http.post(
             "/admin/organizations",
             json={"name": "soon-suspended"},
@@ -84,7 +85,7 @@ async def test_a_revocation_and_a_suspension_reach_another_replica_within_a_seco
             json={"status": "suspended"},
             headers={"authorization": f"Bearer {gw.operator_key}"},
         )
-        assert await until_refused(other, admin_key, 1.0) < 1.0
+        assert await until_refused(other, admin_key, 10.0) < 10.0
     finally:
         task.cancel()
 

@@ -35,6 +35,7 @@ from forge.routing.provider_limits import (
 )
 from serve.providers.anthropic import AnthropicProvider
 from serve.providers.openai_compat import OpenAICompatProvider
+from tests.fakes import rate_limits
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 
@@ -540,6 +541,13 @@ def limited_anthropic() -> Iterator[FakeAnthropic]:
 BODY = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 
 
+@pytest.fixture
+def frozen_buckets(monkeypatch) -> None:
+    """The fakes' buckets stop refilling (a far-off instant fills them once, then no
+    time passes), so that counting down does not depend on how fast the machine is."""
+    monkeypatch.setattr(rate_limits, "now", lambda: 1e12)
+
+
 async def first_head(provider, body) -> StreamHead:
     head = None
     async for item in provider.stream("chat/completions", body, "pub", False):
@@ -549,7 +557,7 @@ async def first_head(provider, body) -> StreamHead:
     return head
 
 
-async def test_openai_provider_reports_the_limits(limited_openai, fake_openai):
+async def test_openai_provider_reports_the_limits(limited_openai, fake_openai, frozen_buckets):
     cfg = ProviderConfig(
         name="oai",
         type="openai_compatible",
@@ -587,7 +595,9 @@ async def test_openai_provider_reports_the_limits(limited_openai, fake_openai):
     assert reply.limits is None and head.limits is None
 
 
-async def test_anthropic_provider_reports_the_limits(limited_anthropic, fake_anthropic):
+async def test_anthropic_provider_reports_the_limits(
+    limited_anthropic, fake_anthropic, frozen_buckets
+):
     cfg = ProviderConfig(
         name="claude",
         type="anthropic",

@@ -4,6 +4,7 @@ OpenAI upstream): retries, fallbacks and breakers keep answering while a target 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import openai
@@ -99,6 +100,8 @@ async def test_a_dead_primarys_breaker_opens_and_its_traffic_moves_on_without_tr
     fake_openai.down.add("fragile-model")
     try:
         async with in_process_gateway(config, sqlite_engine) as gw:
+            now = [time.time()]  # the breakers' clock, moved by the test (not by a slow machine)
+            gw.runtime.breakers._clock = lambda: now[0]
             client = gw.sdk()
             before = calls()
             for _ in range(10):
@@ -110,7 +113,7 @@ async def test_a_dead_primarys_breaker_opens_and_its_traffic_moves_on_without_tr
             assert "skipped=fragile(cooling down)" in headers["x-forge-route"]
             # back up: after the cooldown one probe closes the breaker, traffic returns
             fake_openai.down.discard("fragile-model")
-            await asyncio.sleep(0.35)
+            now[0] += 0.35
             text, headers = await _ask(client, "fragile", stream=True)
             assert "target=fragile" in headers["x-forge-route"]
             assert gw.runtime.breakers.state("fragile") == "closed"

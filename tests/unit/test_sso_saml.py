@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 
 import httpx2
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.skipif(
 )
 ACS = "http://gateway/auth/saml/acs"
 ADMIN_GROUP = "platform-admins"
+XMLENC = "http://www.w3.org/2001/04/xmlenc#"
 
 
 @pytest.fixture
@@ -131,6 +133,20 @@ async def test_unsigned_tampered_weak_foreign_and_replayed_responses_are_refused
     forged = base64.b64encode(xml.replace(">Kay<", ">Eve<").encode()).decode()
     refused_for(await post(gw, {**signed, "SAMLResponse": forged}), "bad signature")
 
+    # a signed assertion tucked into an EncryptedAssertion (where pysaml2 skips its
+    # InResponseTo check): we publish no encryption key, so nothing encrypted passes
+    signed = await at_the_provider(gw)
+    xml = base64.b64decode(signed["SAMLResponse"]).decode()
+    prefix = re.search(r"<(\w+):Assertion[ >]", xml).group(1)  # type: ignore[union-attr]
+    tucked = xml.replace(
+        f"<{prefix}:Assertion ",
+        f'<{prefix}:EncryptedAssertion><x:EncryptedData xmlns:x="{XMLENC}"/>'
+        f"</{prefix}:EncryptedAssertion><{prefix}:Assertion ",
+        1,
+    )
+    forged = base64.b64encode(tucked.encode()).decode()
+    refused_for(await post(gw, {**signed, "SAMLResponse": forged}), "encrypted content")
+
     idp.sign_alg, idp.digest_alg = RSA_SHA1, SHA1
     refused_for(await post(gw, await at_the_provider(gw)), "weak signature algorithm")
     idp.sign_alg, idp.digest_alg = RSA_SHA256, SHA256
@@ -160,6 +176,7 @@ async def test_unsigned_tampered_weak_foreign_and_replayed_responses_are_refused
         "replayed_state",
         "missing_response_or_state",
         "malformed_response",
+        "encrypted_content",
     } <= reasons
 
 

@@ -52,7 +52,7 @@ async def create(gw: Any, url: str, events: list[str], kind: str = "standard") -
     return resp.json()
 
 
-async def eventually(check, timeout_s: float = 5.0) -> Any:
+async def eventually(check, timeout_s: float = 15.0) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         got = await check()
@@ -202,10 +202,10 @@ async def test_a_claim_whose_sender_died_is_taken_over(gw, receivers):
     await asyncio.sleep(0.1)
     before = len(receivers.received.get("discord", []))
     delivery = await store.test(DEFAULT_ORG_ID, made["id"])
-    (claimed,) = await store.claim_due(10, lease_s=0.05)  # a sender that then dies
+    (claimed,) = await store.claim_due(10, lease_s=1.0)  # a sender that then dies
     assert claimed.id == delivery.id
-    assert await store.claim_due(10, lease_s=0.05) == []  # held meanwhile
-    await asyncio.sleep(0.1)
+    assert await store.claim_due(10, lease_s=1.0) == []  # held meanwhile
+    await asyncio.sleep(1.1)
     assert await gw.runtime.webhook_sender.tick() == 1
     assert len(receivers.received["discord"]) == before + 1
     async with gw.engine.connect() as conn:
@@ -309,7 +309,7 @@ async def test_a_receiver_that_never_finishes_is_cut_off_within_the_timeout(gw):
         (held,) = await gw.runtime.webhooks.claim_due(10, lease_s=30)
         t0 = asyncio.get_running_loop().time()
         assert not await sender.send(held)
-        assert asyncio.get_running_loop().time() - t0 < 3
+        assert asyncio.get_running_loop().time() - t0 < 8  # not the receiver's 10 s
         resp = await gw.http.get(
             f"/v1/organization/webhooks/{made['id']}/deliveries", headers=admin(gw)
         )
