@@ -15,6 +15,8 @@ from gateway.runtime import GatewayRuntime
 
 SESSION_COOKIE = "forge_session"
 CSRF_COOKIE = "forge_csrf"
+SSO_COOKIE = "forge_sso"
+SSO_COOKIE_TTL_S = 600.0  # as long as a sign-in's state lives (forge.identity.sso)
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -90,6 +92,26 @@ def set_session_cookies(response: Response, token: str, max_age: int, secure: bo
     response.set_cookie(
         CSRF_COOKIE, csrf_token(token), max_age=max_age, secure=secure, samesite="strict"
     )
+
+
+def set_sso_cookie(response: Response, browser: str, secure: bool) -> None:
+    """The secret binding a single sign-on to the browser that started it. SAML's
+    Response comes back as a cross-site POST, which only a ``SameSite=None`` cookie
+    rides (browsers want it ``Secure``); over plain HTTP (development) ``Lax``, which
+    OIDC's top-level redirect still carries."""
+    response.set_cookie(
+        SSO_COOKIE,
+        browser,
+        max_age=int(SSO_COOKIE_TTL_S),
+        path="/auth",
+        httponly=True,
+        secure=secure,
+        samesite="none" if secure else "lax",
+    )
+
+
+def clear_sso_cookie(response: Response, secure: bool) -> None:
+    response.delete_cookie(SSO_COOKIE, path="/auth", secure=secure, httponly=True)
 
 
 def clear_session_cookies(response: Response, secure: bool) -> None:

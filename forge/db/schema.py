@@ -269,6 +269,8 @@ class SsoState(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # SHA-256 of the cookie set on the browser that started it (no login CSRF)
+    browser_hash: Mapped[str] = mapped_column(String(64), server_default="")
 
 
 class ScimToken(Base):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -108,6 +109,12 @@ class ConnectionObject(BaseModel):
     )
     sp_entity_id: str | None = Field(None, description="SAML: our entity ID (metadata URL).")
     created_at: int
+
+
+@dataclass
+class Started:
+    url: str
+    browser: str  # for the starting browser's cookie
 
 
 @dataclass
@@ -239,29 +246,37 @@ class SingleSignOn:
 
     # -- signing in -----------------------------------------------------------------------
 
-    async def start(self, email: str, return_to: str | None) -> str:
-        """The provider's authorization URL for ``email``'s organisation."""
+    async def start(self, email: str, return_to: str | None) -> Started:
+        """The provider's authorization URL for ``email``'s organisation, and the secret
+        the starting browser keeps (a cookie): the callback must come from it."""
         back = safe_return(return_to)
         connection = await self.for_email(email)
         if connection is None:
             raise NotFound("No single sign-on for this email's domain.", param="email")
-        state = secrets.token_urlsafe(32)
+        state, browser = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         if connection.kind == "saml":
             request_id, url = await asyncio.to_thread(
                 self.saml.authn_request, connection.idp_metadata or "", connection.issuer, state
             )
-            await self._keep_state(state, connection, request_id, "", back)
-            return url
+            await self._keep_state(state, browser, connection, request_id, "", back)
+            return Started(url, browser)
         metadata = await self.provider.metadata(connection.issuer)
         nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(48)
         sealed = self.keyring.seal(verifier, VERIFIER_CONTEXT)
-        await self._keep_state(state, connection, nonce, sealed, back)
-        return self.provider.authorization_url(
+        await self._keep_state(state, browser, connection, nonce, sealed, back)
+        url = self.provider.authorization_url(
             metadata, connection.client_id, self.redirect_uri, state, nonce, verifier
         )
+        return Started(url, browser)
 
     async def _keep_state(
-        self, state: str, connection: SsoConnection, nonce: str, verifier: str, back: str
+        self,
+        state: str,
+        browser: str,
+        connection: SsoConnection,
+        nonce: str,
+        verifier: str,
+        back: str,
     ) -> None:
         async with self._sessions.begin() as s:
             s.add(
@@ -273,19 +288,22 @@ class SingleSignOn:
                     return_to=back,
                     created_at=utcnow(),
                     expires_at=utcnow() + STATE_TTL,
+                    browser_hash=_digest(browser),
                 )
             )
 
-    async def finish(self, code: str, state: str, client: Client) -> Finished:
+    async def finish(self, code: str, state: str, browser: str | None, client: Client) -> Finished:
         """The OpenID callback: every check, then the person's session (``SsoRefused``,
         a 401 with its reason in the audit log, otherwise)."""
 
         async def claims(connection: SsoConnection, pending: SsoState) -> dict[str, Any]:
             return await self._claims(connection, pending, code)
 
-        return await self._finish("oidc", state, client, claims)
+        return await self._finish("oidc", state, browser, client, claims)
 
-    async def finish_saml(self, saml_response: str, relay_state: str, client: Client) -> Finished:
+    async def finish_saml(
+        self, saml_response: str, relay_state: str, browser: str | None, client: Client
+    ) -> Finished:
         """The Response posted to our ACS: signed, for us, answering our request."""
 
         async def claims(connection: SsoConnection, pending: SsoState) -> dict[str, Any]:
@@ -298,18 +316,23 @@ class SingleSignOn:
             )
             return accepted.claims()
 
-        return await self._finish("saml", relay_state, client, claims)
+        return await self._finish("saml", relay_state, browser, client, claims)
 
     async def _finish(
         self,
         kind: str,
         state: str,
+        browser: str | None,
         client: Client,
         claims_of: Callable[[SsoConnection, SsoState], Awaitable[dict[str, Any]]],
     ) -> Finished:
         connection: SsoConnection | None = None
         try:
             pending = await self._take_state(state)
+            # a sign-in another browser started (an attacker's own, posted by a page the
+            # victim opened, would sign the victim into the attacker's account)
+            if not hmac.compare_digest(_digest(browser or ""), pending.browser_hash):
+                raise refused("browser_mismatch")
             async with self._sessions() as s:
                 connection = await s.get(SsoConnection, pending.connection_id)
             if connection is None:

@@ -35,10 +35,13 @@ from forge.identity.service import LiveSession, csrf_token, session_object
 from forge.identity.sso import Finished, SingleSignOn
 from gateway.runtime import GatewayRuntime
 from gateway.sessions import (
+    SSO_COOKIE,
     clear_session_cookies,
+    clear_sso_cookie,
     client_of,
     identity_of,
     set_session_cookies,
+    set_sso_cookie,
     signed_in,
 )
 
@@ -186,8 +189,11 @@ async def sso_start(
 ) -> RedirectResponse:
     """To the identity provider of the email's organisation (``return_to``: a path on
     this platform to land on afterwards; anything else is a 400)."""
-    url = await _sso(request).start(email, return_to)
-    return RedirectResponse(url, status_code=303)
+    sso = _sso(request)
+    started = await sso.start(email, return_to)
+    response = RedirectResponse(started.url, status_code=303)
+    set_sso_cookie(response, started.browser, sso.identity.config.cookie_secure)
+    return response
 
 
 @router.get("/sso/callback")
@@ -204,7 +210,7 @@ async def sso_callback(
         reason = "provider_error" if error is not None else "missing_code_or_state"
         await sso.identity.audit_sso_refusal(None, reason, client_of(request))
         raise refused(reason)
-    done = await sso.finish(code, state, client_of(request))
+    done = await sso.finish(code, state, request.cookies.get(SSO_COOKIE), client_of(request))
     return _signed_in(sso, done)
 
 
@@ -226,7 +232,8 @@ async def saml_acs(
     if not saml_response or not relay_state:
         await sso.identity.audit_sso_refusal(None, "missing_response_or_state", client_of(request))
         raise refused("missing_response_or_state")
-    done = await sso.finish_saml(saml_response, relay_state, client_of(request))
+    browser = request.cookies.get(SSO_COOKIE)
+    done = await sso.finish_saml(saml_response, relay_state, browser, client_of(request))
     return _signed_in(sso, done)
 
 
@@ -236,6 +243,7 @@ def _signed_in(sso: SingleSignOn, done: Finished) -> RedirectResponse:
     set_session_cookies(
         response, done.signed.token, int(config.session_ttl_s), config.cookie_secure
     )
+    clear_sso_cookie(response, config.cookie_secure)
     return response
 
 

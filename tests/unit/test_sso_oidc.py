@@ -119,9 +119,11 @@ async def through_the_provider(start: str, login_name: str) -> str:
 async def sso(gw, email: str, return_to: str = "/console") -> httpx2.Response:
     started = await gw.http.get("/auth/sso/start", params={"email": email, "return_to": return_to})
     assert started.status_code == 303, started.text
+    browser = started.cookies["forge_sso"]  # what the start left on the browser
     callback = await through_the_provider(started.headers["location"], email)
     gw.http.cookies.clear()
-    return await gw.http.get(callback.removeprefix("http://gateway"))
+    cookie = {"cookie": f"forge_sso={browser}"}
+    return await gw.http.get(callback.removeprefix("http://gateway"), headers=cookie)
 
 
 @needs_node
@@ -172,12 +174,18 @@ async def test_a_wrong_replayed_or_missing_state_and_an_outside_return_url_are_r
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "return_to"
     unknown = await gw.http.get("/auth/sso/start", params={"email": "x@elsewhere.test"})
     assert unknown.status_code == 404
+    # login CSRF: the attacker's own callback, opened by the victim's browser
+    started = await gw.http.get("/auth/sso/start", params={"email": "kay@acme.test"})
+    callback = await through_the_provider(started.headers["location"], "kay@acme.test")
+    gw.http.cookies.clear()
+    csrf = await gw.http.get(callback.removeprefix("http://gateway"))
+    assert csrf.status_code == 401 and "browser mismatch" in csrf.json()["error"]["message"]
     await asyncio.sleep(0)
     await gw.runtime.identity.flush()
     async with gw.engine.connect() as conn:
         rows = (await conn.execute(select(AuditLogEntry.type, AuditLogEntry.content))).all()
     reasons = {json.loads(c)["login.failed"]["reason"] for t, c in rows if t == "login.failed"}
-    assert {"invalid_state", "replayed_state", "provider_error"} <= reasons
+    assert {"invalid_state", "replayed_state", "provider_error", "browser_mismatch"} <= reasons
 
 
 @needs_node

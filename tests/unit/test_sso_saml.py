@@ -68,20 +68,26 @@ async def connect(gw, idp: IdentityProvider) -> dict:
 
 
 async def at_the_provider(gw, email: str = "kay@acme.test") -> dict[str, str]:
-    """Start at the platform, sign in at the IdP: the form it posts back to the ACS."""
+    """Start at the platform, sign in at the IdP: the form it posts back to the ACS, and
+    (as ``_browser``) the cookie the start left on the browser."""
     started = await gw.http.get("/auth/sso/start", params={"email": email, "return_to": "/console"})
     assert started.status_code == 303, started.text
+    cookie = started.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "Path=/auth" in cookie and "Max-Age=600" in cookie
     async with httpx2.AsyncClient() as browser:
         page = await browser.get(started.headers["location"])
     assert page.status_code == 200, page.text
     action, fields = posted_form(page.text)
     assert action == ACS and set(fields) == {"SAMLResponse", "RelayState"}
-    return fields
+    return {**fields, "_browser": started.cookies["forge_sso"]}
 
 
 async def post(gw, fields: dict[str, str]) -> httpx2.Response:
+    """The IdP's form, posted by the browser holding ``_browser``'s cookie (if any)."""
+    form = {k: v for k, v in fields.items() if k != "_browser"}
     gw.http.cookies.clear()
-    return await gw.http.post("/auth/saml/acs", data=fields)
+    headers = {"cookie": f"forge_sso={fields['_browser']}"} if "_browser" in fields else {}
+    return await gw.http.post("/auth/saml/acs", data=form, headers=headers)
 
 
 async def audited(gw, kind: str) -> list[dict]:
@@ -155,6 +161,11 @@ async def test_unsigned_tampered_weak_foreign_and_replayed_responses_are_refused
     refused_for(await post(gw, await at_the_provider(gw)), "audience mismatch")
     idp.audience = None
 
+    # login CSRF: a sign-in the attacker started, its Response posted by the victim's
+    # browser (which lacks the attacker's cookie)
+    theirs = await at_the_provider(gw)
+    refused_for(await post(gw, {**theirs, "_browser": "the-victims-own"}), "browser mismatch")
+
     good = await at_the_provider(gw)
     other_start = await at_the_provider(gw)  # a second sign-in under way
     answering_another = {**other_start, "SAMLResponse": good["SAMLResponse"]}
@@ -177,6 +188,7 @@ async def test_unsigned_tampered_weak_foreign_and_replayed_responses_are_refused
         "missing_response_or_state",
         "malformed_response",
         "encrypted_content",
+        "browser_mismatch",
     } <= reasons
 
 
