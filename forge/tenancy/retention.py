@@ -28,7 +28,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from forge.audit.store import AuditStore
+from forge.audit.store import AuditEvent, AuditStore
 from forge.db.schema import (
     LearningExample,
     Organization,
@@ -206,8 +206,20 @@ class RetentionStore:
         audit = AuditStore(self._sessions)
         purged = 0
         for org_id, days in periods:
-            if days:
-                purged += await audit.purge(org_id, days, now)
+            if not days:
+                continue
+            count = await audit.purge(org_id, days, now)
+            if count:  # said in the organisation's own log (itself purged in its turn)
+                details = {"count": count, "retention_days": days, "before": now - days * 86_400}
+                await audit.append(
+                    AuditEvent(
+                        type="audit_log.purged",
+                        org_id=org_id,
+                        actor={"type": "platform", "platform": {"job": "retention"}},
+                        details=details,
+                    )
+                )
+            purged += count
         if purged:
             with suppress(IntegrityError):  # another replica compacted first
                 await audit.compact()

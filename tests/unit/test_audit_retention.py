@@ -114,8 +114,12 @@ async def test_the_organisations_audit_period_is_set_in_its_data_retention(gw):
     assert set_period.status_code == 200 and set_period.json()["audit_retention_days"] == 90
     assert (await gw.runtime.retention.purge())["audit_entries"] >= 1
     listed = await gw.http.get("/v1/organization/audit_logs?limit=100", headers=admin)
-    types = [e["type"] for e in listed.json()["data"]]
+    entries = listed.json()["data"]
+    types = [e["type"] for e in entries]
     assert "project.created" not in types and "organization.updated" in types
+    (said,) = [e for e in entries if e["type"] == "audit_log.purged"]  # in its own log
+    assert said["audit_log.purged"]["retention_days"] == 90
+    assert said["audit_log.purged"]["count"] >= 1
     operator = {"authorization": f"Bearer {gw.operator_key}"}
     verified = await gw.http.get("/admin/audit/verify", headers=operator)
     assert verified.status_code == 200 and verified.json()["ok"], verified.text
