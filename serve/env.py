@@ -25,6 +25,10 @@ FAST_SERVE_ENV = {
     # a busy one pays too. Deployments react within half a second instead of 0.1 s.
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+    # The raylet keeps up to one idle worker per CPU for tasks to come (79 MiB each,
+    # left by Serve's start-up tasks); the platform runs few tasks, and a worker is
+    # started for each actor anyway: idle ones go after a second.
+    "RAY_num_workers_soft_limit": "0",
 }
 
 # HAProxy through `forge-haproxy` (serve/haproxy_shim.py): its statistics and metrics

@@ -20,6 +20,7 @@ from forge.settings import Settings
 from serve.app import APP_NAME, DRAIN_MARGIN_S, build_application
 from serve.env import FAST_SERVE_ENV, use_ray_token_if_present
 from serve.haproxy_shim import HOST_ENV
+from serve.lean_workers import WORKER_ENV
 from serve.local_ray import init_local_head
 from serve.processes import descendants, named, terminate
 
@@ -65,7 +66,7 @@ def start(
     address = os.environ.get("RAY_ADDRESS")
     if address:
         use_ray_token_if_present()
-        context = ray.init(address=address, namespace=APP_NAME)
+        context = ray.init(address=address, namespace=APP_NAME, runtime_env=WORKER_ENV)
     else:
         context = init_local_head(APP_NAME, replica_logs=replica_logs)
     if signals is not None:

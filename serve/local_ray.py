@@ -26,6 +26,8 @@ import ray
 from ray._private.node import Node
 from ray._private.parameter import RayParams
 
+from serve.lean_workers import WORKER_ENV
+
 
 @contextmanager
 def _lean_head(replica_logs: bool) -> Iterator[None]:
@@ -84,6 +86,7 @@ def init_local_head(
             _node_ip_address="127.0.0.1",
             namespace=namespace,
             log_to_driver=replica_logs,
+            runtime_env=WORKER_ENV,
         )
 
 

@@ -17,26 +17,25 @@ import binascii
 import logging
 import shutil
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from defusedxml import DefusedXmlException, ElementTree
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
-from saml2.client import Saml2Client
-from saml2.config import SPConfig
-from saml2.metadata import entity_descriptor
-from saml2.response import (
-    AuthnResponse,
-    IncorrectlySigned,
-    StatusError,
-    UnsolicitedResponse,
-    VerificationError,
-)
-from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, SCM_BEARER
-from saml2.sigver import SignatureError
-from saml2.validate import ResponseLifetimeExceed, ToEarly
 
 from forge.errors import InvalidRequest
 from forge.identity.oidc import refused
+
+if TYPE_CHECKING:  # pysaml2 itself is imported on first use: see the note below
+    from saml2.client import Saml2Client
+    from saml2.config import SPConfig
+    from saml2.response import AuthnResponse
+
+# pysaml2 (with xmlschema, pyOpenSSL, requests) adds ~45 MiB to a process that imports
+# it, and every gateway replica and the `forge up` driver import this module while
+# most installs never configure SAML: its modules are imported inside the functions.
+BINDING_HTTP_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
+BINDING_HTTP_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+NAMEID_FORMAT_EMAILADDRESS = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
+SCM_BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
 
 LEEWAY_S = 60
 MAX_RESPONSE_BYTES = 256 * 1024
@@ -119,17 +118,23 @@ class ServiceProvider:
         }
         if idp_metadata is not None:
             settings["metadata"] = {"inline": [idp_metadata]}
+        from saml2.config import SPConfig
+
         config = SPConfig()
         config.load(settings)
         return config
 
     def _client(self, idp_metadata: str) -> Saml2Client:
+        from saml2.client import Saml2Client
+
         if not idp_metadata:
             raise refused("idp_metadata_invalid")
         return Saml2Client(config=self._config(idp_metadata))
 
     def metadata(self) -> str:
         """Our SP metadata (entity ID, ACS, signed assertions wanted), for the IdP."""
+        from saml2.metadata import entity_descriptor
+
         # (without xmlsec1, pysaml2 lists no algorithms, MD5 and SHA-1 among them)
         return str(entity_descriptor(self._config(None, checks=False)))
 
@@ -194,6 +199,8 @@ class ServiceProvider:
             )
         except Exception as exc:  # pysaml2 raises bare Exceptions for some checks
             raise refused(_reason(exc)) from None
+        from saml2.response import AuthnResponse
+
         if not isinstance(response, AuthnResponse) or response.assertion is None:
             raise refused("invalid_response")  # pysaml2's None: e.g. a wrong Destination
         return self._required(response, idp_entity_id, request_id)
@@ -287,6 +294,15 @@ def _weak(signature: Any) -> bool:
 
 def _reason(exc: BaseException) -> str:
     """pysaml2's failure, as the check that failed."""
+    from saml2.response import (
+        IncorrectlySigned,
+        StatusError,
+        UnsolicitedResponse,
+        VerificationError,
+    )
+    from saml2.sigver import SignatureError
+    from saml2.validate import ResponseLifetimeExceed, ToEarly
+
     text = str(exc).lower()
     if isinstance(exc, (SignatureError, IncorrectlySigned)):
         return "unsigned_assertion" if "missing" in text else "bad_signature"

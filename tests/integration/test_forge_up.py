@@ -19,6 +19,15 @@ import yaml
 from serve.processes import command_line, descendants, listening_sockets
 from tests.fakes.server import free_port
 
+
+def mapped_files(pid: int) -> str:
+    """What the process has mapped (its shared libraries among them)."""
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:  # gone meanwhile
+        return ""
+
+
 ROOT = Path(__file__).resolve().parents[2]
 FORGE = str(Path(sys.executable).parent / "forge")
 
@@ -128,6 +137,14 @@ def test_forge_up_serves_reports_status_and_stops_cleanly(tmp_path, fake_openai)
         assert not [c for c in commands if "monitor.py" in c], commands
         logs = Path(wait_for(r"Replica logs: (\S+)", log, proc, 5)[1])
         assert any(logs.glob("worker-*.out")), sorted(p.name for p in logs.iterdir())[:20]
+        # and no process of the platform loaded pandas or pyarrow (serve/lean_workers.py):
+        # Serve's and Ray's optional imports of them cost ~90 MiB a process
+        loaded = {
+            command_line(pid)[:60]
+            for pid in [proc.pid, *descendants(proc.pid)]
+            if any(lib in mapped_files(pid) for lib in ("/pandas/", "/pyarrow/"))
+        }
+        assert not loaded, loaded
 
         status = subprocess.run(
             [FORGE, "status", "--json"],
