@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from forge.finetune.learning import LearningStore, lineage_alias, new_example
+from forge.protocol.sse import StreamText
 from forge.quality.validation import answer_text
 from forge.ttl_cache import TtlCache
 
@@ -114,29 +115,13 @@ class LearningCapture:
         await self.flush()
 
 
-class StreamKeeper:
-    """The assistant's text of a chat stream, from its SSE chunks as they are relayed;
-    ``done``: offered for keeping."""
+class StreamKeeper(StreamText):
+    """The assistant's text of a chat stream, as it is relayed; ``done``: offered for
+    keeping."""
 
     def __init__(self, offer: Callable[[str], None]) -> None:
+        super().__init__()
         self._offer = offer
-        self._parts: list[str] = []
-
-    def feed(self, item: bytes) -> None:
-        for line in item.split(b"\n"):
-            if not line.startswith(b"data: ") or line == b"data: [DONE]":
-                continue
-            try:
-                delta = orjson.loads(line[6:])["choices"][0]["delta"]
-            except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-                continue
-            content = delta.get("content") if isinstance(delta, dict) else None
-            if isinstance(content, str):
-                self._parts.append(content)
-
-    @property
-    def text(self) -> str:
-        return "".join(self._parts)
 
     def done(self) -> None:
         self._offer(self.text)

@@ -35,7 +35,7 @@ from forge.key_scope import check_model
 from forge.keys import KeyInfo
 from forge.limits.admission import Admission, Admitted, estimated_tokens, requested_output
 from forge.protocol.exchange import Endpoint, ProviderReply, StreamEnd, StreamHead, Usage
-from forge.protocol.sse import DONE, error_event
+from forge.protocol.sse import DONE, StreamText, error_event
 from forge.quality.judge import Judge
 from forge.quality.validation import (
     VALIDATION_HEADER,
@@ -46,6 +46,7 @@ from forge.quality.validation import (
     check_stream_end,
     correction,
     requested_mode,
+    wants_json,
 )
 from forge.routing.auto import AutoRouter
 from forge.routing.breakers import Breakers
@@ -746,9 +747,15 @@ class Relay:
         ttft_ms = _ms_since(ctx.t0)
         overhead = ttft_ms - head.upstream_ms
         keep = None
-        if self.learning is not None and ctx.endpoint == "chat/completions":
-            keep = self.learning.stream_keeper(ctx.request_id, ctx.org_id, ctx.project_id, body)
-        relayed = self._relay(ctx, target, source, head, ttft_ms, t_call, keep)
+        json_text, response_format = None, body.get("response_format")
+        if ctx.endpoint == "chat/completions":
+            if self.learning is not None:
+                keep = self.learning.stream_keeper(ctx.request_id, ctx.org_id, ctx.project_id, body)
+            if wants_json(response_format):
+                json_text = keep or StreamText()  # to check the answer's JSON at the end
+        relayed = self._relay(
+            ctx, target, source, head, ttft_ms, t_call, keep, json_text, response_format
+        )
         return relayed, self._headers(ctx, overhead, target)
 
     async def _relay(
@@ -760,14 +767,20 @@ class Relay:
         ttft_ms: float,
         t_call: float,
         keep: StreamKeeper | None = None,
+        json_text: StreamText | None = None,
+        response_format: Any = None,
     ) -> AsyncIterator[bytes]:
+        """The stream to the client, recorded at its end. ``keep`` and ``json_text`` (the
+        same object when both are wanted) gather the answer's text as it goes, the latter
+        to check it against ``response_format`` at the end."""
         end: StreamEnd | None = None
         first_token_ms = _ms_since(t_call)
         chunks = 0
         price = target.model.output_price_per_mtok
+        gather = keep or json_text
         try:
-            if keep is not None:
-                keep.feed(head.data)
+            if gather is not None:
+                gather.feed(head.data)
             yield head.data
             try:
                 async for item in source:
@@ -778,8 +791,8 @@ class Relay:
                     if chunks % PROGRESS_EVERY == 0:
                         cost = cost_usd(0, chunks, 0.0, price)
                         self.shipper.progress(ctx.request_id, chunks, cost)
-                    if keep is not None:
-                        keep.feed(item)
+                    if gather is not None:
+                        gather.feed(item)
                     yield item
             except Exception as exc:  # the proxy itself failed mid-stream
                 error = as_forge_error(exc)
@@ -814,7 +827,12 @@ class Relay:
                 checked = end.status == "ok" and ctx.endpoint == "chat/completions"
                 mode = ctx.validate or target.model.validation
                 finding = (
-                    check_stream_end(end.finish_reason, end.content_chunks)
+                    check_stream_end(
+                        end.finish_reason,
+                        end.content_chunks,
+                        None if json_text is None else json_text.text,
+                        response_format,
+                    )
                     if checked and mode != "off"
                     else None
                 )

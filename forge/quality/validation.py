@@ -71,31 +71,51 @@ def check_chat_answer(answer: dict[str, Any], response_format: Any) -> Finding:
         return Finding("empty", "the answer has no content")
     if choice.get("finish_reason") == "length":
         return Finding("truncated", "the answer was cut short by max_tokens")
+    if message.get("tool_calls"):
+        return OK
+    return _as_json(text, response_format)
+
+
+def wants_json(response_format: Any) -> bool:
+    """Whether ``response_format`` asks for JSON (so a streamed answer's text is kept
+    to be checked: nothing else costs a streamed chunk a parse)."""
     kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind not in ("json_object", "json_schema") or message.get("tool_calls"):
-        return OK
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        return Finding("invalid_json", _short(f"not JSON: {exc}"))
-    if kind == "json_object":
-        return OK if isinstance(value, dict) else Finding("invalid_json", "not a JSON object")
-    schema = (response_format.get("json_schema") or {}).get("schema")
-    if not isinstance(schema, dict):
-        return OK
-    return _against_schema(value, schema)
+    return kind in ("json_object", "json_schema")
 
 
-def check_stream_end(finish_reason: str | None, content_chunks: int) -> Finding:
-    """A streamed answer, from how it ended: empty, cut short or filtered (its text has
-    gone out chunk by chunk, so JSON is not checked and nothing can be retried)."""
+def check_stream_end(
+    finish_reason: str | None,
+    content_chunks: int,
+    text: str | None = None,
+    response_format: Any = None,
+) -> Finding:
+    """A streamed answer, from how it ended: empty, cut short or filtered; and, given
+    its ``text``, its JSON against ``response_format``. Its text has gone out chunk by
+    chunk: the finding is reported and recorded, nothing can be retried."""
     if finish_reason == "content_filter":
         return Finding("refused", "the answer was filtered")
     if content_chunks == 0:
         return Finding("empty", "the stream carried no content")
     if finish_reason == "length":
         return Finding("truncated", "the answer was cut short by max_tokens")
-    return OK
+    if text is None or finish_reason == "tool_calls":
+        return OK
+    return _as_json(text, response_format)
+
+
+def _as_json(text: str, response_format: Any) -> Finding:
+    if not wants_json(response_format):
+        return OK
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return Finding("invalid_json", _short(f"not JSON: {exc}"))
+    if response_format.get("type") == "json_object":
+        return OK if isinstance(value, dict) else Finding("invalid_json", "not a JSON object")
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if not isinstance(schema, dict):
+        return OK
+    return _against_schema(value, schema)
 
 
 def _against_schema(value: Any, schema: dict[str, Any]) -> Finding:

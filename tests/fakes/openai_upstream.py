@@ -91,6 +91,18 @@ def _content(body: dict[str, Any], words: list[str]) -> str:
     return orjson.dumps(value).decode()
 
 
+def _stream_pieces(body: dict[str, Any], count: int) -> list[str]:
+    """A streamed answer's text in ``count`` pieces: words, or in JSON mode the JSON
+    ``_content`` gives, cut in even pieces (as OpenAI streams it)."""
+    words = [WORDS[k % len(WORDS)] for k in range(count)]
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") not in ("json_object", "json_schema") or not count:
+        return [(" " if k else "") + word for k, word in enumerate(words)]
+    text = _content(body, words)
+    size = -(-len(text) // count)
+    return [text[k * size : (k + 1) * size] for k in range(count)]
+
+
 class InvalidSchema(ValueError):
     """A JSON schema OpenAI refuses (a 400 naming response_format, as OpenAI answers)."""
 
@@ -383,6 +395,7 @@ class FakeOpenAI(FakeUpstream):
             return {"index": i, "delta": d, "logprobs": None, "finish_reason": reason}
 
         count = 200 if model == "slow-stream" else len(words)
+        pieces = _stream_pieces(body, count)
         try:
             for i in range(n):
                 await resp.write(
@@ -445,9 +458,8 @@ class FakeOpenAI(FakeUpstream):
                     return resp
                 if model == "slow-stream":
                     await asyncio.sleep(0.02)
-                word = WORDS[k % len(WORDS)]
                 for i in range(n):
-                    await resp.write(chunk([delta(i, {"content": (" " if k else "") + word})]))
+                    await resp.write(chunk([delta(i, {"content": pieces[k]})]))
             for i in range(n):
                 await resp.write(chunk([delta(i, {}, finish)]))
             if include_usage:

@@ -188,14 +188,17 @@ async def test_off_checks_nothing(gw):
     assert [r["validation"] for r in await usage_rows(gw)] == [None]
 
 
-async def _stream(gw, validate=None, **params):
+async def _stream(gw, validate=None, model="gpt-test", **params) -> str:
     headers = {} if validate is None else {"x-forge-validate": validate}
     raw = await gw.sdk().chat.completions.with_raw_response.create(
-        model="gpt-test", messages=MSG, stream=True, extra_headers=headers, **params
+        model=model, messages=MSG, stream=True, extra_headers=headers, **params
     )
     assert "x-forge-validation" not in raw.headers  # sent before the answer existed
-    async for _ in raw.parse():
-        pass
+    text = ""
+    async for chunk in raw.parse():
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+    return text
 
 
 async def test_streams_are_checked_by_how_they_end(gw):
@@ -225,3 +228,30 @@ async def test_a_bad_validate_header_is_a_400(gw):
     with pytest.raises(openai.BadRequestError) as raised:
         await _chat(gw, "gpt-test", "sometimes")
     assert raised.value.body["param"] == "x-forge-validate"
+
+
+async def test_a_streamed_answers_json_is_checked_when_it_ends(gw):
+    """The text has gone out chunk by chunk: the finding is recorded, not retried."""
+    as_json = {"type": "json_object"}
+    assert json.loads(await _stream(gw, response_format=as_json))
+    assert json.loads(await _stream(gw, response_format=SCHEMA))["city"]
+    sloppy = await _stream(gw, model="sloppy-json", response_format=as_json)
+    assert sloppy.startswith("Sure! ")
+    await _stream(gw, "off", model="sloppy-json", response_format=as_json)
+    rows = sorted(await usage_rows(gw), key=lambda r: r["created_at"])
+    assert [r["validation"] for r in rows] == ["ok", "ok", "invalid_json", None]
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "finish", "check"),
+    [
+        ('{"city": "Paris"}', SCHEMA, "stop", "ok"),
+        ('{"town": "Paris"}', SCHEMA, "stop", "schema_mismatch"),
+        ("Sure! {}", {"type": "json_object"}, "stop", "invalid_json"),
+        ("Paris", None, "stop", "ok"),
+        ('{"ci', {"type": "json_object"}, "length", "truncated"),
+        ("", {"type": "json_object"}, "tool_calls", "ok"),
+    ],
+)
+def test_stream_text_checks(text, fmt, finish, check):
+    assert check_stream_end(finish, 3, text, fmt).check == check
