@@ -3,9 +3,10 @@ only, which the replica has loaded anyway; the SDK is imported only when tracing
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
-from opentelemetry.context import Context
+from opentelemetry.context import Context, attach, detach
 from opentelemetry.trace import Span, Status, StatusCode, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -25,13 +26,29 @@ def caller_context(headers: Mapping[str, str]) -> Context | None:
 
 def trace_headers() -> dict[str, str]:
     """The current span as a W3C ``traceparent`` for an upstream call (the relay makes a
-    try's span current around it); empty when nothing is traced, at the cost of one
-    context lookup."""
-    if not get_current_span().is_recording():
+    try's span current around it; a provider deployment's replica, the caller's span it
+    was handed: ``continued``); empty when nothing is traced, at the cost of one context
+    lookup."""
+    if not get_current_span().get_span_context().is_valid:
         return {}
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
     return carrier
+
+
+@contextmanager
+def continued(carrier: Mapping[str, str] | None) -> Iterator[None]:
+    """A trace handed across a process (``trace_headers()`` of the gateway's try, sent
+    with a call through a Serve handle) made current here, so that the upstream call
+    made inside carries it on. No spans are made here: the try's span is the call's."""
+    if not carrier:
+        yield
+        return
+    token = attach(_PROPAGATOR.extract(dict(carrier)))
+    try:
+        yield
+    finally:
+        detach(token)
 
 
 def end_request_span(span: Span, event: UsageEvent) -> None:

@@ -48,6 +48,7 @@ from forge.routing.breakers import BreakerBoard
 from forge.routing.router import ProviderClient, Router
 from forge.settings import Settings
 from forge.tenancy.store import TenancyStore
+from forge.tracing_spans import continued
 from forge.webhooks.store import WebhookStore
 from gateway.app import build_app
 from gateway.auth import KeyVerifier
@@ -132,10 +133,11 @@ class ProviderDeployment:
         body: dict[str, Any],
         public_model: str,
         api_key: str | None = None,
+        trace: dict[str, str] | None = None,
     ) -> ProviderReply:
-        if api_key is None:
-            return await self.provider.complete(endpoint, body, public_model)
-        return await self.provider.complete(endpoint, body, public_model, api_key=api_key)
+        keyed = {} if api_key is None else {"api_key": api_key}
+        with continued(trace):
+            return await self.provider.complete(endpoint, body, public_model, **keyed)
 
     async def stream(
         self,
@@ -144,11 +146,14 @@ class ProviderDeployment:
         public_model: str,
         include_usage: bool,
         api_key: str | None = None,
+        trace: dict[str, str] | None = None,
     ) -> AsyncIterator[StreamItem]:
         keyed = {} if api_key is None else {"api_key": api_key}
-        async for item in self.provider.stream(
-            endpoint, body, public_model, include_usage, **keyed
-        ):
+        source = self.provider.stream(endpoint, body, public_model, include_usage, **keyed)
+        with continued(trace):  # the upstream request goes out before the first item
+            first = await anext(source)
+        yield first
+        async for item in source:
             yield item
 
     async def ping(self) -> bool:
@@ -209,13 +214,22 @@ class ModelServerDeployment:
         return adapter
 
     async def complete(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        trace: dict[str, str] | None = None,  # nothing upstream to carry it to
     ) -> ProviderReply:
         adapter = await self._adapter()
         return await self.provider.complete(endpoint, body, public_model, adapter)
 
     async def stream(
-        self, endpoint: Endpoint, body: dict[str, Any], public_model: str, include_usage: bool
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        public_model: str,
+        include_usage: bool,
+        trace: dict[str, str] | None = None,  # nothing upstream to carry it to
     ) -> AsyncIterator[StreamItem]:
         adapter = await self._adapter()
         async for item in self.provider.stream(

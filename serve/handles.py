@@ -9,6 +9,7 @@ from ray.serve.handle import DeploymentHandle
 
 from forge.adapters import AdapterSpec
 from forge.protocol.exchange import Endpoint, ProviderReply, StreamItem
+from forge.tracing_spans import trace_headers
 
 
 class HandleProviderClient:
@@ -27,9 +28,7 @@ class HandleProviderClient:
         *,
         api_key: str | None = None,
     ) -> ProviderReply:
-        if api_key is None:
-            return await self._complete.remote(endpoint, body, public_model)
-        return await self._complete.remote(endpoint, body, public_model, api_key=api_key)
+        return await self._complete.remote(endpoint, body, public_model, **_extras(api_key))
 
     async def stream(
         self,
@@ -40,12 +39,9 @@ class HandleProviderClient:
         *,
         api_key: str | None = None,
     ) -> AsyncIterator[StreamItem]:
-        if api_key is None:
-            responses = self._stream.remote(endpoint, body, public_model, include_usage)
-        else:
-            responses = self._stream.remote(
-                endpoint, body, public_model, include_usage, api_key=api_key
-            )
+        responses = self._stream.remote(
+            endpoint, body, public_model, include_usage, **_extras(api_key)
+        )
         finished = False
         try:
             async for item in responses:
@@ -71,3 +67,14 @@ class HandleProviderClient:
 
     async def load_adapter(self, spec: AdapterSpec) -> list[str]:
         return await self._handle.options(method_name="load_adapter").remote(spec)
+
+
+def _extras(api_key: str | None) -> dict[str, Any]:
+    """What a call sends besides its request, only when there is any: the caller's own
+    key (BYOK) and the current trace (``trace_headers``: the try's span, continued in
+    the deployment's replica so that the upstream call carries it)."""
+    extras: dict[str, Any] = {} if api_key is None else {"api_key": api_key}
+    trace = trace_headers()
+    if trace:
+        extras["trace"] = trace
+    return extras

@@ -12,8 +12,11 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from forge.config import TracingConfig
+from forge.config import ProviderConfig, TracingConfig
 from forge.tracing import Tracing
+from forge.tracing_spans import continued
+from serve.deployments import ProviderDeployment
+from serve.handles import _extras
 from tests.unit.harness import in_process_gateway, platform_config, usage_rows
 
 MSG = [{"role": "user", "content": "hello"}]
@@ -169,3 +172,40 @@ async def test_spans_reach_an_otlp_collector(fake_openai, sqlite_engine):
         a.value.string_value for _, res in spans for a in res.attributes if a.key == "service.name"
     }
     assert service == {"forge-test"}
+
+
+async def test_a_provider_deployment_carries_the_trace_it_is_handed_upstream(fake_openai):
+    """Through a Serve handle the gateway's try span crosses to another process as
+    ``trace`` (serve/handles.py); the deployment's upstream call carries it on, for
+    answers and streams alike, and nothing without it."""
+    deployment = ProviderDeployment.func_or_class(  # the class under @serve.deployment
+        ProviderConfig(
+            name="proxied",
+            type="openai_compatible",
+            base_url=fake_openai.base_url,
+            api_key_env="FAKE_UPSTREAM_KEY",
+        )
+    )
+    body = {"model": "gpt-fake", "messages": MSG}
+    trace = {"traceparent": TRACEPARENT}
+    try:
+        await deployment.complete("chat/completions", body, "gpt-test", trace=trace)
+        assert fake_openai.requests[-1]["headers"]["traceparent"] == TRACEPARENT
+        streamed = deployment.stream(
+            "chat/completions", {**body, "stream": True}, "gpt-test", True, trace=trace
+        )
+        assert [item async for item in streamed]
+        assert fake_openai.requests[-1]["headers"]["traceparent"] == TRACEPARENT
+        await deployment.complete("chat/completions", body, "gpt-test")
+        assert "traceparent" not in fake_openai.requests[-1]["headers"]
+    finally:
+        await deployment.provider.close()
+
+
+def test_a_handle_call_hands_the_current_trace_over():
+    """What serve/handles.py sends beside a request: the caller's key and the trace,
+    each only when there is one."""
+    assert _extras(None) == {} and _extras("sk-own") == {"api_key": "sk-own"}
+    with continued({"traceparent": TRACEPARENT}):
+        assert _extras(None) == {"trace": {"traceparent": TRACEPARENT}}
+    assert _extras(None) == {}
