@@ -131,7 +131,8 @@ class ComplianceReports:
         return rows
 
     async def _audit(self, org_id: str, start: int | None, end: int | None) -> list[dict[str, Any]]:
-        where: list[Any] = [AuditLogEntry.org_id == org_id]
+        # entries retention made stubs are gone from reports as from the lists
+        where: list[Any] = [AuditLogEntry.org_id == org_id, AuditLogEntry.purged_at.is_(None)]
         if start is not None:
             where.append(AuditLogEntry.effective_at >= start)
         if end is not None:

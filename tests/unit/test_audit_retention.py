@@ -16,6 +16,7 @@ from forge.audit.chain import Stub
 from forge.audit.store import AuditEvent, AuditStore
 from forge.db.engine import make_sessionmaker
 from forge.db.schema import AuditLogEntry, AuditPersonal
+from forge.identity.compliance import ComplianceReports
 from tests.unit.harness import in_process_gateway, platform_config
 
 DAY = 86_400
@@ -61,6 +62,10 @@ async def test_stubs_keep_the_chain_whole_and_compaction_starts_it_at_a_checkpoi
         personal = (await conn.execute(select(func.count()).select_from(AuditPersonal))).scalar()
     assert personal == 3 * 2  # the purged entries' email and address are gone
     assert len((await store.list("org-b", limit=10)).data) == 2  # org-b keeps for ever
+    # and reports read no stub (org-a's first is not yet compacted: it still exists)
+    reports = ComplianceReports(make_sessionmaker(engine))
+    actions = await reports.report("admin_actions", "org-a", 0)
+    assert [(a["event"], a["count"]) for a in actions] == [("project.created", 1)]
 
     assert await store.compact() == 1  # only the leading stub: org-b's entry is next
     verdict = await store.verify()

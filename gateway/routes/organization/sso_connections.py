@@ -1,6 +1,7 @@
-"""``/v1/organization/sso_connections``: the organisation's OpenID Connect identity
-provider (our path: OpenAI has none). The client secret is sealed at rest and never
-shown again; each email domain signs in through one connection. Enterprise plan."""
+"""``/v1/organization/sso_connections``: the organisation's identity provider, OpenID
+Connect or SAML 2.0 (``kind``; our path: OpenAI has none). An OIDC client secret is
+sealed at rest and never shown again; a SAML IdP's metadata is checked on import; each
+email domain signs in through one connection. Enterprise plan."""
 
 from __future__ import annotations
 
