@@ -1,4 +1,5 @@
-"""The org directory actor: keys, adapters, and the model replicas' latest stats.
+"""The control plane's directory facet: keys, adapters, and the model replicas' latest
+stats.
 
 Keys and adapters live in the database (``forge.directory.Directory``); gateway replicas
 ask on a cache miss and keep the answer for a short TTL. Replica stats are soft state:
@@ -10,8 +11,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import ray
-
 from forge.db.engine import make_engine, make_sessionmaker
 from forge.directory import Directory
 from forge.settings import Settings
@@ -19,17 +18,11 @@ from forge.settings import Settings
 STATS_TTL_S = 15.0  # a replica silent this long is gone (stopped, replaced)
 
 
-# enable_task_events is missing from Ray's typing overloads, not from Ray.
-@ray.remote(  # type: ignore[call-overload]
-    max_restarts=-1, max_task_retries=0, num_cpus=0, enable_task_events=False
-)
-class DirectoryActor(Directory):
-    """Ray shell over ``Directory``, whose methods it serves as they are (its interface,
-    declared once: clients are ``actors.remote.remote(handle, Directory)``). The database
-    is the state, so a restart loses nothing; calls that hit a restart fail (no blind
-    retry of a key creation) and callers retry. Task events are off: Ray's GCS keeps one
-    per call (key lookups, replica reports). Replica stats and the drain deadline are
-    the actor's own soft state."""
+class PlatformDirectory(Directory):
+    """``Directory`` on the platform's database, plus the soft state the control plane
+    keeps beside it: replica stats and the drain deadline. The database is the state, so
+    a restart loses nothing that matters; calls that hit a restart fail (no blind retry of
+    a key creation) and callers retry."""
 
     def __init__(self) -> None:
         self._engine = make_engine(Settings().resolved_database_url())
@@ -56,6 +49,3 @@ class DirectoryActor(Directory):
 
     def drain_deadline(self) -> float | None:
         return self._drain_deadline
-
-    async def ping(self) -> bool:
-        return True

@@ -1,4 +1,4 @@
-"""Durable usage: the store that writes records, and the actor that owns it.
+"""Durable usage: the store that writes records, and the control plane's facet that owns it.
 
 A record is written with the platform's request id as primary key and ``ON CONFLICT DO
 NOTHING``: a gateway that re-sends a batch (the actor died before acknowledging it, or a
@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import ray
 from sqlalchemy import func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
@@ -167,14 +166,10 @@ class UsageStore:
             return int(await conn.scalar(select(func.count()).select_from(UsageReject)) or 0)
 
 
-# enable_task_events is missing from Ray's typing overloads, not from Ray.
-@ray.remote(  # type: ignore[call-overload]
-    max_restarts=-1, max_task_retries=0, num_cpus=0, enable_task_events=False
-)
-class UsageRecorderActor:
-    """Ray shell: returns only after the batch is committed (or set aside), which is the
-    acknowledgement the gateway waits for before it forgets a record. Task events are off:
-    Ray's GCS kept one per shipment (~280 MiB an hour under steady load)."""
+class UsageRecorder:
+    """The control plane's usage facet: ``record`` returns only after the batch is
+    committed (or set aside), which is the acknowledgement the gateway waits for before
+    it forgets a record."""
 
     def __init__(self) -> None:
         self._engine = make_engine(Settings().resolved_database_url())
@@ -191,6 +186,3 @@ class UsageRecorderActor:
     async def rejected_count(self) -> int:
         """Records set aside, ever."""
         return await self._store.rejected_count()
-
-    async def ping(self) -> bool:
-        return True

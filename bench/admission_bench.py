@@ -1,5 +1,6 @@
 """Admission cost: a request decided from a replica's local lease against one that needs
-a round trip to the RateLimiter actor, and how many grants one actor decides a second.
+a round trip to the control plane's limits facet, and how many grants one actor decides a
+second.
 
     .venv/bin/python -m bench.admission_bench [--seconds 5]
 
@@ -16,7 +17,8 @@ import time
 
 import ray
 
-from actors.rate_limiter import RateLimiterActor
+from actors.control_plane import ControlPlaneActor
+from actors.facets import FacetHandle
 from actors.remote import remote
 from forge.limits.lease import LeasedAdmission
 from forge.limits.limiter import RateLimiter
@@ -64,8 +66,8 @@ async def throughput(client: RateLimiter, seconds: float, outstanding: int = 64)
 
 async def main(seconds: float) -> None:
     local = await local_lease(200_000)
-    actor = RateLimiterActor.remote()
-    client = remote(actor, RateLimiter)
+    actor = ControlPlaneActor.remote(("limits",))
+    client = remote(FacetHandle(actor, "limits"), RateLimiter)
     await round_trips(client, 200)  # warm up
     trips = await round_trips(client, 2_000)
     rate = await throughput(client, seconds)
@@ -74,7 +76,7 @@ async def main(seconds: float) -> None:
     print("| --- | --- | --- |")
     print(f"| admission p50, local lease | {us(lease_p50):.2f} us | <= 50 us |")
     print(f"| admission p99, local lease | {us(sorted(local)[int(len(local) * 0.99)]):.2f} us | |")
-    print(f"| grant round trip p50, RateLimiter actor | {us(trip_p50):.0f} us | |")
+    print(f"| grant round trip p50, limits facet | {us(trip_p50):.0f} us | |")
     print(f"| round trip / local lease | {trip_p50 / lease_p50:.0f}x | |")
     print(f"| grants per second, one actor, 64 outstanding | {rate:,.0f} | |")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 import httpx2
@@ -55,6 +56,19 @@ def label(proc: psutil.Process) -> str:
     return proc.name()
 
 
+SETTLE_S = 5.0  # for the processes of the start to be gone (the deploy task's worker)
+
+
+def wait_serving(log: Path, timeout_s: float) -> None:
+    """Until `forge up` says it is serving: its start is over (the deploy task's worker
+    has exited), not only the gateway answering."""
+    deadline = time.monotonic() + timeout_s
+    while "PromptForge is serving at" not in log.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"forge up did not finish starting; see {log}")
+        time.sleep(0.5)
+
+
 def breakdown(root: int) -> list[tuple[str, int, float, float, float]]:
     rows = []
     top = psutil.Process(root)
@@ -87,6 +101,7 @@ def main() -> None:
     )
     try:
         wait_http(f"http://127.0.0.1:{FORGE_PORT}/health/ready", 180)
+        wait_serving(work / "forge.log", 180)
         body = {"model": "gpt-mock", "messages": [{"role": "user", "content": "hi"}]}
         headers = {"Authorization": f"Bearer {FORGE_KEY}"}
         for stream in (False, True, False):
@@ -96,6 +111,7 @@ def main() -> None:
                 headers=headers,
                 timeout=30,
             ).raise_for_status()
+        time.sleep(SETTLE_S)
         rows = breakdown(forge.pid)
         print("| process | RSS MiB | PSS MiB | USS MiB |\n| --- | --- | --- | --- |")
         for name, _pid, rss, pss, uss in rows:

@@ -19,7 +19,7 @@ from forge.cli_finetune import finetune_app
 from forge.cli_limits import limits_app
 from forge.cli_people import users_app
 from forge.cli_tenancy import orgs_app, projects_app
-from forge.config import load_config
+from forge.cli_up import up
 from forge.db.migrate import upgrade
 from forge.keys import KeyStore, Role
 from forge.settings import Settings
@@ -46,57 +46,7 @@ app.add_typer(finetune_app, name="finetune")
 app.add_typer(credentials_app, name="credentials")
 
 
-@app.command()
-def up(
-    config: Annotated[Path | None, typer.Option(help="Platform YAML config.")] = None,
-    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port.")] = None,
-    replica_logs: Annotated[
-        bool,
-        typer.Option(
-            help="Stream the replicas' and actors' logs to this console (a local Ray "
-            "only; costs a log-monitor process). Otherwise they stay in Ray's log folder."
-        ),
-    ] = False,
-) -> None:
-    """Start (or join, with RAY_ADDRESS) Ray, migrate the database, deploy and serve
-    in the foreground until Ctrl-C / SIGTERM."""
-    from serve import launcher
-    from serve.local_ray import logs_folder
-
-    signals = launcher.StopSignals()
-    settings = Settings()
-    cfg = load_config(config or settings.config)
-    host = host or cfg.server.host
-    port = port or cfg.server.port
-    settings = launcher.prepare_environment(settings, host)
-    cfg = cfg.model_copy(
-        update={"server": cfg.server.model_copy(update={"host": host, "port": port})}
-    )
-    own_ray = not os.environ.get("RAY_ADDRESS")
-    typer.echo(f"Starting PromptForge ({'local Ray' if own_ray else os.environ['RAY_ADDRESS']}) …")
-    try:
-        new_key, context = launcher.start(settings, cfg, host, port, signals, replica_logs)
-        active = cfg.active()
-        typer.echo(f"PromptForge is serving at http://{host}:{port}/v1")
-        typer.echo(f"Ray cluster: {context.address_info['gcs_address']} (`forge status` finds it)")
-        if own_ray and not replica_logs:
-            typer.echo(f"Replica logs: {logs_folder(context)} (or `forge up --replica-logs`)")
-        typer.echo(f"Models: {', '.join(m.name for m in active.models) or '(none configured)'}")
-        if new_key:
-            typer.echo(f"Admin key (shown once, store it now): {new_key}")
-        elif settings.master_key:
-            typer.echo("Admin key: the value of FORGE_MASTER_KEY")
-        else:
-            typer.echo("Admin key: shown at first start; `forge keys create --admin` makes another")
-        signals.wait()
-    except launcher.StopRequested:
-        typer.echo("Stop requested while starting.")
-    finally:
-        signals.ignore()
-        typer.echo("Stopping PromptForge (draining requests in flight) …")
-        launcher.stop(own_ray, cfg.gateway.drain_timeout_s)
-        typer.echo("PromptForge stopped.")
+app.command()(up)
 
 
 def local_ray_address() -> str:
@@ -132,8 +82,8 @@ def status(
     import ray
     from ray import serve
 
-    from serve.app import APP_NAME
-    from serve.deployments import ACTOR_NAMESPACE, DIRECTORY_ACTOR, USAGE_ACTOR
+    from actors.facets import running_facet
+    from serve.constants import APP_NAME
     from serve.env import use_ray_token_if_present
 
     try:
@@ -170,10 +120,10 @@ def status(
                 for name, d in app_status.deployments.items()
             },
         }
-        directory = ray.get_actor(DIRECTORY_ACTOR, namespace=ACTOR_NAMESPACE)
+        directory = running_facet("directory")
         replicas = ray.get(directory.replica_stats.remote(), timeout=10)
         report["models"] = model_stats(replicas)
-        recorder = ray.get_actor(USAGE_ACTOR, namespace=ACTOR_NAMESPACE)
+        recorder = running_facet("usage")
         report["usage"] = usage_stats(
             replicas, ray.get(recorder.rejected_count.remote(), timeout=10)
         )

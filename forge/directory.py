@@ -1,6 +1,7 @@
 """The org directory as one plain object: keys and adapters, over the database.
 
-The directory actor is a thin Ray shell around it; in-process tests use it directly.
+The control plane's directory facet (actors/directory.py) wraps it; in-process tests
+use it directly.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""API keys: generation, hashing and the store the directory actor and the CLI share."""
+"""API keys: generation, hashing and the store the directory facet and the CLI share."""
 
 from __future__ import annotations
 

@@ -2,12 +2,16 @@
 
 A verified key is trusted for ``ttl_s``; unknown keys are remembered for a shorter time
 so that a flood of bad keys cannot hammer the directory. Concurrent misses for one key
-share a single lookup.
+share a single lookup. A lookup that fails (the directory restarting: Ray brings the
+control plane back within a second or two, and the key-change feed's reset has just
+emptied the cache) is asked again with backoff for up to ``unavailable_wait_s`` before
+the request gets its 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -20,6 +24,8 @@ from forge.ttl_cache import TtlCache
 Lookup = Callable[[str], Awaitable[KeyInfo | None]]
 NEGATIVE_TTL_S = 1.0
 MAX_CACHED_KEYS = 10_000  # known and unknown keys together; bounded against key floods
+UNAVAILABLE_WAIT_S = 5.0
+FIRST_RETRY_S, MAX_RETRY_S = 0.05, 0.5
 
 
 def presented_key(request: Request) -> str | None:
@@ -34,10 +40,15 @@ def presented_key(request: Request) -> str | None:
 
 class KeyVerifier:
     def __init__(
-        self, lookup: Lookup, ttl_s: float = 5.0, max_entries: int = MAX_CACHED_KEYS
+        self,
+        lookup: Lookup,
+        ttl_s: float = 5.0,
+        max_entries: int = MAX_CACHED_KEYS,
+        unavailable_wait_s: float = UNAVAILABLE_WAIT_S,
     ) -> None:
         self._lookup = lookup
         self._ttl = ttl_s
+        self._unavailable_wait_s = unavailable_wait_s
         self._cache: TtlCache[str, KeyInfo | None] = TtlCache(max_entries)
         self._inflight: dict[str, asyncio.Future[KeyInfo | None]] = {}
 
@@ -76,7 +87,7 @@ class KeyVerifier:
         future: asyncio.Future[KeyInfo | None] = asyncio.get_running_loop().create_future()
         self._inflight[digest] = future
         try:
-            info = await self._lookup(digest)
+            info = await self._lookup_waiting(digest)
         except Exception as exc:
             future.set_exception(
                 ServiceUnavailable(
@@ -92,6 +103,20 @@ class KeyVerifier:
             return info
         finally:
             del self._inflight[digest]
+
+    async def _lookup_waiting(self, digest: str) -> KeyInfo | None:
+        """The directory's answer, asked again with backoff while it fails, for up to
+        ``unavailable_wait_s``; then its last error."""
+        give_up = time.monotonic() + self._unavailable_wait_s
+        delay = FIRST_RETRY_S
+        while True:
+            try:
+                return await self._lookup(digest)
+            except Exception:
+                if time.monotonic() + delay > give_up:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_S)
 
 
 def check_usable(info: KeyInfo) -> None:

@@ -2,8 +2,8 @@
 
 `serve.shutdown()` stops HAProxy at once, and HAProxy is the client's TCP peer: a stream
 in flight was cut ~0.2 s after SIGTERM to `forge up`. So `forge up` drains before it
-shuts Serve down. It asks the directory actor to begin a drain; every gateway replica
-watches for that (``DrainWatcher``, once a second) and then:
+shuts Serve down. It asks the directory (a control-plane facet) to begin a drain; every
+gateway replica watches for that (``DrainWatcher``, once a second) and then:
 
 1. answers new requests with a 503 (``shutting_down``, Retry-After) in the platform's
    error shape,

@@ -14,12 +14,11 @@ from forge.config import (
     ProviderConfig,
     load_config,
 )
+from serve.constants import DRAIN_MARGIN_S
 from serve.deployments import GatewayDeployment, ModelServerDeployment, ProviderDeployment
 
-APP_NAME = "promptforge"
 _QUIET = {"enable_access_log": False}
 MODEL_HEALTH_PERIOD_S = 5.0  # also how often a model replica reports its stats
-DRAIN_MARGIN_S = 5.0  # after the drain timeout: ending streams and shipping usage
 
 
 def deployment_options(p: ProviderConfig) -> dict[str, Any]:

@@ -13,12 +13,10 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from actors.budget_ledger import BudgetLedgerActor
-from actors.directory import DirectoryActor
+from actors.control_plane import ControlPlaneActor
+from actors.facets import ACTOR_NAMESPACE, CONTROL_PLANE_ACTOR, Facet, FacetHandle
 from actors.fine_tuning import FineTuningActor
-from actors.rate_limiter import RateLimiterActor
 from actors.remote import lazy_remote, remote
-from actors.usage_recorder import UsageRecorderActor
 from forge.adapters import (
     AdapterSpec,
     CachedAdapterLookup,
@@ -69,11 +67,6 @@ from train.ray_trainer import RayTrainLauncher
 
 log = logging.getLogger(__name__)
 
-ACTOR_NAMESPACE = "promptforge"
-DIRECTORY_ACTOR = "forge-directory"
-USAGE_ACTOR = "forge-usage-recorder"
-RATE_LIMITER_ACTOR = "forge-rate-limiter"
-BUDGET_LEDGER_ACTOR = "forge-budget-ledger"
 FINE_TUNING_ACTOR = "forge-fine-tuning"
 READY_TIMEOUT_S = 3.0
 PRUNE_TIMEOUT_S = 30.0  # a slow directory must not pile up prunes
@@ -110,11 +103,10 @@ async def wake_fine_tuning(jobs: JobStore, manager: JobManager) -> None:
         await manager.schedule()
 
 
-def platform_actors() -> tuple[Any, Any]:
-    """The directory and usage-recorder actors."""
-    return named_actor(DirectoryActor, DIRECTORY_ACTOR), named_actor(
-        UsageRecorderActor, USAGE_ACTOR
-    )
+def platform_facet(facet: Facet) -> FacetHandle:
+    """``facet`` of the control-plane actor (actors/control_plane.py), which the first
+    caller creates."""
+    return FacetHandle(named_actor(ControlPlaneActor, CONTROL_PLANE_ACTOR), facet)
 
 
 @serve.deployment
@@ -123,7 +115,7 @@ class ProviderDeployment:
         self.provider = make_provider(cfg)
         self._report: Any = None
         if hasattr(self.provider, "stats"):  # a self-hosted embedding model: `forge status`
-            directory, _ = platform_actors()
+            directory = platform_facet("directory")
             replica = serve.get_replica_context().replica_id.unique_id
             self._report = lambda stats: directory.report_replica.remote(replica, stats)
 
@@ -192,7 +184,7 @@ class ModelServerDeployment:
     (same capacity) loads on first use and evicts what Serve drops."""
 
     def __init__(self, cfg: ProviderConfig) -> None:
-        directory, _ = platform_actors()
+        directory = platform_facet("directory")
         self._directory = directory
         self.provider = make_provider(cfg, adapter_lookup=lambda n: directory.get_adapter.remote(n))
         self._replica = serve.get_replica_context().replica_id.unique_id
@@ -282,11 +274,11 @@ class ModelServerDeployment:
 @serve.ingress()
 class GatewayDeployment:
     def __init__(self, config: PlatformConfig, providers: dict[str, DeploymentHandle]) -> None:
-        directory, recorder = platform_actors()
+        directory, recorder = platform_facet("directory"), platform_facet("usage")
         # soft state (a restart starts its buckets full) / state in the database
-        limiter = remote(named_actor(RateLimiterActor, RATE_LIMITER_ACTOR), RateLimiter)
-        ledger = remote(named_actor(BudgetLedgerActor, BUDGET_LEDGER_ACTOR), BudgetLedger)
-        board = remote(named_actor(RateLimiterActor, RATE_LIMITER_ACTOR), BreakerBoard)
+        limiter = remote(platform_facet("limits"), RateLimiter)
+        ledger = remote(platform_facet("budgets"), BudgetLedger)
+        board = remote(platform_facet("limits"), BreakerBoard)
         keyring = Keyring.of(Settings())
         database = replica_engine(Settings().resolved_database_url(), config.responses.pool_size)
         fine_tuning, jobs = fine_tuning_manager(config), JobStore(make_sessionmaker(database))

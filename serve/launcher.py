@@ -1,8 +1,15 @@
-"""`forge up`: start or join Ray, migrate, deploy, serve in the foreground, stop cleanly."""
+"""`forge up`: start or join Ray, migrate, deploy, serve in the foreground, stop cleanly.
+
+The driver (this process) lives as long as the platform, and what it imports stays
+resident, so it imports Ray and the config and little else: the database is prepared in
+a child process (``forge.db.prepare``) and the application is built and deployed by a
+one-off Ray task whose worker exits after it (``deploy_in_task``), so neither Alembic
+nor the gateway's code is ever loaded here. Ray Serve's client is imported when
+stopping. (The driver held 221 MiB RSS when it did all of it itself.)
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -10,14 +17,12 @@ import time
 from typing import Any
 
 import ray
-from ray import serve
 
+from actors.facets import running_facet
 from forge.config import PlatformConfig
-from forge.db.engine import make_engine, make_sessionmaker
-from forge.db.migrate import upgrade
-from forge.keys import KeyStore
+from forge.db.prepare import prepare_in_child
 from forge.settings import Settings
-from serve.app import APP_NAME, DRAIN_MARGIN_S, build_application
+from serve.constants import APP_NAME, DRAIN_MARGIN_S
 from serve.env import FAST_SERVE_ENV, use_ray_token_if_present
 from serve.haproxy_shim import HOST_ENV
 from serve.lean_workers import WORKER_ENV
@@ -39,14 +44,6 @@ def prepare_environment(settings: Settings, host: str = "127.0.0.1") -> Settings
     return settings.model_copy(update={"data_dir": data_dir})
 
 
-async def _ensure_master(url: str, master_key: str | None) -> str | None:
-    engine = make_engine(url)
-    try:
-        return await KeyStore(make_sessionmaker(engine)).ensure_master(master_key)
-    finally:
-        await engine.dispose()
-
-
 def start(
     settings: Settings,
     config: PlatformConfig,
@@ -58,11 +55,10 @@ def start(
     """Migrate, start Ray and deploy. Returns a newly generated admin key (if any) and
     the Ray context (``serve.local_ray``: a local head streams replicas' logs to the
     console only with ``replica_logs``). ``ray.init`` installs Ray's own SIGTERM handler (a stack
-    dump, then abort), so ``signals`` are installed again right after it."""
-    url = settings.resolved_database_url()
-    upgrade(url)
-    master = settings.master_key.get_secret_value() if settings.master_key else None
-    new_key = asyncio.run(_ensure_master(url, master))
+    dump, then abort), so ``signals`` are installed again right after it. ``settings``
+    must be this process's environment's (``prepare_environment``): the database is
+    prepared by a child that reads them from there."""
+    new_key = prepare_in_child()
     address = os.environ.get("RAY_ADDRESS")
     if address:
         use_ray_token_if_present()
@@ -71,8 +67,34 @@ def start(
         context = init_local_head(APP_NAME, replica_logs=replica_logs)
     if signals is not None:
         signals.install()
-    deploy(config, host, port)
+    deploy_in_task(config, host, port, reap_haproxy=not address)
     return new_key, context
+
+
+def deploy_in_task(
+    config: PlatformConfig, host: str, port: int, reap_haproxy: bool, attempts: int = 2
+) -> None:
+    """``deploy``, in a one-off Ray task (``max_calls=1``: its worker process exits with
+    the gateway's code it imported). A failed try is retried once from here, after
+    clearing Serve and, on our own head (``reap_haproxy``), any HAProxy it left."""
+    task = ray.remote(num_cpus=0, max_calls=1, max_retries=0)(deploy).options(name="forge-deploy")
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.get(task.remote(config, host, port, attempts=1))
+            return
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            log.warning("deploying failed (%s); retrying once", str(exc).splitlines()[0])
+            _clear_serve(reap_haproxy)
+
+
+def _clear_serve(reap_haproxy: bool) -> None:
+    from ray import serve
+
+    haproxies = named(descendants(os.getpid()), "haproxy") if reap_haproxy else []
+    serve.shutdown()
+    terminate(haproxies)
 
 
 def deploy(config: PlatformConfig, host: str, port: int, attempts: int = 2) -> None:
@@ -83,6 +105,10 @@ def deploy(config: PlatformConfig, host: str, port: int, attempts: int = 2) -> N
     crashes, and `serve.run` fails (seen in ~1 of 10 starts here, Ray 2.60). A second
     start, after clearing Serve and any HAProxy it left behind, has always succeeded.
     """
+    from ray import serve
+
+    from serve.app import build_application
+
     for attempt in range(1, attempts + 1):
         try:
             serve.start(http_options={"host": host, "port": port})
@@ -92,19 +118,15 @@ def deploy(config: PlatformConfig, host: str, port: int, attempts: int = 2) -> N
             if attempt == attempts:
                 raise
             log.warning("deploying failed (%s); retrying once", str(exc).splitlines()[0])
-            haproxies = named(descendants(os.getpid()), "haproxy")
-            serve.shutdown()
-            terminate(haproxies)
+            _clear_serve(reap_haproxy=True)
 
 
 def drain(timeout_s: float, poll_s: float = 0.25) -> bool:
     """Drain every gateway replica before Serve stops (gateway/drain.py): they stop
     admitting, finish what is in flight up to ``timeout_s``, end the streams still open,
     and ship their usage. True when every replica reported itself done in time."""
-    from serve.deployments import ACTOR_NAMESPACE, DIRECTORY_ACTOR
-
     try:
-        directory = ray.get_actor(DIRECTORY_ACTOR, namespace=ACTOR_NAMESPACE)
+        directory = running_facet("directory")
         gateways = gateway_replica_count()
         deadline = ray.get(directory.begin_drain.remote(timeout_s), timeout=10)
     except Exception as exc:  # nothing deployed, or the directory is gone
@@ -127,6 +149,8 @@ def drain(timeout_s: float, poll_s: float = 0.25) -> bool:
 
 def gateway_replica_count() -> int:
     """Running gateway replicas, as Serve reports them."""
+    from ray import serve
+
     app = serve.status().applications.get(APP_NAME)
     if app is None or "gateway" not in app.deployments:
         return 0
@@ -137,6 +161,8 @@ def gateway_replica_count() -> int:
 def stop(own_ray: bool, drain_timeout_s: float | None = None) -> None:
     """Drain the gateways (if ``drain_timeout_s``), shut Serve down, then our own Ray,
     then any HAProxy that outlived them."""
+    from ray import serve
+
     haproxies = named(descendants(os.getpid()), "haproxy")
     try:
         if drain_timeout_s is not None:

@@ -14,7 +14,7 @@ import pytest
 
 from forge.db.engine import make_engine, make_sessionmaker
 from forge.keys import KeyStore
-from serve.app import APP_NAME
+from serve.constants import APP_NAME
 from serve.env import FAST_SERVE_ENV
 from serve.local_ray import init_local_head
 from tests.fakes.server import free_port

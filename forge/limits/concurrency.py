@@ -1,6 +1,6 @@
 """A gateway replica's admission against limits on the requests in flight at once.
 
-The replica holds permits from the RateLimiter actor (``forge.limits.permits``) and
+The replica holds permits from the control plane's limits facet (``forge.limits.permits``) and
 admits locally while one of its permits is free: a request that ends frees its permit
 here, for the next request on this replica, with no round trip. A request that finds
 none asks the actor for one. Permits held idle for ``idle_s`` go back to the actor

@@ -1,4 +1,4 @@
-"""The authoritative rate-limit buckets: what the RateLimiter actor holds.
+"""The authoritative rate-limit buckets: what the control plane's limits facet holds.
 
 Replicas do not ask per request: they take leases (``grant``) of a few tokens and admit
 locally until a lease is spent (``forge.limits.lease``). Tokens leave the bucket when

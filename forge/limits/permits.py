@@ -1,4 +1,4 @@
-"""Permits for the requests in flight at once: the RateLimiter actor's side.
+"""Permits for the requests in flight at once: the limits facet's side.
 
 A limit on concurrent requests is a semaphore shared by every gateway replica. Replicas
 hold permits (``acquire``), admit locally while a request can have one of theirs, and

@@ -15,7 +15,7 @@ import httpx2
 import pytest
 import ray
 
-from serve.deployments import ACTOR_NAMESPACE, USAGE_ACTOR
+from actors.facets import running_facet
 from tests.integration.ledger import check_ledger, load_with_fault, new_key
 from tests.live_platform import wait_until_ready
 
@@ -110,10 +110,11 @@ def a_revocation_reaches_both_replicas_within_a_second(platform) -> None:
     assert set(codes) == {401}, codes
 
 
-def test_a_sigkilled_usage_recorder_fails_no_request_and_loses_no_record(platform, fake_openai):
-    """The recorder is the only writer: while Ray restarts it, shipments fail and the
+def test_a_sigkilled_control_plane_fails_no_request_and_loses_no_record(platform, fake_openai):
+    """The control plane hosts the usage recorder, the only writer (and the directory,
+    the limits and the budget ledger): while Ray restarts it, shipments fail and the
     records wait in the replicas' spools; clients notice nothing."""
-    recorder = ray.get_actor(USAGE_ACTOR, namespace=ACTOR_NAMESPACE)
+    recorder = running_facet("usage").handle
     before = actor_pid(recorder)
 
     async def kill_the_recorder() -> None:

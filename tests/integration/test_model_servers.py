@@ -10,16 +10,16 @@ import httpx2
 import openai
 import ray
 
+from actors.facets import running_facet
 from forge.cli import model_stats
-from serve.app import APP_NAME
-from serve.deployments import ACTOR_NAMESPACE, DIRECTORY_ACTOR
+from serve.constants import APP_NAME
 from tests.live_platform import ask, check_adapter_serving
 
 PROMPT = [{"role": "user", "content": "def handler(event):"}]
 
 
 def replica_stats() -> dict:
-    directory = ray.get_actor(DIRECTORY_ACTOR, namespace=ACTOR_NAMESPACE)
+    directory = running_facet("directory")
     return model_stats(ray.get(directory.replica_stats.remote(), timeout=10))
 
 
@@ -147,10 +147,9 @@ def _replica_id(actor: object) -> str:
 def test_status_reports_the_embedding_server_and_the_usage_ledger(platform):
     """`forge status` left the embedding model server out, and said nothing of usage."""
     from forge.cli import usage_stats
-    from serve.deployments import USAGE_ACTOR
 
     platform.sdk().embeddings.create(model="all-minilm-l6-v2", input="hello")
-    directory = ray.get_actor(DIRECTORY_ACTOR, namespace=ACTOR_NAMESPACE)
+    directory = running_facet("directory")
     deadline = time.monotonic() + 30  # replicas report at each health check (5-10 s)
     while time.monotonic() < deadline:
         replicas = ray.get(directory.replica_stats.remote())
@@ -161,5 +160,5 @@ def test_status_reports_the_embedding_server_and_the_usage_ledger(platform):
         time.sleep(0.5)
     assert embed and embed["replicas"] == 1 and embed["running"] == 0, embed
     assert usage["shipped"] > 0 and not usage["failing"], usage
-    recorder = ray.get_actor(USAGE_ACTOR, namespace=ACTOR_NAMESPACE)
+    recorder = running_facet("usage")
     assert ray.get(recorder.rejected_count.remote()) == 0

@@ -64,7 +64,7 @@ class TwoNodes:
 
 
 GATEWAY = "ServeReplica:promptforge:gateway"
-RECORDER = "UsageRecorderActor"
+RECORDER = "ControlPlaneActor"  # hosts the usage recorder
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import openai
 import pytest
 import ray
 
+from actors.facets import running_facet
 from forge.db.schema import DEFAULT_PROJECT_ID
-from serve.deployments import ACTOR_NAMESPACE, USAGE_ACTOR
 from tests.conftest import UPSTREAM_KEY
 from tests.contract.cases import CASES
 
@@ -144,7 +144,7 @@ def test_client_disconnect_cancels_upstream_and_records_partial_usage(platform, 
 def test_killing_the_usage_recorder_loses_no_acknowledged_record(platform):
     """Requests keep flowing while the recorder is killed twice (ray.kill, then SIGKILL of
     its worker process); every request the gateway answered must end up in the database."""
-    recorder = ray.get_actor(USAGE_ACTOR, namespace=ACTOR_NAMESPACE)
+    recorder = running_facet("usage").handle  # the control plane that hosts it
 
     async def burst(n: int, kill) -> list[str]:
         client = platform.async_sdk()

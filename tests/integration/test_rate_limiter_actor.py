@@ -1,5 +1,6 @@
-"""The RateLimiter actor on the session's Ray: leases through the derived client, and a
-SIGKILLed limiter restarted by Ray, starting full (at most one burst more)."""
+"""The control plane's limits facet on the session's Ray (a control-plane actor hosting
+that facet alone): leases through the derived client, and a SIGKILLed limiter restarted
+by Ray, starting full (at most one burst more)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import time
 
 import ray
 
-from actors.rate_limiter import RateLimiterActor
+from actors.control_plane import ControlPlaneActor
+from actors.facets import FacetHandle
 from actors.remote import remote
 from forge.limits.concurrency import ConcurrencyLeases
 from forge.limits.lease import LeasedAdmission
@@ -33,8 +35,10 @@ def kill_and_wait_for_restart(actor) -> None:
 
 
 def test_leases_through_the_actor_and_a_restart_admits_at_most_one_burst_more(platform):
-    actor = RateLimiterActor.options(name="test-rate-limiter", namespace="tests").remote()
-    client = remote(actor, RateLimiter)
+    actor = ControlPlaneActor.options(name="test-rate-limiter", namespace="tests").remote(
+        ("limits",)
+    )
+    client = remote(FacetHandle(actor, "limits"), RateLimiter)
 
     async def burst(replica: LeasedAdmission, n: int) -> tuple[int, int]:
         """Admitted of ``n``, and the most a bucket of 10 at 10 a second could have
@@ -56,8 +60,9 @@ def test_leases_through_the_actor_and_a_restart_admits_at_most_one_burst_more(pl
 def test_permits_through_the_actor_and_a_restarted_limiter_relearns_them(platform):
     """Concurrent-request permits through the derived client; SIGKILLed, the limiter
     comes back empty and learns what a replica holds from its next report."""
-    actor = RateLimiterActor.options(name="test-permits", namespace="tests").remote()
-    client = remote(actor, RateLimiter)
+    actor = ControlPlaneActor.options(name="test-permits", namespace="tests").remote(("limits",))
+    limits = FacetHandle(actor, "limits")
+    client = remote(limits, RateLimiter)
     name = "key:live:*:concurrent"
 
     async def hold_two() -> ConcurrencyLeases:
@@ -69,7 +74,7 @@ def test_permits_through_the_actor_and_a_restarted_limiter_relearns_them(platfor
 
     replica = asyncio.run(hold_two())
     kill_and_wait_for_restart(actor)
-    assert ray.get(actor.in_flight.remote(name), timeout=30) == 0  # forgotten
+    assert ray.get(limits.in_flight.remote(name), timeout=30) == 0  # forgotten
 
     async def report_then_refuse() -> bool:
         await replica.sweep()  # nothing idle to give back; reports its two
@@ -77,5 +82,5 @@ def test_permits_through_the_actor_and_a_restarted_limiter_relearns_them(platfor
         return (await other.enter(name, 2)).allowed
 
     assert not asyncio.run(report_then_refuse())
-    assert ray.get(actor.in_flight.remote(name), timeout=30) == 2
+    assert ray.get(limits.in_flight.remote(name), timeout=30) == 2
     ray.kill(actor)

@@ -12,11 +12,11 @@ import pytest
 import ray
 from ray import serve
 
+from actors.facets import running_facet
 from forge.cli import model_stats
 from forge.config import PlatformConfig
 from serve import launcher
-from serve.app import APP_NAME
-from serve.deployments import ACTOR_NAMESPACE, DIRECTORY_ACTOR
+from serve.constants import APP_NAME
 from tests.live_platform import ask, register_adapter, wait_until_ready
 
 pytestmark = pytest.mark.ray
@@ -25,7 +25,7 @@ ADAPTERS = ("multiplex-a", "multiplex-b")
 
 
 def per_replica(provider: str) -> dict[str, dict]:
-    directory = ray.get_actor(DIRECTORY_ACTOR, namespace=ACTOR_NAMESPACE)
+    directory = running_facet("directory")
     stats = model_stats(ray.get(directory.replica_stats.remote(), timeout=10))
     return stats.get(provider, {}).get("per_replica", {})
 

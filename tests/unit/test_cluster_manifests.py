@@ -101,7 +101,7 @@ def test_serve_config_matches_rays_schema() -> None:
     assert schema.http_options.host == "0.0.0.0"
     assert schema.http_options.port == 8000
     [app] = schema.applications
-    from serve.app import APP_NAME
+    from serve.constants import APP_NAME
 
     assert app.name == APP_NAME
     assert app.route_prefix == "/"
