@@ -25,6 +25,11 @@ FAST_SERVE_ENV = {
     # a busy one pays too. Deployments react within half a second instead of 0.1 s.
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+    # Serve's HTTP ingress metrics from HAProxy: a log datagram per request that the
+    # HAProxyManager actor parses into Ray's metrics (~0.15 ms of CPU a request, 3% of a
+    # streamed request's; bench/README.md). The platform counts its own requests
+    # (/metrics); with this off, Serve counts its ingress in the replica instead.
+    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     # The raylet keeps up to one idle worker per CPU for tasks to come (79 MiB each,
     # left by Serve's start-up tasks); the platform runs few tasks, and a worker is
     # started for each actor anyway: idle ones go after a second.
