@@ -67,6 +67,7 @@ class BatchRunner:
         self._results: list[LineResult] = []
         self._in_flight: dict[tuple[str, int], Claimed] = {}
         self._wake = asyncio.Event()
+        self._unwritten = asyncio.Event()  # results wait for the flusher: it runs only then
 
     def wake(self) -> None:
         """A batch was created here: look now rather than at the next poll."""
@@ -149,6 +150,7 @@ class BatchRunner:
             return
         self.stats.ran += 1
         self._results.append(outcome)  # written at the next flush, with the others
+        self._unwritten.set()
         self._in_flight.pop((claimed.batch_id, claimed.line), None)  # its slot is free now
         if len(self._results) >= 200:
             await self._flush()
@@ -172,14 +174,19 @@ class BatchRunner:
         except Exception:
             log.exception("batches: writing %d results failed; retrying", len(results))
             self._results = results + self._results
+            self._unwritten.set()
             return
         self.stats.flushes += 1
         if not self._in_flight:
             self._wake.set()  # perhaps the batch's last lines: settle it now
 
     async def _flush_forever(self) -> None:
+        """Every ``flush_s`` while results wait; asleep otherwise (an idle replica's
+        runner used to wake 20 times a second for nothing)."""
         while True:
+            await self._unwritten.wait()
             await asyncio.sleep(self.flush_s)
+            self._unwritten.clear()  # results added from here on set it again
             await self._flush()
 
     async def _give_back(self) -> None:
