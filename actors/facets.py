@@ -15,12 +15,12 @@ without importing what it runs.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import ray
 
 Facet = Literal["directory", "usage", "budgets", "limits"]
-FACETS: tuple[Facet, ...] = ("directory", "usage", "budgets", "limits")
+FACETS: tuple[Facet, ...] = get_args(Facet)
 ACTOR_NAMESPACE = "promptforge"
 CONTROL_PLANE_ACTOR = "forge-control-plane"
 

@@ -88,26 +88,9 @@ def app_builder(args: dict[str, Any]) -> Application:
 
     Migrates the database and registers ``FORGE_MASTER_KEY`` as an admin key when set
     (a key is never generated here: there is no terminal to show it on)."""
-    import asyncio
-
-    from forge.db.engine import make_engine, make_sessionmaker
-    from forge.db.migrate import upgrade
-    from forge.keys import KeyStore
+    from forge.db.prepare import prepare
     from forge.settings import Settings
 
     settings = Settings()
-    url = settings.resolved_database_url()
-    upgrade(url)
-    if settings.master_key:
-
-        async def register() -> None:
-            engine = make_engine(url)
-            try:
-                await KeyStore(make_sessionmaker(engine)).ensure_master(
-                    settings.master_key.get_secret_value()
-                )
-            finally:
-                await engine.dispose()
-
-        asyncio.run(register())
+    prepare(settings, generate_key=False)
     return build_application(load_config(args.get("config") or settings.config))

@@ -31,14 +31,17 @@ async def _ensure_master(url: str, master_key: str | None) -> str | None:
         await engine.dispose()
 
 
-def prepare(settings: Settings) -> str | None:
-    """Migrate the database and ensure the operator's key; the key when it was just
+def prepare(settings: Settings, generate_key: bool = True) -> str | None:
+    """Migrate the database and ensure the operator's key (``FORGE_MASTER_KEY``, else
+    one generated when none exists and ``generate_key``); the key when it was just
     generated (shown once)."""
     from forge.db.migrate import upgrade
 
     url = settings.resolved_database_url()
     upgrade(url)
     master = settings.master_key.get_secret_value() if settings.master_key else None
+    if master is None and not generate_key:
+        return None
     return asyncio.run(_ensure_master(url, master))
 
 

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from forge.db.prepare import PreparationFailed, prepare_in_child
+from forge.db.prepare import PreparationFailed, prepare, prepare_in_child
+from forge.settings import Settings
 
 PROBE = """
 import json, sys
@@ -73,3 +74,14 @@ def test_a_database_that_cannot_be_prepared_says_so(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://nobody@127.0.0.1:1/none")
     with pytest.raises(PreparationFailed, match="preparing the database failed"):
         prepare_in_child()
+
+
+def test_a_serve_deploy_prepares_the_database_without_generating_a_key(tmp_path, monkeypatch):
+    """`serve deploy` / KubeRay (serve.app:app_builder) has no terminal to show a key on:
+    it migrates and registers FORGE_MASTER_KEY only."""
+    monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("FORGE_MASTER_KEY", raising=False)
+    assert prepare(Settings(), generate_key=False) is None
+    assert (tmp_path / "forge.db").exists()
+    assert prepare_in_child() is not None  # no operator's key was made: one is now
